@@ -1,0 +1,109 @@
+"""Shared fixtures: a tiny randomly initialised BERT written by the tests, and tiny task files.
+
+Nothing here downloads anything: the vocabulary, the encoder and the data are all made on the spot.
+"""
+
+import os
+import random
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# Words of the tiny language, with a part of speech, and whether they start a name (for ner).
+NOUNS = ["dog", "cat", "house", "tree", "river", "city", "book", "car"]
+VERBS = ["runs", "sees", "likes", "takes", "makes", "finds"]
+DETERMINERS = ["the", "a", "this"]
+ADJECTIVES = ["big", "small", "red", "old"]
+NAMES = ["john", "mary", "paris", "london"]
+PUNCTUATION = ["."]
+SUBWORD_PIECES = ["walk", "##ing", "##s", "talk"]  # 'walking', 'talks' become two sub-tokens
+
+VOCAB = (
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + NOUNS + VERBS + DETERMINERS + ADJECTIVES + NAMES + PUNCTUATION + SUBWORD_PIECES
+)
+
+TASKS = ("pos", "ner", "chunking", "predicate")
+
+
+def _tagged_sentence(rng):
+    """One sentence of the tiny language with labels for the four tasks."""
+    subject = [("NNP", name) for name in [rng.choice(NAMES)]] if rng.random() < 0.5 else [
+        ("DT", rng.choice(DETERMINERS)), ("JJ", rng.choice(ADJECTIVES)), ("NN", rng.choice(NOUNS))
+    ]
+    verb = ("VBZ", rng.choice(VERBS + ["walking", "talks"]))
+    obj = [("DT", rng.choice(DETERMINERS)), ("NN", rng.choice(NOUNS))]
+    tagged = subject + [verb] + obj + [(".", ".")]
+    words = [word for _, word in tagged]
+    pos = [tag for tag, _ in tagged]
+    ner = ["B-PER" if word in NAMES[:2] else "B-GPE" if word in NAMES[2:] else "O" for word in words]
+    chunking, inside = [], False
+    for tag in pos:
+        if tag in ("DT", "JJ", "NN", "NNP"):
+            chunking.append("I-NP" if inside else "B-NP")
+            inside = True
+        elif tag == "VBZ":
+            chunking.append("B-VP")
+            inside = False
+        else:
+            chunking.append("O")
+            inside = False
+    predicate = ["predicate" if tag == "VBZ" else "-" for tag in pos]
+    return words, {"pos": pos, "ner": ner, "chunking": chunking, "predicate": predicate}
+
+
+def write_task_files(data_dir, sizes=None, seed=0):
+    """Write {split}_{task}.txt and {task}_labels.txt for the four tasks; return the data directory."""
+    sizes = sizes or {"train": 24, "dev": 8, "test": 8}
+    rng = random.Random(seed)
+    os.makedirs(data_dir, exist_ok=True)
+    labels = {task: set() for task in TASKS}
+    for split, count in sizes.items():
+        sentences = [_tagged_sentence(rng) for _ in range(count)]
+        for task in TASKS:
+            with open(os.path.join(data_dir, f"{split}_{task}.txt"), "w") as handle:
+                handle.write("-DOCSTART- -X- -X- O\n\n")
+                for words, task_labels in sentences:
+                    for word, label in zip(words, task_labels[task]):
+                        handle.write(f"{word} {label}\n")
+                        labels[task].add(label)
+                    handle.write("\n")
+    for task in TASKS:
+        with open(os.path.join(data_dir, f"{task}_labels.txt"), "w") as handle:
+            handle.write("\n".join(sorted(labels[task])) + "\n")
+    return str(data_dir)
+
+
+def write_tiny_bert(model_dir, seed=0):
+    """Save a 2-layer randomly initialised BERT and its tokenizer (vocabulary written here)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    os.makedirs(model_dir, exist_ok=True)
+    vocab_path = os.path.join(model_dir, "vocab.txt")
+    with open(vocab_path, "w") as handle:
+        handle.write("\n".join(VOCAB) + "\n")
+    # transformers 5 builds the WordPiece tokenizer from the vocabulary itself (a dict), not a file path.
+    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(VOCAB)}, do_lower_case=True)
+    tokenizer.save_pretrained(model_dir)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(model_dir)
+    return str(model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    return write_task_files(tmp_path_factory.mktemp("tiny_data"))
