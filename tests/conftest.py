@@ -93,7 +93,7 @@ def write_tiny_bert(model_dir, seed=0):
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        intermediate_size=64, max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(model_dir)
     return str(model_dir)

@@ -1,0 +1,533 @@
+"""What every paradigm script shares: arguments, run set-up and records, data loading, the training loop.
+
+A paradigm script (run_*.py) reads as its paradigm: parse arguments -> `start_run` -> `load_task_data`
+-> `build_model` -> its own schedule of `Trainer.train_epoch` calls and weight updates -> `finish_run`.
+"""
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from modeling_multi_bert import MultiTaskTagger
+from utils_cross_task import TaskDataError, collate, epoch_batches, load_task_split, read_labels, read_sentences, task_file
+
+logger = logging.getLogger("tawt")
+
+RUN_ARGS_FILE = "run_args.json"
+TASK_WEIGHTS_FILE = "task_weights.json"
+TRAINING_LOG_FILE = "training_log.jsonl"
+
+
+class UsageError(ValueError):
+    """A command line that cannot run; the message names the flag and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Arguments (the original scripts' names, SPEC §3 defaults)
+
+
+def add_common_arguments(parser):
+    data = parser.add_argument_group("data, model and output")
+    data.add_argument("--data_dir", default=None,
+                      help="directory of {train,dev,test}_{task}.txt and {task}_labels.txt; default: the embedded "
+                           "default data (Brown corpus with spaCy labels), built and cached on first use")
+    data.add_argument("--model_type", default=None,
+                      help="accepted for compatibility with the original scripts; the architecture is read from "
+                           "the model's config")
+    data.add_argument("--model_name_or_path", default=None,
+                      help="a Hugging Face encoder directory or name (BERT, RoBERTa, ...); default: the MiniLM "
+                           "encoder of the embedded default. Without --do_train: a directory saved by a run")
+    data.add_argument("--output_dir", required=True, help="where the model, results and predictions go")
+    data.add_argument("--overwrite_output_dir", action="store_true",
+                      help="allow writing into an output directory that already holds a run's results")
+    data.add_argument("--max_seq_length", type=int, default=128,
+                      help="sub-tokens per sentence, special tokens included; longer training sentences are cut "
+                           "(and counted), longer evaluation sentences are predicted in windows")
+    data.add_argument("--do_train", action="store_true", help="train")
+    data.add_argument("--do_eval", action="store_true", help="evaluate on dev_{task}.txt")
+    data.add_argument("--do_predict", action="store_true",
+                      help="evaluate on test_{task}.txt and write {task}_test_predictions.txt")
+
+    training = parser.add_argument_group("training (SPEC §3 defaults)")
+    training.add_argument("--per_gpu_train_batch_size", type=int, default=32, help="sentences per training batch")
+    training.add_argument("--per_gpu_eval_batch_size", type=int, default=64, help="sentences per evaluation batch")
+    training.add_argument("--learning_rate", type=float, default=5e-5, help="AdamW learning rate")
+    training.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay (not on biases/norms)")
+    training.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon")
+    training.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient-norm clipping")
+    training.add_argument("--num_train_epochs", type=float, default=4.0, help="training epochs (whole numbers)")
+    training.add_argument("--max_steps", type=int, default=-1,
+                          help="if > 0: stop after this many optimizer steps (overrides --num_train_epochs)")
+    training.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up steps")
+    training.add_argument("--dropout", type=float, default=None,
+                          help="dropout before the task heads; default: the encoder's hidden_dropout_prob")
+    training.add_argument("--logging_steps", type=int, default=50,
+                          help=f"write the mean training loss every N steps to {TRAINING_LOG_FILE}")
+    training.add_argument("--save_steps", type=int, default=0,
+                          help="save a checkpoint into OUTPUT_DIR/checkpoint every N steps (0: never)")
+    training.add_argument("--seed", type=int, default=1, help="random seed")
+    training.add_argument("--no_cuda", action="store_true", help="run on the CPU even when a GPU is present")
+    precision = training.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="float16 autocast with a gradient scaler (GPU)")
+    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU, or a CPU that supports it)")
+    return parser
+
+
+def add_multi_task_arguments(parser, main_task_weighted=True):
+    """The knobs shared by every multi-task script: which tasks, their weights, and the TAWT update."""
+    tasks = parser.add_argument_group("tasks")
+    tasks.add_argument("--auxiliary_task_list", nargs="+", required=True,
+                       help="the source tasks, e.g. 'pos chunking predicate' (commas also work)")
+    tasks.add_argument("--main_task", required=True, help="the target task, e.g. ner")
+    tasks.add_argument("--main_task_train_sent_num", type=int, default=None,
+                       help="use the first N sentences of train_{main_task}.txt (paper: pos 100, chunking 100, "
+                            "predicate 300, ner 500); default: all")
+
+    weighting = parser.add_argument_group("task weights (SPEC §4, §5)")
+    order = "sources in order, main task last" if main_task_weighted else "one per source, in order"
+    weighting.add_argument("--task_weights", nargs="+", type=float, default=None,
+                           help=f"starting task weights ({order}); normalised to sum 1; default: uniform")
+    weighting.add_argument("--weighting", choices=("fixed", "tawt"), default="tawt",
+                           help="fixed: the weights stay as given; tawt: they follow the TAWT update once per epoch")
+    weighting.add_argument("--weight_lr", type=float, default=1.0, help="step size of the weight update (paper: 1)")
+    weighting.add_argument("--normalized_gradients", action="store_true",
+                           help="exponent -weight_lr * g_t (g_t = -cosine); without it, -weight_lr * "
+                                "inv_constant * g_t")
+    weighting.add_argument("--inv_constant", type=float, default=1.0,
+                           help="scale s of the weight gradient when --normalized_gradients is not given "
+                                "(paper's weighted pre-training: 1, 10, 30, 100)")
+    weighting.add_argument("--gradient_sampling_batch_size", type=int, default=64,
+                           help="sentences in the one batch per task whose encoder gradient is compared "
+                                "(paper: 64; the original, too, used one batch)")
+    return parser
+
+
+def parse_task_list(values):
+    return [task for value in values for task in value.split(",") if task]
+
+
+def check_task_lists(auxiliary_tasks, main_task):
+    if len(set(auxiliary_tasks)) != len(auxiliary_tasks):
+        repeated = sorted({task for task in auxiliary_tasks if auxiliary_tasks.count(task) > 1})
+        raise UsageError(f"--auxiliary_task_list names {repeated} more than once; name each source once")
+    if main_task in auxiliary_tasks:
+        raise UsageError(f"--main_task {main_task} is also in --auxiliary_task_list; a task is a source or the main task")
+
+
+def initial_task_weights(given, tasks, flag="--task_weights"):
+    """The starting weights over `tasks`: the given ones normalised to sum 1, or uniform."""
+    if given is None:
+        return np.full(len(tasks), 1.0 / len(tasks))
+    weights = np.asarray(given, dtype=np.float64)
+    if len(weights) != len(tasks):
+        raise UsageError(f"{flag} has {len(weights)} values but there are {len(tasks)} weighted tasks ({' '.join(tasks)})")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise UsageError(f"{flag} {' '.join(map(str, given))}: weights must be finite and non-negative")
+    if weights.sum() == 0:
+        raise UsageError(f"{flag} are all zero; give at least one positive weight")
+    if not math.isclose(weights.sum(), 1.0, rel_tol=1e-6):
+        logger.warning("%s sum to %g, not 1: normalising them to %s", flag, weights.sum(), (weights / weights.sum()).round(6).tolist())
+    return weights / weights.sum()
+
+
+def check_weighting_arguments(args):
+    if args.weighting == "tawt" and not args.normalized_gradients and args.inv_constant <= 0:
+        raise UsageError(
+            f"--inv_constant {args.inv_constant} would freeze (or reverse) the TAWT update; give a positive value, "
+            "--normalized_gradients, or --weighting fixed to keep the weights fixed"
+        )
+    if args.gradient_sampling_batch_size < 1:
+        raise UsageError("--gradient_sampling_batch_size must be at least 1")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run set-up and records
+
+
+def write_text_atomic(path, text):
+    """Write a file so that a reader (or a crash) sees either the old file or the whole new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def write_json_atomic(path, payload):
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def _git_commit():
+    root = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions():
+    import importlib.metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "transformers", "tokenizers", "seqeval", "numpy", "scipy", "tqdm"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _holds_results(output_dir):
+    if not os.path.isdir(output_dir):
+        return False
+    return any(name.endswith("_results.txt") for name in os.listdir(output_dir))
+
+
+def resolve_data_dir(data_dir):
+    if data_dir is not None:
+        if not os.path.isdir(data_dir):
+            raise UsageError(f"--data_dir {data_dir}: no such directory")
+        return data_dir
+    from data.make_default_data import ensure_default_data
+
+    return ensure_default_data()
+
+
+def resolve_model_name_or_path(model_name_or_path):
+    try:
+        from data.make_default_data import resolve_model_name_or_path as resolve_default
+    except ImportError:
+        if model_name_or_path is None:
+            raise UsageError("--model_name_or_path is required (the embedded default encoder is not available)")
+        return model_name_or_path
+    return resolve_default(model_name_or_path)
+
+
+@dataclass
+class Run:
+    """One run of a paradigm script: its arguments, device, precision and output directory."""
+
+    args: argparse.Namespace
+    paradigm: str
+    main_task: str
+    tasks: list
+    device: torch.device
+    data_dir: str
+    model_name_or_path: str
+    gradient_sampling_generator: torch.Generator = field(default=None)
+    pad_token_id: int = 0  # set by load_tokenizer
+
+    @property
+    def output_dir(self):
+        return self.args.output_dir
+
+    def path(self, name):
+        return os.path.join(self.args.output_dir, name)
+
+    def autocast(self):
+        """The one mixed-precision path: an autocast context (a no-op in float32)."""
+        if self.args.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self.args.fp16:
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def data_order_generator(self, stage, epoch):
+        """The generator of one epoch's batch order: a function of (seed, stage, epoch) only, so the
+        order never depends on what else drew random numbers before (and a resumed run can recreate it)."""
+        stage_number = sum(ord(character) for character in stage)
+        return torch.Generator().manual_seed(self.args.seed * 1_000_003 + stage_number * 1_009 + epoch)
+
+
+def set_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _configure_logging(output_dir):
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
+    file_handler = logging.FileHandler(os.path.join(output_dir, "run.log"))
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(file_handler)
+    for noisy in ("urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import transformers
+
+    # Loading a bare encoder reports the pretraining heads it leaves out; that is expected here.
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def start_run(args, paradigm, main_task, tasks):
+    """Check the command line, prepare the output directory, seed everything, record the arguments."""
+    if not (args.do_train or args.do_eval or args.do_predict):
+        raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    if args.num_train_epochs != int(args.num_train_epochs) or args.num_train_epochs < 1:
+        raise UsageError(f"--num_train_epochs {args.num_train_epochs}: give a whole number of epochs (>= 1)")
+    if _holds_results(args.output_dir) and not args.overwrite_output_dir:
+        raise UsageError(
+            f"--output_dir {args.output_dir} already holds a run's results; pass --overwrite_output_dir to "
+            "replace them, or choose another directory"
+        )
+    use_cuda = torch.cuda.is_available() and not args.no_cuda
+    device = torch.device("cuda" if use_cuda else "cpu")
+    if args.fp16 and not use_cuda:
+        raise UsageError("--fp16 needs a GPU; on the CPU use --bf16 or full precision")
+    os.makedirs(args.output_dir, exist_ok=True)
+    _configure_logging(args.output_dir)
+    set_seed(args.seed)
+    run = Run(
+        args=args, paradigm=paradigm, main_task=main_task, tasks=list(tasks), device=device,
+        data_dir=resolve_data_dir(args.data_dir),
+        model_name_or_path=resolve_model_name_or_path(args.model_name_or_path),
+        gradient_sampling_generator=torch.Generator().manual_seed(args.seed + 7919),
+    )
+    write_json_atomic(run.path(RUN_ARGS_FILE), {
+        "paradigm": paradigm,
+        "main_task": main_task,
+        "tasks": list(tasks),
+        "seed": args.seed,
+        "data_dir": run.data_dir,
+        "model_name_or_path": run.model_name_or_path,
+        "command": [os.path.basename(sys.argv[0])] + sys.argv[1:],
+        "args": vars(args),
+        "device": str(device),
+        "versions": package_versions(),
+        "git_commit": _git_commit(),
+    })
+    logger.info("%s: tasks %s, main task %s, device %s, output %s", paradigm, tasks, main_task, device, args.output_dir)
+    return run
+
+
+class TaskWeightHistory:
+    """The task weights at the start and after every update, rewritten to task_weights.json each time."""
+
+    def __init__(self, path, tasks, weighting):
+        self.path, self.tasks, self.weighting = path, list(tasks), weighting
+        self.history = []
+
+    def record(self, stage, epoch, weights, similarities=None):
+        self.history.append({
+            "stage": stage,
+            "epoch": epoch,
+            "weights": [float(weight) for weight in weights],
+            "cosine_similarities": None if similarities is None else [
+                None if cosine is None else float(cosine) for cosine in similarities
+            ],
+        })
+        logger.info("task weights (%s %d): %s", stage, epoch,
+                    ", ".join(f"{task} {weight:.4f}" for task, weight in zip(self.tasks, weights)))
+        write_json_atomic(self.path, {"tasks": self.tasks, "weighting": self.weighting, "history": self.history})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data and model
+
+
+@dataclass
+class TaskData:
+    labels: dict  # task -> label list
+    train: dict = field(default_factory=dict)  # task -> TaskSplit
+    dev: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
+
+
+def load_tokenizer(run):
+    """The fast tokenizer of the run's model (its max_seq_length is checked against the model first)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    check_max_seq_length(run.args.max_seq_length, AutoConfig.from_pretrained(run.model_name_or_path))
+    tokenizer = AutoTokenizer.from_pretrained(run.model_name_or_path)
+    if not tokenizer.is_fast:
+        raise UsageError(f"{run.model_name_or_path}: tagging needs a fast tokenizer (word_ids); this one is slow")
+    run.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return tokenizer
+
+
+def check_max_seq_length(max_seq_length, config):
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and max_seq_length > limit:
+        raise UsageError(f"--max_seq_length {max_seq_length} exceeds the model's {limit} positions; use at most {limit}")
+
+
+def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_lists=None):
+    """Read and tokenise what the run needs.
+
+    `train_sentence_limits` maps each task to train on to the number of training sentences to use (None:
+    all); `eval_tasks` lists the tasks evaluated on dev/test. `label_lists` (from a saved model) fixes the
+    label order; otherwise `{task}_labels.txt` (or the training file's labels) gives it.
+    """
+    args = run.args
+    data = TaskData(labels=dict(label_lists or {}))
+    tasks = list(dict.fromkeys(list(train_sentence_limits) + list(eval_tasks)))
+    for task in tasks:
+        if task not in data.labels:
+            train_path = task_file(run.data_dir, "train", task)
+            train_sentences = None if os.path.isfile(os.path.join(run.data_dir, f"{task}_labels.txt")) else read_sentences(train_path)
+            data.labels[task] = read_labels(run.data_dir, task, train_sentences)
+    for task, limit in tqdm(list(train_sentence_limits.items()), desc="reading training data", disable=len(train_sentence_limits) < 2):
+        data.train[task] = load_task_split(run.data_dir, task, "train", tokenizer, data.labels[task], args.max_seq_length, limit)
+    for task in eval_tasks:
+        if args.do_eval:
+            data.dev[task] = load_task_split(run.data_dir, task, "dev", tokenizer, data.labels[task], args.max_seq_length)
+        if args.do_predict:
+            data.test[task] = load_task_split(run.data_dir, task, "test", tokenizer, data.labels[task], args.max_seq_length)
+    return data
+
+
+def build_model(run, task_labels):
+    """A new multi-task model (fresh heads on the pretrained encoder), or, without --do_train, a saved one."""
+    if run.args.do_train:
+        model = MultiTaskTagger.from_encoder(run.model_name_or_path, task_labels, run.args.dropout)
+    else:
+        model = MultiTaskTagger.from_pretrained(run.model_name_or_path)
+    return model.to(run.device)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training
+
+
+def steps_per_epoch(task_splits, batch_size):
+    return sum(math.ceil(len(split) / batch_size) for split in task_splits.values())
+
+
+def training_schedule(args, task_splits):
+    """(epochs, total optimizer steps) of one training stage over `task_splits`."""
+    per_epoch = steps_per_epoch(task_splits, args.per_gpu_train_batch_size)
+    if args.max_steps > 0:
+        return math.ceil(args.max_steps / per_epoch), args.max_steps
+    epochs = int(args.num_train_epochs)
+    return epochs, epochs * per_epoch
+
+
+class Trainer:
+    """AdamW + linear schedule over one training stage (SPEC §3), with one-task batches and weighted losses."""
+
+    def __init__(self, model, run, total_steps, stage):
+        self.model, self.run, self.stage = model, run, stage
+        self.total_steps = total_steps
+        self.global_step = 0
+        args = run.args
+        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]  # biases, LayerNorm
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=args.learning_rate, eps=args.adam_epsilon,
+        )
+        warmup = args.warmup_steps
+
+        def linear_decay(step):
+            if step < warmup:
+                return step / max(1, warmup)
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_decay)
+        self.scaler = torch.amp.GradScaler(run.device.type, enabled=args.fp16)
+        self.log_path = run.path(TRAINING_LOG_FILE)
+
+    @property
+    def done(self):
+        return self.global_step >= self.total_steps
+
+    def train_epoch(self, task_splits, task_weights, epoch):
+        """One epoch over shuffled one-task batches; task t's loss is multiplied by w_t * K (SPEC §4).
+
+        `task_weights` maps each task to its weight; K is the number of weighted tasks, so uniform
+        weights reproduce plain training.
+        """
+        args, model = self.run.args, self.model
+        multipliers = {task: float(weight) * len(task_weights) for task, weight in task_weights.items()}
+        batches = epoch_batches({task: len(split) for task, split in task_splits.items()},
+                                args.per_gpu_train_batch_size, self.run.data_order_generator(self.stage, epoch))
+        model.train()
+        logged_loss, logged_steps = 0.0, 0
+        progress = tqdm(batches, desc=f"{self.stage} epoch {epoch + 1}", leave=False)
+        for task, indices in progress:
+            if self.done:
+                break
+            batch = collate([task_splits[task].features[index] for index in indices], self.run.pad_token_id)
+            batch = {name: tensor.to(self.run.device, non_blocking=True) for name, tensor in batch.items()}
+            with self.run.autocast():
+                loss, _ = model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            loss = loss * multipliers[task]
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"{self.stage} step {self.global_step + 1}: the loss of task {task} is {loss_value} on the batch "
+                    f"of training sentences {indices[:8]}{'...' if len(indices) > 8 else ''}; lower --learning_rate, "
+                    "or use --bf16 instead of --fp16"
+                )
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.global_step += 1
+            logged_loss, logged_steps = logged_loss + loss_value, logged_steps + 1
+            progress.set_postfix(task=task, loss=f"{loss_value:.4f}")
+            if args.logging_steps > 0 and self.global_step % args.logging_steps == 0:
+                self._log(epoch, logged_loss / logged_steps)
+                logged_loss, logged_steps = 0.0, 0
+        if logged_steps:
+            self._log(epoch, logged_loss / logged_steps)
+
+    def _log(self, epoch, mean_loss):
+        record = {"stage": self.stage, "epoch": epoch, "step": self.global_step, "loss": mean_loss,
+                  "learning_rate": self.scheduler.get_last_lr()[0]}
+        with open(self.log_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# End of a run
+
+
+def finish_run(run, model, tokenizer, data):
+    """Save the model (when trained), then evaluate every task with a head on dev and test (SPEC §7)."""
+    from evaluation import evaluate_and_write
+
+    if run.args.do_train:
+        model.save_pretrained(run.output_dir, tokenizer)
+        logger.info("saved the model and tokenizer to %s", run.output_dir)
+    summary = {}
+    for split_name, splits in (("eval", data.dev), ("test", data.test)):
+        for task, split in splits.items():
+            summary[f"{task}_{split_name}"] = evaluate_and_write(run, model, task, split, split_name)
+    write_json_atomic(run.path("all_results.json"), summary)
+    return summary
+
+
+def run_main(main):
+    """Call a script's main, turning user mistakes into one clear line instead of a traceback."""
+    try:
+        main()
+    except (UsageError, TaskDataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,44 @@
+"""Single-task learning: fine-tune the encoder and one head on the main task alone (SPEC §6).
+
+The original's run_single.py, and run_single_analysis.py with --train_sent_num:
+
+    python run_single_task.py --task ner --train_sent_num 500 --output_dir out/single_ner \
+        --do_train --do_eval --do_predict
+"""
+
+import argparse
+
+from cross_task_training import (
+    Trainer, add_common_arguments, build_model, finish_run, load_task_data, load_tokenizer, run_main, start_run,
+    training_schedule,
+)
+
+
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    task = parser.add_argument_group("task")
+    task.add_argument("--task", required=True, help="the task to learn, e.g. ner")
+    task.add_argument("--train_sent_num", type=int, default=None,
+                      help="use the first N sentences of train_{task}.txt; default: all")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_arguments(argv)
+    run = start_run(args, "single_task", args.task, [args.task])
+    tokenizer = load_tokenizer(run)
+    data = load_task_data(run, tokenizer, {args.task: args.train_sent_num} if args.do_train else {}, [args.task])
+    model = build_model(run, data.labels)
+
+    if args.do_train:
+        epochs, total_steps = training_schedule(args, data.train)
+        trainer = Trainer(model, run, total_steps, stage="train")
+        for epoch in range(epochs):
+            trainer.train_epoch(data.train, {args.task: 1.0}, epoch)
+
+    return finish_run(run, model, tokenizer, data)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,153 @@
+"""Target-aware weighted training (TAWT, SPEC §5): task gradients, their similarities, the weight update.
+
+Once per epoch, each weighted task t gets a gradient G_t of its loss on one randomly drawn batch, taken
+with respect to the shared encoder's parameters only: the heads are task-specific, so only the encoder
+is where tasks can help or hurt each other. The weight gradient is g_t = -cos(G_main, G_t), and the
+weights take one exponentiated-gradient (mirror descent) step on the probability simplex:
+w_t <- w_t * exp(-weight_lr * s * g_t), renormalised.
+
+The cosines are computed where the gradients live (the GPU), one parameter tensor at a time and
+accumulated in float32: the encoder is never flattened into one vector, let alone into host memory, and
+at most two encoder gradients (the main task's and the current task's) exist at once.
+"""
+
+import contextlib
+import logging
+import math
+
+import numpy as np
+import torch
+
+from utils_cross_task import collate
+
+logger = logging.getLogger(__name__)
+
+
+def sample_batch_indices(num_examples, batch_size, generator):
+    """Indices of one batch drawn without replacement, from a generator of its own.
+
+    The sampler has its own seeded generator so drawing these batches never disturbs the training data
+    order (a resumed run and an uninterrupted one must see the same batches).
+    """
+    return torch.randperm(num_examples, generator=generator)[: min(batch_size, num_examples)].tolist()
+
+
+def encoder_gradient(model, task, batch, autocast=contextlib.nullcontext):
+    """Gradient of `task`'s mean loss on `batch` w.r.t. the encoder's parameters, with dropout off.
+
+    Returns one tensor per encoder parameter (zeros where the loss does not reach a parameter). Uses
+    torch.autograd.grad, so the model is neither copied nor are its `.grad` buffers touched: this can run
+    between training steps without disturbing the optimizer.
+    """
+    parameters = model.encoder_parameters()
+    was_training = model.training
+    model.eval()  # dropout off: the similarity is about the tasks, not about random masks
+    try:
+        with autocast():
+            loss, _ = model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+    finally:
+        model.train(was_training)
+    return [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(parameters, gradients)]
+
+
+def gradient_dot_and_norms(first, second):
+    """(<first, second>, |first|^2, |second|^2) over all tensors together, accumulated in float32."""
+    dot = torch.zeros((), dtype=torch.float32, device=first[0].device)
+    first_squared = torch.zeros_like(dot)
+    second_squared = torch.zeros_like(dot)
+    for a, b in zip(first, second):
+        a, b = a.float(), b.float()
+        dot += torch.sum(a * b)
+        first_squared += torch.sum(a * a)
+        second_squared += torch.sum(b * b)
+    return dot, first_squared, second_squared
+
+
+def cosine_similarity(first, second):
+    """Cosine between two gradients given as lists of tensors; None where a gradient is zero (undefined)."""
+    dot, first_squared, second_squared = (value.item() for value in gradient_dot_and_norms(first, second))
+    if first_squared == 0.0 or second_squared == 0.0 or not math.isfinite(dot):
+        return None
+    return max(-1.0, min(1.0, dot / math.sqrt(first_squared * second_squared)))
+
+
+def similarities_to_main_task(model, main_task, weighted_tasks, batches, autocast=contextlib.nullcontext):
+    """cos(G_main, G_t) for each weighted task, in order; None where undefined (a zero gradient).
+
+    `batches` maps each task (the main task included) to its sampled batch on the model's device. The
+    main task's own cosine is exactly 1 by definition: it is not computed (no second gradient needed).
+    """
+    main_gradient = encoder_gradient(model, main_task, batches[main_task], autocast)
+    main_is_zero = sum(torch.sum(g.float() * g.float()) for g in main_gradient).item() == 0.0
+    similarities = []
+    for task in weighted_tasks:
+        if task == main_task:
+            similarities.append(None if main_is_zero else 1.0)
+            continue
+        task_gradient = encoder_gradient(model, task, batches[task], autocast)
+        similarities.append(cosine_similarity(main_gradient, task_gradient))
+        del task_gradient  # keep at most two encoder gradients alive
+    return similarities
+
+
+def weight_step_size(weight_lr, normalized_gradients, inv_constant):
+    """The multiplier of g_t in the exponent: weight_lr * s, s = 1 or --inv_constant (SPEC §5)."""
+    scale = 1.0 if normalized_gradients else inv_constant
+    return weight_lr * scale
+
+
+def exponentiated_gradient_step(weights, weight_gradients, step_size):
+    """One mirror-descent step on the simplex: w_t * exp(-step_size * g_t), renormalised.
+
+    Computed in log space with the maximum subtracted (a softmax), so large step sizes neither overflow
+    nor divide by zero, and weights are floored at the smallest positive double so they stay positive
+    (a weight of exactly 0 could never recover). A gradient of None keeps that task's weight as it is;
+    the other tasks share the rest of the mass.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    kept = np.array([g is None for g in weight_gradients])
+    if kept.all():
+        return weights.copy()
+    gradients = np.array([0.0 if g is None else g for g in weight_gradients], dtype=np.float64)
+    if not np.all(np.isfinite(gradients)):
+        raise ValueError(f"weight gradients must be finite, got {gradients.tolist()}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        exponent = np.log(weights[~kept]) - np.clip(step_size * gradients[~kept], -1e300, 1e300)
+    exponent -= exponent.max()
+    updated = np.exp(exponent)
+    updated /= updated.sum()
+    new_weights = weights.copy()
+    new_weights[~kept] = updated * (1.0 - weights[kept].sum())
+    new_weights = np.maximum(new_weights, np.finfo(np.float64).tiny)
+    return new_weights / new_weights.sum()
+
+
+def sample_gradient_batches(task_splits, batch_size, generator, pad_token_id, device):
+    """One random batch of `batch_size` sentences per task, collated and on `device`."""
+    batches = {}
+    for task, split in task_splits.items():
+        indices = sample_batch_indices(len(split.features), batch_size, generator)
+        batch = collate([split.features[index] for index in indices], pad_token_id)
+        batches[task] = {name: tensor.to(device) for name, tensor in batch.items()}
+    return batches
+
+
+def tawt_update(model, weights, weighted_tasks, main_task, task_splits, args, generator, pad_token_id,
+                device, autocast=contextlib.nullcontext):
+    """The whole weight update of SPEC §5: sample, compare with the main task, step. Returns (w, cos)."""
+    tasks_to_sample = dict.fromkeys(list(weighted_tasks) + [main_task])
+    batches = sample_gradient_batches(
+        {task: task_splits[task] for task in tasks_to_sample}, args.gradient_sampling_batch_size, generator,
+        pad_token_id, device,
+    )
+    similarities = similarities_to_main_task(model, main_task, weighted_tasks, batches, autocast)
+    undefined = [task for task, cosine in zip(weighted_tasks, similarities) if cosine is None]
+    if undefined:
+        logger.warning(
+            "cosine undefined for %s (a zero gradient: no labelled token in the sampled batch, or a zero "
+            "loss); keeping their weights", undefined,
+        )
+    weight_gradients = [None if cosine is None else -cosine for cosine in similarities]
+    step_size = weight_step_size(args.weight_lr, args.normalized_gradients, args.inv_constant)
+    return exponentiated_gradient_step(weights, weight_gradients, step_size), similarities
