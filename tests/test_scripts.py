@@ -1,0 +1,164 @@
+"""The paradigm scripts end to end on the tiny fixtures: every output of SPEC §7."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import run_single_task
+import run_weighted_joint
+from tests.conftest import ROOT
+
+TINY_TRAINING = ["--max_seq_length", "32", "--per_gpu_train_batch_size", "8", "--per_gpu_eval_batch_size", "16",
+                 "--num_train_epochs", "2", "--learning_rate", "1e-3", "--do_train", "--do_eval", "--do_predict"]
+
+
+def common(data_dir, model_dir, output_dir):
+    return ["--data_dir", data_dir, "--model_name_or_path", model_dir, "--output_dir", str(output_dir)] + TINY_TRAINING
+
+
+def read_results(path):
+    with open(path) as handle:
+        return dict(line.rstrip("\n").split(" = ", 1) for line in handle if line.strip())
+
+
+def assert_run_outputs(output_dir, tasks, data_dir):
+    names = set(os.listdir(output_dir))
+    for required in ("config.json", "model.safetensors", "task_heads.json", "task_heads.safetensors",
+                     "tokenizer.json", "run_args.json", "all_results.json"):
+        assert required in names, required
+    for task in tasks:
+        for split in ("eval", "test"):
+            results = read_results(os.path.join(output_dir, f"{task}_{split}_results.txt"))
+            assert "loss" in results and ("f1" in results or "accuracy" in results)
+        with open(os.path.join(output_dir, f"{task}_test_predictions.txt")) as handle:
+            predicted = handle.read().splitlines()
+        with open(os.path.join(data_dir, f"test_{task}.txt")) as handle:
+            gold = handle.read().splitlines()
+        assert len(predicted) == len(gold)
+        for predicted_line, gold_line in zip(predicted, gold):
+            assert predicted_line.split()[:-1] == gold_line.split()[:-1]  # same words, blank lines kept
+
+
+def weight_history(output_dir):
+    with open(os.path.join(output_dir, "task_weights.json")) as handle:
+        return json.load(handle)
+
+
+def test_single_task_end_to_end_and_reload(tiny_data_dir, tiny_model_dir, tmp_path):
+    output = tmp_path / "single"
+    summary = run_single_task.main(common(tiny_data_dir, tiny_model_dir, output) + ["--task", "pos", "--train_sent_num", "12"])
+    assert_run_outputs(str(output), ["pos"], tiny_data_dir)
+    with open(output / "run_args.json") as handle:
+        recorded = json.load(handle)
+    assert recorded["paradigm"] == "single_task" and recorded["args"]["train_sent_num"] == 12
+    assert "torch" in recorded["versions"] and "git_commit" in recorded
+
+    # The saved directory evaluates to the same numbers without training.
+    again = tmp_path / "reloaded"
+    reloaded = run_single_task.main(["--data_dir", tiny_data_dir, "--model_name_or_path", str(output),
+                                     "--output_dir", str(again), "--task", "pos", "--do_predict",
+                                     "--max_seq_length", "32"])
+    assert reloaded["pos_test"]["accuracy"] == summary["pos_test"]["accuracy"]
+    assert (again / "pos_test_predictions.txt").read_text() == (output / "pos_test_predictions.txt").read_text()
+
+
+def test_weighted_joint_moves_weights_towards_main_task(tiny_data_dir, tiny_model_dir, tmp_path):
+    output = tmp_path / "weighted_joint"
+    run_weighted_joint.main(common(tiny_data_dir, tiny_model_dir, output) + [
+        "--auxiliary_task_list", "pos", "chunking", "--main_task", "ner", "--main_task_train_sent_num", "10",
+        "--gradient_sampling_batch_size", "8"])
+    tasks = ["pos", "chunking", "ner"]
+    assert_run_outputs(str(output), tasks, tiny_data_dir)
+    history = weight_history(output)
+    assert history["tasks"] == tasks and history["weighting"] == "tawt"
+    assert [entry["stage"] for entry in history["history"]] == ["initial", "epoch", "epoch"]
+    main_weights = [entry["weights"][-1] for entry in history["history"]]
+    assert main_weights[0] == pytest.approx(1 / 3)
+    assert main_weights[1] > main_weights[0] and main_weights[2] > main_weights[1]
+    for entry in history["history"]:
+        assert sum(entry["weights"]) == pytest.approx(1.0)
+    assert history["history"][1]["cosine_similarities"][-1] == 1.0
+    with open(output / "run_args.json") as handle:
+        assert json.load(handle)["paradigm"] == "weighted_joint"
+
+
+def test_uniform_fixed_weights_equal_plain_joint_training(tiny_data_dir, tiny_model_dir, tmp_path):
+    arguments = ["--auxiliary_task_list", "pos,chunking", "--main_task", "ner", "--main_task_train_sent_num", "10",
+                 "--weighting", "fixed"]
+    plain = run_weighted_joint.main(common(tiny_data_dir, tiny_model_dir, tmp_path / "joint") + arguments)
+    fixed = run_weighted_joint.main(common(tiny_data_dir, tiny_model_dir, tmp_path / "fixed") + arguments
+                                    + ["--task_weights", "1", "1", "1"])  # normalised to uniform
+    assert plain == fixed
+    assert weight_history(tmp_path / "joint")["history"] == weight_history(tmp_path / "fixed")["history"]
+    assert len(weight_history(tmp_path / "fixed")["history"]) == 1  # only the starting weights
+    skewed = run_weighted_joint.main(common(tiny_data_dir, tiny_model_dir, tmp_path / "skewed") + arguments
+                                     + ["--task_weights", "0.1", "0.1", "0.8"])
+    assert skewed != plain
+    with open(tmp_path / "skewed" / "run_args.json") as handle:
+        assert json.load(handle)["paradigm"] == "joint_fixed_weights"
+
+
+def run_cli(*arguments):
+    return subprocess.run([sys.executable, *arguments], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_help_documents_every_flag():
+    for script, flags in (
+        ("run_single_task.py", ["--task", "--train_sent_num"]),
+        ("run_weighted_joint.py", ["--auxiliary_task_list", "--main_task", "--main_task_train_sent_num",
+                                   "--task_weights", "--weight_lr", "--normalized_gradients",
+                                   "--gradient_sampling_batch_size", "--inv_constant", "--weighting"]),
+    ):
+        completed = run_cli(script, "--help")
+        assert completed.returncode == 0
+        for flag in flags + ["--data_dir", "--model_type", "--model_name_or_path", "--output_dir", "--max_seq_length",
+                             "--do_train", "--do_eval", "--do_predict", "--per_gpu_train_batch_size",
+                             "--per_gpu_eval_batch_size", "--learning_rate", "--weight_decay", "--adam_epsilon",
+                             "--max_grad_norm", "--num_train_epochs", "--max_steps", "--warmup_steps",
+                             "--logging_steps", "--save_steps", "--seed", "--no_cuda", "--overwrite_output_dir",
+                             "--fp16", "--bf16"]:
+            assert flag in completed.stdout, (script, flag)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--auxiliary_task_list", "pos", "ner", "--main_task", "ner"], "--main_task ner is also in --auxiliary_task_list"),
+    (["--auxiliary_task_list", "pos", "pos", "--main_task", "ner"], "names ['pos'] more than once"),
+    (["--auxiliary_task_list", "pos", "--main_task", "ner", "--task_weights", "1", "2", "3"], "has 3 values but"),
+    (["--auxiliary_task_list", "pos", "--main_task", "ner", "--task_weights", "0", "0"], "all zero"),
+    (["--auxiliary_task_list", "pos", "--main_task", "ner", "--task_weights", "-1", "2"], "non-negative"),
+    (["--auxiliary_task_list", "pos", "--main_task", "ner", "--inv_constant", "0"], "would freeze"),
+])
+def test_bad_command_lines_fail_with_one_clear_line(tiny_data_dir, tiny_model_dir, tmp_path, capsys, extra, message):
+    from cross_task_training import run_main
+
+    argv = ["--data_dir", tiny_data_dir, "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path / "out"),
+            "--do_train", *extra]
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: run_weighted_joint.main(argv))
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_user_errors_print_no_traceback(tiny_data_dir, tiny_model_dir, tmp_path):
+    completed = run_cli("run_single_task.py", "--data_dir", tiny_data_dir, "--model_name_or_path", tiny_model_dir,
+                        "--output_dir", str(tmp_path / "out"), "--do_train", "--task", "missing_task")
+    assert completed.returncode == 2
+    assert "train_missing_task.txt: file not found" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_output_directory_with_results_is_protected(tiny_data_dir, tiny_model_dir, tmp_path, capsys):
+    from cross_task_training import run_main
+
+    output = tmp_path / "taken"
+    output.mkdir()
+    (output / "pos_test_results.txt").write_text("accuracy = 0.5\n")
+    argv = ["--data_dir", tiny_data_dir, "--model_name_or_path", tiny_model_dir, "--output_dir", str(output),
+            "--do_train", "--task", "pos"]
+    with pytest.raises(SystemExit):
+        run_main(lambda: run_single_task.main(argv))
+    assert "--overwrite_output_dir" in capsys.readouterr().err
+    assert (output / "pos_test_results.txt").read_text() == "accuracy = 0.5\n"

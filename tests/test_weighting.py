@@ -1,0 +1,101 @@
+"""The TAWT pieces: encoder-only gradients, cosines, the exponentiated-gradient step."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_multi_bert import MultiTaskTagger
+from utils_cross_task import collate, encode_sentences, read_labels, read_sentences
+from weighted_training_basics import (
+    cosine_similarity, encoder_gradient, exponentiated_gradient_step, similarities_to_main_task, weight_step_size,
+)
+
+
+def flattened_cosine(first, second):
+    """The original's way: one long vector per gradient (a reference, slow on real encoders)."""
+    a = torch.cat([g.reshape(-1) for g in first]).double()
+    b = torch.cat([g.reshape(-1) for g in second]).double()
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+@pytest.fixture(scope="module")
+def model_and_batches(tiny_model_dir, tiny_data_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    task_labels, batches = {}, {}
+    for task in ("pos", "ner", "chunking"):
+        sentences = read_sentences(f"{tiny_data_dir}/train_{task}.txt", max_sentences=6)
+        labels = read_labels(tiny_data_dir, task)
+        task_labels[task] = labels
+        features, _ = encode_sentences(tokenizer, sentences, {l: i for i, l in enumerate(labels)}, 32)
+        batches[task] = collate(features, tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    return MultiTaskTagger.from_encoder(tiny_model_dir, task_labels), batches
+
+
+def test_encoder_gradient_covers_encoder_only_and_leaves_model_untouched(model_and_batches):
+    model, batches = model_and_batches
+    model.train()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    gradient = encoder_gradient(model, "ner", batches["ner"])
+    assert len(gradient) == len(model.encoder_parameters())
+    assert [g.shape for g in gradient] == [p.shape for p in model.encoder_parameters()]
+    assert any(bool(g.abs().sum() > 0) for g in gradient)
+    assert model.training  # dropout mode restored
+    assert all(p.grad is None for p in model.parameters())  # .grad buffers untouched
+    assert all(torch.equal(before[name], p) for name, p in model.named_parameters())
+
+
+def test_encoder_gradient_is_deterministic_with_dropout_off(model_and_batches):
+    model, batches = model_and_batches
+    model.train()
+    first = encoder_gradient(model, "pos", batches["pos"])
+    second = encoder_gradient(model, "pos", batches["pos"])
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_cosine_matches_flattened_reference(model_and_batches):
+    model, batches = model_and_batches
+    main = encoder_gradient(model, "ner", batches["ner"])
+    for task in ("pos", "chunking"):
+        other = encoder_gradient(model, task, batches[task])
+        assert cosine_similarity(main, other) == pytest.approx(flattened_cosine(main, other), abs=1e-5)
+    similarities = similarities_to_main_task(model, "ner", ["pos", "chunking", "ner"], batches)
+    assert similarities[2] == 1.0  # the main task's own cosine
+    assert similarities[0] == pytest.approx(flattened_cosine(main, encoder_gradient(model, "pos", batches["pos"])), abs=1e-5)
+
+
+def test_cosine_of_a_zero_gradient_is_undefined():
+    assert cosine_similarity([torch.zeros(3)], [torch.ones(3)]) is None
+    assert cosine_similarity([torch.tensor([1.0, 0.0])], [torch.tensor([0.0, 2.0])]) == 0.0
+
+
+def test_exponentiated_gradient_step_math():
+    weights = np.array([0.25, 0.25, 0.5])
+    gradients = [-0.5, 0.2, -1.0]
+    expected = weights * np.exp(-2.0 * np.array(gradients))
+    expected /= expected.sum()
+    assert np.allclose(exponentiated_gradient_step(weights, gradients, 2.0), expected)
+
+
+def test_step_size_semantics():
+    assert weight_step_size(1.0, True, 30.0) == 1.0
+    assert weight_step_size(0.5, False, 30.0) == 15.0
+
+
+def test_large_steps_stay_on_the_simplex():
+    weights = exponentiated_gradient_step([0.5, 0.3, 0.2], [-1.0, 1.0, 0.3], 1e6)
+    assert np.all(weights > 0) and math.isclose(weights.sum(), 1.0) and np.all(np.isfinite(weights))
+    assert weights[0] == pytest.approx(1.0)
+    again = exponentiated_gradient_step(weights, [1.0, -1.0, 0.0], 1e6)  # a floored weight can recover
+    assert again[1] == pytest.approx(1.0)
+
+
+def test_undefined_gradient_keeps_that_weight():
+    weights = exponentiated_gradient_step([0.2, 0.3, 0.5], [None, -1.0, 0.0], 1.0)
+    assert weights[0] == pytest.approx(0.2)
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[1] / weights[2] == pytest.approx(0.3 * math.e / 0.5)
