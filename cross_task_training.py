@@ -143,6 +143,17 @@ def initial_task_weights(given, tasks, flag="--task_weights"):
     return weights / weights.sum()
 
 
+def check_multi_task_arguments(args):
+    """Normalise and check the multi-task flags that need no data; returns `args`.
+
+    Called by each script's parse_arguments, so a mistake stops the run before anything is loaded.
+    """
+    args.auxiliary_task_list = parse_task_list(args.auxiliary_task_list)
+    check_task_lists(args.auxiliary_task_list, args.main_task)
+    check_weighting_arguments(args)
+    return args
+
+
 def check_weighting_arguments(args):
     if args.weighting == "tawt" and not args.normalized_gradients and args.inv_constant <= 0:
         raise UsageError(
@@ -408,6 +419,20 @@ def build_model(run, task_labels):
     return model.to(run.device)
 
 
+def prepare_multi_task_run(args, paradigm, tasks, train_limits):
+    """start_run, the tokenizer, the data of every task (train, dev, test) and the model with a head each."""
+    run = start_run(args, paradigm, args.main_task, tasks)
+    tokenizer = load_tokenizer(run)
+    data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, tasks)
+    return run, tokenizer, data, build_model(run, data.labels)
+
+
+def start_weight_history(run, tasks, task_weights):
+    history = TaskWeightHistory(run.path(TASK_WEIGHTS_FILE), tasks, run.args.weighting)
+    history.record("initial", 0, task_weights)
+    return history
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Training
 
@@ -505,6 +530,31 @@ class Trainer:
             handle.write(json.dumps(record) + "\n")
 
 
+def train_with_task_weights(model, run, stage, task_splits, task_weights, history=None, update_weights=None):
+    """One training stage over `task_splits` with task weights (SPEC §4), for the run's epochs.
+
+    `task_weights` is an array over the weighted tasks (the keys of `task_splits`, in order). After each
+    epoch, `update_weights(weights) -> (weights, similarities)` (the TAWT step, when given) moves them and
+    `history` records them. Returns the final weights.
+    """
+    tasks = list(task_splits)
+    epochs, total_steps = training_schedule(run.args, task_splits)
+    trainer = Trainer(model, run, total_steps, stage)
+    for epoch in range(epochs):
+        trainer.train_epoch(task_splits, dict(zip(tasks, task_weights)), epoch)
+        if update_weights is not None:
+            task_weights, similarities = update_weights(task_weights, epoch)
+            if history is not None:
+                history.record("epoch", epoch + 1, task_weights, similarities)
+    return task_weights
+
+
+def fine_tune_main_task(model, run, data):
+    """Fine-tune the whole model on the main task alone, with a fresh optimizer and schedule."""
+    main = run.main_task
+    train_with_task_weights(model, run, "fine-tune", {main: data.train[main]}, np.ones(1))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # End of a run
 
@@ -516,7 +566,7 @@ def finish_run(run, model, tokenizer, data):
     if run.args.do_train:
         model.save_pretrained(run.output_dir, tokenizer)
         logger.info("saved the model and tokenizer to %s", run.output_dir)
-    summary = {}
+    summary = {"train_sentences": {task: len(split.sentences) for task, split in data.train.items()}}
     for split_name, splits in (("eval", data.dev), ("test", data.test)):
         for task, split in splits.items():
             summary[f"{task}_{split_name}"] = evaluate_and_write(run, model, task, split, split_name)

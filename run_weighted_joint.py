@@ -11,16 +11,15 @@ Weights are given sources first, in --auxiliary_task_list order, main task last.
 they are updated once per epoch by the exponentiated-gradient step of SPEC §5; the main task is itself
 weighted, and its own cosine is 1.
 
-    python run_weighted_joint.py --auxiliary_task_list pos chunking predicate --main_task ner \
+    python run_weighted_joint.py --auxiliary_task_list pos chunking predicate --main_task ner \\
         --main_task_train_sent_num 500 --output_dir out/weighted_joint_ner --do_train --do_eval --do_predict
 """
 
 import argparse
 
 from cross_task_training import (
-    TASK_WEIGHTS_FILE, TaskWeightHistory, Trainer, add_common_arguments, add_multi_task_arguments, build_model,
-    check_task_lists, check_weighting_arguments, finish_run, initial_task_weights, load_task_data, load_tokenizer,
-    parse_task_list, run_main, start_run, training_schedule,
+    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, finish_run, initial_task_weights,
+    prepare_multi_task_run, run_main, start_weight_history, train_with_task_weights,
 )
 from weighted_training_basics import tawt_update
 
@@ -29,9 +28,7 @@ def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
     add_multi_task_arguments(parser)
-    args = parser.parse_args(argv)
-    args.auxiliary_task_list = parse_task_list(args.auxiliary_task_list)
-    return args
+    return check_multi_task_arguments(parser.parse_args(argv))
 
 
 def joint_paradigm(args):
@@ -42,31 +39,20 @@ def joint_paradigm(args):
 
 def main(argv=None):
     args = parse_arguments(argv)
-    check_task_lists(args.auxiliary_task_list, args.main_task)
-    check_weighting_arguments(args)
     tasks = args.auxiliary_task_list + [args.main_task]
     task_weights = initial_task_weights(args.task_weights, tasks)
-
-    run = start_run(args, joint_paradigm(args), args.main_task, tasks)
-    tokenizer = load_tokenizer(run)
     train_limits = {task: None for task in args.auxiliary_task_list}
     train_limits[args.main_task] = args.main_task_train_sent_num
-    data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, tasks)
-    model = build_model(run, data.labels)
+    run, tokenizer, data, model = prepare_multi_task_run(args, joint_paradigm(args), tasks, train_limits)
 
     if args.do_train:
-        history = TaskWeightHistory(run.path(TASK_WEIGHTS_FILE), tasks, args.weighting)
-        history.record("initial", 0, task_weights)
-        epochs, total_steps = training_schedule(args, data.train)
-        trainer = Trainer(model, run, total_steps, stage="joint")
-        for epoch in range(epochs):
-            trainer.train_epoch(data.train, dict(zip(tasks, task_weights)), epoch)
-            if args.weighting == "tawt":
-                task_weights, similarities = tawt_update(
-                    model, task_weights, tasks, args.main_task, data.train, args, run.gradient_sampling_generator,
-                    run.pad_token_id, run.device, run.autocast,
-                )
-                history.record("epoch", epoch + 1, task_weights, similarities)
+        history = start_weight_history(run, tasks, task_weights)
+
+        def tawt_step(weights, epoch):
+            return tawt_update(model, run, weights, tasks, args.main_task, data.train)
+
+        train_with_task_weights(model, run, "joint", data.train, task_weights, history,
+                                tawt_step if args.weighting == "tawt" else None)
 
     return finish_run(run, model, tokenizer, data)
 

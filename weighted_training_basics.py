@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from utils_cross_task import collate
+from utils_cross_task import IGNORED_LABEL_ID, collate, epoch_batches
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +133,19 @@ def sample_gradient_batches(task_splits, batch_size, generator, pad_token_id, de
     return batches
 
 
-def tawt_update(model, weights, weighted_tasks, main_task, task_splits, args, generator, pad_token_id,
-                device, autocast=contextlib.nullcontext):
-    """The whole weight update of SPEC §5: sample, compare with the main task, step. Returns (w, cos)."""
+def tawt_update(model, run, weights, weighted_tasks, main_task, task_splits):
+    """The whole weight update of SPEC §5: sample, compare with the main task, step. Returns (w, cos).
+
+    `weights` are over `weighted_tasks` (which hold the main task in joint training, not in weighted
+    pre-training); `run` gives the arguments, device, precision and the sampler's own generator.
+    """
+    args = run.args
     tasks_to_sample = dict.fromkeys(list(weighted_tasks) + [main_task])
     batches = sample_gradient_batches(
-        {task: task_splits[task] for task in tasks_to_sample}, args.gradient_sampling_batch_size, generator,
-        pad_token_id, device,
+        {task: task_splits[task] for task in tasks_to_sample}, args.gradient_sampling_batch_size,
+        run.gradient_sampling_generator, run.pad_token_id, run.device,
     )
-    similarities = similarities_to_main_task(model, main_task, weighted_tasks, batches, autocast)
+    similarities = similarities_to_main_task(model, main_task, weighted_tasks, batches, run.autocast)
     undefined = [task for task, cosine in zip(weighted_tasks, similarities) if cosine is None]
     if undefined:
         logger.warning(
@@ -151,3 +155,66 @@ def tawt_update(model, weights, weighted_tasks, main_task, task_splits, args, ge
     weight_gradients = [None if cosine is None else -cosine for cosine in similarities]
     step_size = weight_step_size(args.weight_lr, args.normalized_gradients, args.inv_constant)
     return exponentiated_gradient_step(weights, weight_gradients, step_size), similarities
+
+
+@torch.no_grad()
+def labelled_token_features(model, split, batch_size, device, pad_token_id, autocast=contextlib.nullcontext):
+    """The encoder's states at every labelled position of `split`, with their labels, grouped by feature.
+
+    Returns (features [tokens, hidden] in float32, labels [tokens], offsets [len(split) + 1]): the
+    labelled tokens of feature i are rows offsets[i]:offsets[i + 1]. Only labelled positions are kept:
+    a token-level head never looks at the others, so caching them would only cost memory.
+    """
+    was_training = model.training
+    model.eval()
+    states, labels, counts = [], [], []
+    try:
+        for start in range(0, len(split.features), batch_size):
+            batch = collate(split.features[start : start + batch_size], pad_token_id)
+            batch = {name: tensor.to(device) for name, tensor in batch.items()}
+            with autocast():
+                hidden = model.encode(batch["input_ids"], batch["attention_mask"])
+            labelled = batch["labels"] != IGNORED_LABEL_ID
+            states.append(hidden[labelled].float())
+            labels.append(batch["labels"][labelled])
+            counts.append(labelled.sum(dim=1))
+    finally:
+        model.train(was_training)
+    offsets = torch.zeros(len(split.features) + 1, dtype=torch.long, device=device)
+    offsets[1:] = torch.cumsum(torch.cat(counts), dim=0)
+    return torch.cat(states), torch.cat(labels), offsets
+
+
+def fit_head_on_frozen_encoder(model, task, split, run, generator, epochs=1):
+    """Train `task`'s head for one epoch on the frozen encoder (weighted pre-training, SPEC §6).
+
+    The encoder's states for the task's training set are computed once, with the encoder in eval mode,
+    and the head is trained on them: the encoder runs once instead of at every step. Relative to
+    re-running a frozen encoder in training mode at each step, the only difference is the encoder's own
+    dropout: its states are the deterministic, dropout-free ones, while the head's dropout still applies
+    to them, so the head sees the same kind of noise as during training of the head itself.
+    `generator` orders the batches. Returns the mean training loss of the last epoch.
+    """
+    args = run.args
+    features, labels, offsets = labelled_token_features(
+        model, split, args.per_gpu_eval_batch_size, run.device, run.pad_token_id, run.autocast,
+    )
+    head = model.head(task)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=args.learning_rate, eps=args.adam_epsilon)
+    model.train()  # the head's dropout is on, as in training
+    mean_loss = float("nan")
+    for _ in range(epochs):
+        losses = []
+        for batch_indices in epoch_batches({task: len(split)}, args.per_gpu_train_batch_size, generator):
+            rows = torch.cat([torch.arange(offsets[i], offsets[i + 1], device=run.device) for i in batch_indices[1]])
+            if rows.numel() == 0:
+                continue
+            logits = head(model.dropout(features[rows]))
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), args.max_grad_norm)
+            optimizer.step()
+            losses.append(loss.detach())
+        mean_loss = torch.stack(losses).mean().item() if losses else float("nan")
+    return mean_loss

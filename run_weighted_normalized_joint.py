@@ -1,0 +1,92 @@
+"""Normalized joint training: joint training whose weights equalise each task's total contribution.
+
+The starting weights are proportional to 1 / (number of training sentences) of each task, computed from
+the sizes actually read (after --main_task_train_sent_num), and printed; --task_weights overrides them
+(the paper's grid gives them, e.g. 0.05 0.05 0.05 0.85). Then, as in run_weighted_joint.py:
+
+  normalized joint training            --weighting fixed
+  weighted normalized joint training   --weighting tawt   (the default: SPEC §5 from the normalized weights)
+
+Ratio analysis: --auxiliary_main_ratio r cuts every source to its first r * n_main sentences (n_main =
+--main_task_train_sent_num) and starts from the weights [1/r, ..., 1/r, 1] / (S/r + 1), with either
+--weighting.
+
+    python run_weighted_normalized_joint.py --auxiliary_task_list pos predicate --main_task ner \\
+        --main_task_train_sent_num 500 --auxiliary_main_ratio 8 --output_dir out/ratio8 \\
+        --do_train --do_eval --do_predict
+"""
+
+import argparse
+import logging
+
+import numpy as np
+
+from cross_task_training import (
+    UsageError, add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, finish_run,
+    initial_task_weights, prepare_multi_task_run, run_main, start_weight_history, train_with_task_weights,
+)
+from weighted_training_basics import tawt_update
+
+logger = logging.getLogger("tawt")
+
+
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    add_multi_task_arguments(parser)
+    parser.add_argument("--auxiliary_main_ratio", type=float, default=None,
+                        help="ratio analysis: cut each source to ratio * n_main sentences and start from the "
+                             "weights [1/r, ..., 1/r, 1] / (S/r + 1)")
+    args = check_multi_task_arguments(parser.parse_args(argv))
+    if args.auxiliary_main_ratio is not None:
+        if args.auxiliary_main_ratio <= 0:
+            raise UsageError(f"--auxiliary_main_ratio {args.auxiliary_main_ratio}: give a positive ratio")
+        if args.main_task_train_sent_num is None:
+            raise UsageError("--auxiliary_main_ratio needs --main_task_train_sent_num (n_main)")
+    return args
+
+
+def normalized_weights(sizes):
+    """Weights proportional to 1 / n_t: every task contributes the same total to the loss."""
+    inverse = 1.0 / np.asarray(sizes, dtype=np.float64)
+    return inverse / inverse.sum()
+
+
+def ratio_weights(ratio, num_sources):
+    """[1/r, ..., 1/r, 1] / (S/r + 1): the normalized weights when every source has r * n_main sentences."""
+    return np.array([1.0 / ratio] * num_sources + [1.0]) / (num_sources / ratio + 1.0)
+
+
+def main(argv=None):
+    args = parse_arguments(argv)
+    sources, main_task = args.auxiliary_task_list, args.main_task
+    tasks = sources + [main_task]
+    ratio = args.auxiliary_main_ratio
+    source_limit = None if ratio is None else int(round(ratio * args.main_task_train_sent_num))
+    train_limits = {task: source_limit for task in sources}
+    train_limits[main_task] = args.main_task_train_sent_num
+    paradigm = "weighted_normalized_joint" if args.weighting == "tawt" else "normalized_joint"
+    run, tokenizer, data, model = prepare_multi_task_run(args, paradigm, tasks, train_limits)
+
+    if args.do_train:
+        if args.task_weights is not None:
+            task_weights = initial_task_weights(args.task_weights, tasks)
+        elif ratio is not None:
+            task_weights = ratio_weights(ratio, len(sources))
+        else:
+            task_weights = normalized_weights([len(data.train[task].sentences) for task in tasks])
+        logger.info("normalized weights (sentences %s): %s",
+                    {task: len(data.train[task].sentences) for task in tasks}, np.round(task_weights, 4).tolist())
+        history = start_weight_history(run, tasks, task_weights)
+
+        def tawt_step(weights, epoch):
+            return tawt_update(model, run, weights, tasks, main_task, data.train)
+
+        train_with_task_weights(model, run, "joint", data.train, task_weights, history,
+                                tawt_step if args.weighting == "tawt" else None)
+
+    return finish_run(run, model, tokenizer, data)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,71 @@
+"""Pre-training on the sources with fixed or TAWT-learned source weights, then fine-tuning (SPEC §6).
+
+Stage 1 trains on all sources pooled, task t's loss multiplied by w_t * S (S sources); stage 2
+fine-tunes the whole model on the main task for the full number of epochs, with a fresh optimizer and
+schedule. The weights are over the sources only (the main task is not trained in stage 1):
+
+  pre-training                  --weighting fixed                       (uniform source weights)
+  pre-training, fixed weights   --weighting fixed --task_weights 0.5 0.3 0.2
+  weighted pre-training (TAWT)  --weighting tawt                        (the default; starts uniform)
+
+Weighted pre-training, after each pre-training epoch: fit the main task's head on the frozen encoder for
+one epoch, then take the weight step of SPEC §5 with that head (paper: --inv_constant 1, 10, 30, 100).
+--pre_train_only stops after stage 1.
+
+    python run_weighted_pretraining.py --auxiliary_task_list pos chunking predicate --main_task ner \\
+        --main_task_train_sent_num 500 --inv_constant 10 --output_dir out/weighted_pretraining_ner \\
+        --do_train --do_eval --do_predict
+"""
+
+import argparse
+
+from cross_task_training import (
+    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, fine_tune_main_task, finish_run,
+    initial_task_weights, prepare_multi_task_run, run_main, start_weight_history, train_with_task_weights,
+)
+from weighted_training_basics import fit_head_on_frozen_encoder, tawt_update
+
+
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    add_multi_task_arguments(parser, main_task_weighted=False)
+    parser.add_argument("--pre_train_only", action="store_true",
+                        help="stop after pre-training on the sources (no fine-tuning on the main task)")
+    return check_multi_task_arguments(parser.parse_args(argv))
+
+
+def pretraining_paradigm(args):
+    if args.weighting == "tawt":
+        return "weighted_pretraining"
+    return "pretraining" if args.task_weights is None else "pretraining_fixed_weights"
+
+
+def main(argv=None):
+    args = parse_arguments(argv)
+    sources, main_task = args.auxiliary_task_list, args.main_task
+    source_weights = initial_task_weights(args.task_weights, sources)
+    train_limits = {task: None for task in sources}
+    train_limits[main_task] = args.main_task_train_sent_num
+    run, tokenizer, data, model = prepare_multi_task_run(args, pretraining_paradigm(args), sources + [main_task],
+                                                         train_limits)
+
+    if args.do_train:
+        history = start_weight_history(run, sources, source_weights)
+
+        def fit_main_head_then_tawt_step(weights, epoch):
+            fit_head_on_frozen_encoder(model, main_task, data.train[main_task], run,
+                                       run.data_order_generator("head-fit", epoch))
+            return tawt_update(model, run, weights, sources, main_task, data.train)
+
+        source_splits = {task: data.train[task] for task in sources}
+        train_with_task_weights(model, run, "pre-train", source_splits, source_weights, history,
+                                fit_main_head_then_tawt_step if args.weighting == "tawt" else None)
+        if not args.pre_train_only:
+            fine_tune_main_task(model, run, data)
+
+    return finish_run(run, model, tokenizer, data)
+
+
+if __name__ == "__main__":
+    run_main(main)
