@@ -14,21 +14,22 @@ import platform
 import random
 import subprocess
 import sys
-import tempfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import distributed
 from modeling_multi_bert import MultiTaskTagger
+from output_files import (
+    ALL_RESULTS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, write_json_atomic, write_text_atomic,
+)
 from utils_cross_task import TaskDataError, collate, epoch_batches, load_task_split, read_labels, read_sentences, task_file
 
 logger = logging.getLogger("tawt")
 
-RUN_ARGS_FILE = "run_args.json"
-TASK_WEIGHTS_FILE = "task_weights.json"
-TRAINING_LOG_FILE = "training_log.jsonl"
 
 
 class UsageError(ValueError):
@@ -77,7 +78,13 @@ def add_common_arguments(parser):
     training.add_argument("--logging_steps", type=int, default=50,
                           help=f"write the mean training loss every N steps to {TRAINING_LOG_FILE}")
     training.add_argument("--save_steps", type=int, default=0,
-                          help="save a checkpoint into OUTPUT_DIR/checkpoint every N steps (0: never)")
+                          help="write a checkpoint to OUTPUT_DIR/checkpoints every N steps and after every epoch "
+                               "(0: never). Rerunning the same command after an interruption resumes from the "
+                               "newest one; the checkpoints are deleted once the results are written")
+    training.add_argument("--resume_from_checkpoint", default=None,
+                          help="resume from this checkpoint file (or directory of checkpoints) instead of the "
+                               "newest one in --output_dir")
+    training.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     training.add_argument("--seed", type=int, default=1, help="random seed")
     training.add_argument("--no_cuda", action="store_true", help="run on the CPU even when a GPU is present")
     precision = training.add_mutually_exclusive_group()
@@ -168,24 +175,6 @@ def check_weighting_arguments(args):
 # Run set-up and records
 
 
-def write_text_atomic(path, text):
-    """Write a file so that a reader (or a crash) sees either the old file or the whole new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def write_json_atomic(path, payload):
-    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
-
-
 def _git_commit():
     root = os.path.dirname(os.path.abspath(__file__))
     try:
@@ -250,6 +239,9 @@ class Run:
     model_name_or_path: str
     gradient_sampling_generator: torch.Generator = field(default=None)
     pad_token_id: int = 0  # set by load_tokenizer
+    resume: dict = None  # the checkpoint this run continues from, until its stage has been restored
+    completed_stages: dict = field(default_factory=dict)  # stage -> its final task weights
+    checkpoint_number: int = 0
 
     @property
     def output_dir(self):
@@ -269,8 +261,7 @@ class Run:
     def data_order_generator(self, stage, epoch):
         """The generator of one epoch's batch order: a function of (seed, stage, epoch) only, so the
         order never depends on what else drew random numbers before (and a resumed run can recreate it)."""
-        stage_number = sum(ord(character) for character in stage)
-        return torch.Generator().manual_seed(self.args.seed * 1_000_003 + stage_number * 1_009 + epoch)
+        return torch.Generator().manual_seed(self.args.seed * 1_000_003 + zlib.crc32(stage.encode()) * 1_009 + epoch)
 
 
 def set_seed(seed):
@@ -280,10 +271,14 @@ def set_seed(seed):
 
 
 def _configure_logging(output_dir):
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
-    file_handler = logging.FileHandler(os.path.join(output_dir, "run.log"))
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(file_handler)
+    """Log to the console and to OUTPUT_DIR/run.log (the main process; the others report warnings only)."""
+    main = distributed.is_main_process()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if main else logging.WARNING, force=True)
+    if main:
+        file_handler = logging.FileHandler(os.path.join(output_dir, "run.log"))
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(file_handler)
     for noisy in ("urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import transformers
@@ -299,15 +294,16 @@ def start_run(args, paradigm, main_task, tasks):
         raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     if args.num_train_epochs != int(args.num_train_epochs) or args.num_train_epochs < 1:
         raise UsageError(f"--num_train_epochs {args.num_train_epochs}: give a whole number of epochs (>= 1)")
-    if _holds_results(args.output_dir) and not args.overwrite_output_dir:
+    finished = _holds_results(args.output_dir)
+    if finished and not args.overwrite_output_dir:
         raise UsageError(
             f"--output_dir {args.output_dir} already holds a run's results; pass --overwrite_output_dir to "
             "replace them, or choose another directory"
         )
     use_cuda = torch.cuda.is_available() and not args.no_cuda
-    device = torch.device("cuda" if use_cuda else "cpu")
     if args.fp16 and not use_cuda:
         raise UsageError("--fp16 needs a GPU; on the CPU use --bf16 or full precision")
+    device = distributed.init_distributed(use_cuda)
     os.makedirs(args.output_dir, exist_ok=True)
     _configure_logging(args.output_dir)
     set_seed(args.seed)
@@ -317,21 +313,61 @@ def start_run(args, paradigm, main_task, tasks):
         model_name_or_path=resolve_model_name_or_path(args.model_name_or_path),
         gradient_sampling_generator=torch.Generator().manual_seed(args.seed + 7919),
     )
+    if args.do_train:
+        _find_checkpoint_to_resume(run, finished)
+    if distributed.is_main_process():
+        _record_run(run)
+    logger.info("%s: tasks %s, main task %s, device %s (%d process%s), output %s", paradigm, tasks, main_task,
+                device, distributed.world_size(), "es" if distributed.world_size() > 1 else "", args.output_dir)
+    return run
+
+
+def _find_checkpoint_to_resume(run, finished):
+    """Continue from --resume_from_checkpoint, or from the newest checkpoint of an unfinished run here."""
+    from training_loop import checkpoint_paths, load_checkpoint, remove_checkpoints
+
+    args = run.args
+    if args.resume_from_checkpoint:
+        path = args.resume_from_checkpoint
+        if os.path.isdir(path):
+            found = checkpoint_paths(os.path.dirname(os.path.abspath(path))) or checkpoint_paths(path)
+            if not found:
+                raise UsageError(f"--resume_from_checkpoint {path}: no checkpoint-*.pt there")
+            path = found[-1]
+        elif not os.path.isfile(path):
+            raise UsageError(f"--resume_from_checkpoint {path}: no such file")
+    elif finished:  # --overwrite_output_dir over a finished run: start afresh
+        if distributed.is_main_process():
+            remove_checkpoints(args.output_dir)
+        return
+    else:
+        found = checkpoint_paths(args.output_dir)
+        if not found:
+            return
+        path = found[-1]
+    run.resume = load_checkpoint(path, args)
+    run.completed_stages = dict(run.resume["completed_stages"])
+    run.checkpoint_number = run.resume["checkpoint_number"]
+    logger.info("resuming from %s (stage %s, epoch %d)", path, run.resume["stage"], run.resume["epoch"] + 1)
+
+
+def _record_run(run):
+    args = run.args
     write_json_atomic(run.path(RUN_ARGS_FILE), {
-        "paradigm": paradigm,
-        "main_task": main_task,
-        "tasks": list(tasks),
+        "paradigm": run.paradigm,
+        "main_task": run.main_task,
+        "tasks": run.tasks,
         "seed": args.seed,
         "data_dir": run.data_dir,
         "model_name_or_path": run.model_name_or_path,
         "command": [os.path.basename(sys.argv[0])] + sys.argv[1:],
         "args": vars(args),
-        "device": str(device),
+        "device": str(run.device),
+        "world_size": distributed.world_size(),
+        "resumed_from_checkpoint": None if run.resume is None else run.resume["checkpoint_number"],
         "versions": package_versions(),
         "git_commit": _git_commit(),
     })
-    logger.info("%s: tasks %s, main task %s, device %s, output %s", paradigm, tasks, main_task, device, args.output_dir)
-    return run
 
 
 class TaskWeightHistory:
@@ -352,7 +388,11 @@ class TaskWeightHistory:
         })
         logger.info("task weights (%s %d): %s", stage, epoch,
                     ", ".join(f"{task} {weight:.4f}" for task, weight in zip(self.tasks, weights)))
-        write_json_atomic(self.path, {"tasks": self.tasks, "weighting": self.weighting, "history": self.history})
+        self.write()
+
+    def write(self):
+        if distributed.is_main_process():
+            write_json_atomic(self.path, {"tasks": self.tasks, "weighting": self.weighting, "history": self.history})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -416,6 +456,8 @@ def build_model(run, task_labels):
         model = MultiTaskTagger.from_encoder(run.model_name_or_path, task_labels, run.args.dropout)
     else:
         model = MultiTaskTagger.from_pretrained(run.model_name_or_path)
+    if run.resume is not None:
+        model.load_state_dict(run.resume["model"])
     return model.to(run.device)
 
 
@@ -428,131 +470,14 @@ def prepare_multi_task_run(args, paradigm, tasks, train_limits):
 
 
 def start_weight_history(run, tasks, task_weights):
+    """task_weights.json with the starting weights, or, when resuming, the history up to the checkpoint."""
     history = TaskWeightHistory(run.path(TASK_WEIGHTS_FILE), tasks, run.args.weighting)
-    history.record("initial", 0, task_weights)
+    if run.resume is not None and run.resume["history"] is not None:
+        history.history = list(run.resume["history"])
+        history.write()
+    else:
+        history.record("initial", 0, task_weights)
     return history
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Training
-
-
-def steps_per_epoch(task_splits, batch_size):
-    return sum(math.ceil(len(split) / batch_size) for split in task_splits.values())
-
-
-def training_schedule(args, task_splits):
-    """(epochs, total optimizer steps) of one training stage over `task_splits`."""
-    per_epoch = steps_per_epoch(task_splits, args.per_gpu_train_batch_size)
-    if args.max_steps > 0:
-        return math.ceil(args.max_steps / per_epoch), args.max_steps
-    epochs = int(args.num_train_epochs)
-    return epochs, epochs * per_epoch
-
-
-class Trainer:
-    """AdamW + linear schedule over one training stage (SPEC §3), with one-task batches and weighted losses."""
-
-    def __init__(self, model, run, total_steps, stage):
-        self.model, self.run, self.stage = model, run, stage
-        self.total_steps = total_steps
-        self.global_step = 0
-        args = run.args
-        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]  # biases, LayerNorm
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=args.learning_rate, eps=args.adam_epsilon,
-        )
-        warmup = args.warmup_steps
-
-        def linear_decay(step):
-            if step < warmup:
-                return step / max(1, warmup)
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_decay)
-        self.scaler = torch.amp.GradScaler(run.device.type, enabled=args.fp16)
-        self.log_path = run.path(TRAINING_LOG_FILE)
-
-    @property
-    def done(self):
-        return self.global_step >= self.total_steps
-
-    def train_epoch(self, task_splits, task_weights, epoch):
-        """One epoch over shuffled one-task batches; task t's loss is multiplied by w_t * K (SPEC §4).
-
-        `task_weights` maps each task to its weight; K is the number of weighted tasks, so uniform
-        weights reproduce plain training.
-        """
-        args, model = self.run.args, self.model
-        multipliers = {task: float(weight) * len(task_weights) for task, weight in task_weights.items()}
-        batches = epoch_batches({task: len(split) for task, split in task_splits.items()},
-                                args.per_gpu_train_batch_size, self.run.data_order_generator(self.stage, epoch))
-        model.train()
-        logged_loss, logged_steps = 0.0, 0
-        progress = tqdm(batches, desc=f"{self.stage} epoch {epoch + 1}", leave=False)
-        for task, indices in progress:
-            if self.done:
-                break
-            batch = collate([task_splits[task].features[index] for index in indices], self.run.pad_token_id)
-            batch = {name: tensor.to(self.run.device, non_blocking=True) for name, tensor in batch.items()}
-            with self.run.autocast():
-                loss, _ = model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
-            loss = loss * multipliers[task]
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"{self.stage} step {self.global_step + 1}: the loss of task {task} is {loss_value} on the batch "
-                    f"of training sentences {indices[:8]}{'...' if len(indices) > 8 else ''}; lower --learning_rate, "
-                    "or use --bf16 instead of --fp16"
-                )
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.global_step += 1
-            logged_loss, logged_steps = logged_loss + loss_value, logged_steps + 1
-            progress.set_postfix(task=task, loss=f"{loss_value:.4f}")
-            if args.logging_steps > 0 and self.global_step % args.logging_steps == 0:
-                self._log(epoch, logged_loss / logged_steps)
-                logged_loss, logged_steps = 0.0, 0
-        if logged_steps:
-            self._log(epoch, logged_loss / logged_steps)
-
-    def _log(self, epoch, mean_loss):
-        record = {"stage": self.stage, "epoch": epoch, "step": self.global_step, "loss": mean_loss,
-                  "learning_rate": self.scheduler.get_last_lr()[0]}
-        with open(self.log_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-
-def train_with_task_weights(model, run, stage, task_splits, task_weights, history=None, update_weights=None):
-    """One training stage over `task_splits` with task weights (SPEC §4), for the run's epochs.
-
-    `task_weights` is an array over the weighted tasks (the keys of `task_splits`, in order). After each
-    epoch, `update_weights(weights) -> (weights, similarities)` (the TAWT step, when given) moves them and
-    `history` records them. Returns the final weights.
-    """
-    tasks = list(task_splits)
-    epochs, total_steps = training_schedule(run.args, task_splits)
-    trainer = Trainer(model, run, total_steps, stage)
-    for epoch in range(epochs):
-        trainer.train_epoch(task_splits, dict(zip(tasks, task_weights)), epoch)
-        if update_weights is not None:
-            task_weights, similarities = update_weights(task_weights, epoch)
-            if history is not None:
-                history.record("epoch", epoch + 1, task_weights, similarities)
-    return task_weights
-
-
-def fine_tune_main_task(model, run, data):
-    """Fine-tune the whole model on the main task alone, with a fresh optimizer and schedule."""
-    main = run.main_task
-    train_with_task_weights(model, run, "fine-tune", {main: data.train[main]}, np.ones(1))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -560,17 +485,27 @@ def fine_tune_main_task(model, run, data):
 
 
 def finish_run(run, model, tokenizer, data):
-    """Save the model (when trained), then evaluate every task with a head on dev and test (SPEC §7)."""
-    from evaluation import evaluate_and_write
+    """Save the model (when trained), then evaluate every task with a head on dev and test (SPEC §7).
 
-    if run.args.do_train:
-        model.save_pretrained(run.output_dir, tokenizer)
-        logger.info("saved the model and tokenizer to %s", run.output_dir)
-    summary = {"train_sentences": {task: len(split.sentences) for task, split in data.train.items()}}
-    for split_name, splits in (("eval", data.dev), ("test", data.test)):
-        for task, split in splits.items():
-            summary[f"{task}_{split_name}"] = evaluate_and_write(run, model, task, split, split_name)
-    write_json_atomic(run.path("all_results.json"), summary)
+    In a multi-process run the main process evaluates the whole dev and test sets alone (each sentence
+    exactly once) while the others wait; it returns the results on the main process, None elsewhere.
+    """
+    from evaluation import evaluate_and_write
+    from training_loop import remove_checkpoints
+
+    summary = None
+    if distributed.is_main_process():
+        if run.args.do_train:
+            model.save_pretrained(run.output_dir, tokenizer)
+            logger.info("saved the model and tokenizer to %s", run.output_dir)
+        summary = {"train_sentences": {task: len(split.sentences) for task, split in data.train.items()}}
+        for split_name, splits in (("eval", data.dev), ("test", data.test)):
+            for task, split in splits.items():
+                summary[f"{task}_{split_name}"] = evaluate_and_write(run, model, task, split, split_name)
+        write_json_atomic(run.path(ALL_RESULTS_FILE), summary)
+        # The results are written: the checkpoints of this run have served their purpose.
+        remove_checkpoints(run.output_dir)
+    distributed.close()
     return summary
 
 

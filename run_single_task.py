@@ -8,10 +8,12 @@ The original's run_single.py, and run_single_analysis.py with --train_sent_num:
 
 import argparse
 
+import numpy as np
+
 from cross_task_training import (
-    Trainer, add_common_arguments, build_model, finish_run, load_task_data, load_tokenizer, run_main, start_run,
-    training_schedule,
+    add_common_arguments, build_model, finish_run, load_task_data, load_tokenizer, run_main, start_run,
 )
+from training_loop import train_stage
 
 
 def parse_arguments(argv=None):
@@ -32,10 +34,7 @@ def main(argv=None):
     model = build_model(run, data.labels)
 
     if args.do_train:
-        epochs, total_steps = training_schedule(args, data.train)
-        trainer = Trainer(model, run, total_steps, stage="train")
-        for epoch in range(epochs):
-            trainer.train_epoch(data.train, {args.task: 1.0}, epoch)
+        train_stage(model, run, "train", data.train, np.ones(1))
 
     return finish_run(run, model, tokenizer, data)
 

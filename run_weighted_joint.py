@@ -19,8 +19,9 @@ import argparse
 
 from cross_task_training import (
     add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, finish_run, initial_task_weights,
-    prepare_multi_task_run, run_main, start_weight_history, train_with_task_weights,
+    prepare_multi_task_run, run_main, start_weight_history,
 )
+from training_loop import train_stage
 from weighted_training_basics import tawt_update
 
 
@@ -51,7 +52,7 @@ def main(argv=None):
         def tawt_step(weights, epoch):
             return tawt_update(model, run, weights, tasks, args.main_task, data.train)
 
-        train_with_task_weights(model, run, "joint", data.train, task_weights, history,
+        train_stage(model, run, "joint", data.train, task_weights, history,
                                 tawt_step if args.weighting == "tawt" else None)
 
     return finish_run(run, model, tokenizer, data)

@@ -23,8 +23,9 @@ import numpy as np
 
 from cross_task_training import (
     UsageError, add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, finish_run,
-    initial_task_weights, prepare_multi_task_run, run_main, start_weight_history, train_with_task_weights,
+    initial_task_weights, prepare_multi_task_run, run_main, start_weight_history,
 )
+from training_loop import train_stage
 from weighted_training_basics import tawt_update
 
 logger = logging.getLogger("tawt")
@@ -82,7 +83,7 @@ def main(argv=None):
         def tawt_step(weights, epoch):
             return tawt_update(model, run, weights, tasks, main_task, data.train)
 
-        train_with_task_weights(model, run, "joint", data.train, task_weights, history,
+        train_stage(model, run, "joint", data.train, task_weights, history,
                                 tawt_step if args.weighting == "tawt" else None)
 
     return finish_run(run, model, tokenizer, data)

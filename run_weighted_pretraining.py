@@ -19,10 +19,13 @@ one epoch, then take the weight step of SPEC §5 with that head (paper: --inv_co
 
 import argparse
 
+import numpy as np
+
 from cross_task_training import (
-    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, fine_tune_main_task, finish_run,
-    initial_task_weights, prepare_multi_task_run, run_main, start_weight_history, train_with_task_weights,
+    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, finish_run, initial_task_weights,
+    prepare_multi_task_run, run_main, start_weight_history,
 )
+from training_loop import train_stage
 from weighted_training_basics import fit_head_on_frozen_encoder, tawt_update
 
 
@@ -59,10 +62,11 @@ def main(argv=None):
             return tawt_update(model, run, weights, sources, main_task, data.train)
 
         source_splits = {task: data.train[task] for task in sources}
-        train_with_task_weights(model, run, "pre-train", source_splits, source_weights, history,
+        train_stage(model, run, "pre-train", source_splits, source_weights, history,
                                 fit_main_head_then_tawt_step if args.weighting == "tawt" else None)
         if not args.pre_train_only:
-            fine_tune_main_task(model, run, data)
+            # Fine-tune the whole model on the main task alone, with a fresh optimizer and schedule.
+            train_stage(model, run, "fine-tune", {main_task: data.train[main_task]}, np.ones(1))
 
     return finish_run(run, model, tokenizer, data)
 

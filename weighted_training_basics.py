@@ -18,6 +18,7 @@ import math
 import numpy as np
 import torch
 
+import distributed
 from utils_cross_task import IGNORED_LABEL_ID, collate, epoch_batches
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,18 @@ def tawt_update(model, run, weights, weighted_tasks, main_task, task_splits):
 
     `weights` are over `weighted_tasks` (which hold the main task in joint training, not in weighted
     pre-training); `run` gives the arguments, device, precision and the sampler's own generator.
+    In a multi-process run the main process computes the update and broadcasts the new weights and the
+    cosines, so every process trains with bit-identical weights (recomputing on each process could differ
+    in the last bits between GPUs, and would not be cheaper).
     """
+    if distributed.is_main_process():
+        update = _tawt_update(model, run, weights, weighted_tasks, main_task, task_splits)
+    else:
+        update = None
+    return distributed.broadcast_from_main(update)
+
+
+def _tawt_update(model, run, weights, weighted_tasks, main_task, task_splits):
     args = run.args
     tasks_to_sample = dict.fromkeys(list(weighted_tasks) + [main_task])
     batches = sample_gradient_batches(
@@ -193,8 +205,17 @@ def fit_head_on_frozen_encoder(model, task, split, run, generator, epochs=1):
     re-running a frozen encoder in training mode at each step, the only difference is the encoder's own
     dropout: its states are the deterministic, dropout-free ones, while the head's dropout still applies
     to them, so the head sees the same kind of noise as during training of the head itself.
-    `generator` orders the batches. Returns the mean training loss of the last epoch.
+    `generator` orders the batches. Returns the mean training loss of the last epoch. In a multi-process
+    run the main process fits the head and broadcasts it, so every process holds the same head.
     """
+    mean_loss = None
+    if distributed.is_main_process():
+        mean_loss = _fit_head_on_frozen_encoder(model, task, split, run, generator, epochs)
+    distributed.broadcast_parameters(model.head(task))
+    return mean_loss
+
+
+def _fit_head_on_frozen_encoder(model, task, split, run, generator, epochs):
     args = run.args
     features, labels, offsets = labelled_token_features(
         model, split, args.per_gpu_eval_batch_size, run.device, run.pad_token_id, run.autocast,

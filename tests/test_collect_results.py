@@ -149,10 +149,10 @@ def test_weighted_pretraining_row_shows_the_inv_constant_with_the_best_dev_score
             np.mean(written["weighted_pretraining", main_task, best])
         )
         assert f"inv_constant={best}" in table["weighted_pretraining", main_task]["settings"]
-        assert f"Weighted pre-training, {main_task}: inv_constant={best}, the best mean dev score" in markdown
+        assert f"Weighted pre-training, {main_task}: inv_constant={best}, chosen by mean dev score" in markdown
     # The losing inv_constant of each main task is listed among the other runs.
     losers = {(row["main_task"], row["settings"]) for row in other if row["paradigm"] == "weighted_pretraining"}
-    assert {("ner", "inv_constant=1.0 weighting=tawt"), ("pos", "inv_constant=10.0 weighting=tawt")} <= losers
+    assert {("ner", "inv_constant=1.0"), ("pos", "inv_constant=10.0")} <= losers
 
 
 def test_ratio_analysis_and_other_sizes_are_not_in_table_1(collected):
@@ -208,3 +208,30 @@ def test_two_runs_of_one_configuration_and_seed_are_an_error(tmp_path):
     assert os.path.isdir(first)
     with pytest.raises(OutputTreeError, match="no such directory"):
         collect_results.collect(collect_results.parse_args([str(tmp_path / "missing")]))
+
+
+def test_results_file_score_follows_its_metric_family(tmp_path):
+    from testing.output_tree import primary_score, read_results_file
+
+    path = tmp_path / "predicate_test_results.txt"
+    # A binary task writes both f1 and accuracy; its number is F1.
+    path.write_text("precision = 0.5\nf1 = 0.4\naccuracy = 0.9\nloss = 0.1\nmetric_family = binary\n")
+    assert primary_score(read_results_file(str(path)), str(path)) == 0.4
+    path.write_text("accuracy = 0.9\nmicro_f1 = 0.9\nmacro_f1 = 0.3\n")  # no family line: tagging by its keys
+    assert primary_score(read_results_file(str(path)), str(path)) == 0.9
+    path.write_text("f1 = 0.4\nbroken line\n")
+    with pytest.raises(OutputTreeError, match=r"predicate_test_results.txt line 2: 'broken line' is not"):
+        read_results_file(str(path))
+
+
+def test_single_task_size_series_does_not_outvote_the_multi_task_size(tmp_path):
+    data_dir = write_task_files(tmp_path / "data", sizes={"train": 2, "dev": 2, "test": 2})
+    root = str(tmp_path / "out")
+    for size in (500, 1000, 2000, 4000):
+        for seed in SEEDS:
+            write_run(root, data_dir, "single_task", "ner", seed, size / 10000, 0.5, main_task_train_sent_num=size)
+    write_run(root, data_dir, "joint", "ner", 1, 0.7, 0.5, main_task_train_sent_num=500)
+    markdown, _ = collect_results.collect(collect_results.parse_args([root, "--no_plots"]))
+    assert "| Single-task | 5.00 ± 0.00 | 5.00 |" in markdown
+    markdown, _ = collect_results.collect(collect_results.parse_args([root, "--no_plots", "--main_train_size", "ner=2000"]))
+    assert "| Single-task | 20.00 ± 0.00 | 20.00 |" in markdown

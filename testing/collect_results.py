@@ -1,0 +1,441 @@
+"""The paper's Table 1 from an output tree: mean ± std over seeds, significance marks, and weight plots.
+
+Walks OUTPUT_ROOT for run directories (those with run_args.json), and writes to --output_dir:
+
+* `table1.md`: rows single-task, pre-training, weighted pre-training, joint, weighted joint, normalized joint,
+  weighted normalized joint; columns the main tasks and their average. A cell is the main task's test
+  score x 100 (accuracy for tagging tasks such as pos, F1 otherwise; read from `{task}_test_results.txt`),
+  mean ± sample std over the seeds. Below it, every other configuration of the tree (ratio analysis, other
+  main-task sizes, fixed-weight re-runs, the weighted pre-training inv_constants not shown) in one long table.
+* `table1.csv`, `other_runs.csv`: the same numbers unrounded, one row per cell.
+* `task_weights/*.png`: the task weights of every TAWT-weighted run, against the weight updates.
+
+Which runs make Table 1: those without --auxiliary_main_ratio whose main-task training size is the one most
+of the main task's multi-task runs share (the paper's n_main; set it with --main_train_size). Where a row has
+several configurations for a main task (weighted pre-training's inv_constant 1/10/30/100), the cell shows
+the one with the best mean dev score (`{task}_eval_results.txt`), and a footnote names it.
+
+Significance marks: a weighted row's cell gets † when it is better than its baseline (pre-training, joint,
+normalized joint) with p < --alpha in a paired test over the seeds both have: each seed's baseline and
+weighted runs are paired sentence by sentence, and the seeds' test sentences are pooled into one test
+(paired t-test on per-sentence scores by default, --mark_test to use the bootstrap or the randomization
+test). The p-values are in table1.csv.
+
+Usage:
+  python testing/collect_results.py out/ --output_dir out/summary
+"""
+
+import argparse
+import logging
+import os
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from testing.output_tree import (  # noqa: E402
+    BASELINE_OF, CONFIGURATION_ARGS, TASK_WEIGHTS_FILE, OutputTreeError, csv_text, find_runs,
+    read_task_weights, write_text_atomic,
+)
+from testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, TESTS, compare_runs  # noqa: E402
+from utils_cross_task import TaskDataError  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+TABLE1_ROWS = {
+    "single_task": "Single-task",
+    "pretraining": "Pre-training",
+    "weighted_pretraining": "Weighted pre-training",
+    "joint": "Joint training",
+    "weighted_joint": "Weighted joint training",
+    "normalized_joint": "Normalized joint training",
+    "weighted_normalized_joint": "Weighted normalized joint training",
+}
+TASK_ORDER = ("pos", "chunking", "predicate", "ner")  # the paper's column order; other tasks follow by name
+TASK_TITLES = {"pos": "POS", "chunking": "Chunking", "predicate": "Predicate", "ner": "NER"}
+SIGNIFICANT_MARK = "†"
+TEST_NAMES = {
+    "ttest": "t-test on per-sentence scores", "bootstrap": "bootstrap test",
+    "randomization": "approximate randomization test",
+}
+
+
+@dataclass
+class Experiment:
+    """The runs of one configuration, one per seed, with their main-task scores."""
+
+    runs: list
+    test_scores: list
+    dev_scores: list
+
+    @property
+    def first(self):
+        return self.runs[0]
+
+    @property
+    def seeds(self):
+        return [run.seed for run in self.runs]
+
+    @property
+    def test_mean(self):
+        return float(np.mean(self.test_scores))
+
+    @property
+    def test_std(self):
+        """Sample std over seeds; NaN for one seed, where there is no spread to report."""
+        return float(np.std(self.test_scores, ddof=1)) if len(self.test_scores) > 1 else float("nan")
+
+    @property
+    def dev_mean(self):
+        known = [score for score in self.dev_scores if score is not None]
+        return float(np.mean(known)) if known else float("nan")
+
+
+@dataclass
+class Cell:
+    experiment: Experiment
+    chosen_from: list = field(default_factory=list)  # the other configurations the dev score beat
+    p_value: float = None
+    significant: bool = False
+
+
+def load_experiments(runs):
+    """Runs grouped by configuration into Experiments; runs without test results are skipped with a warning."""
+    grouped = defaultdict(list)
+    for run in runs:
+        try:
+            test_score = run.score("test")
+        except OutputTreeError as error:
+            logger.warning("skipping %s: %s", run.directory, error)
+            continue
+        try:
+            dev_score = run.score("eval")
+        except OutputTreeError:
+            dev_score = None
+        grouped[run.configuration].append((run, test_score, dev_score))
+    experiments = []
+    for members in grouped.values():
+        members.sort(key=lambda member: member[0].seed)
+        for (run, _, _), (other, _, _) in zip(members, members[1:]):
+            if run.seed == other.seed:
+                raise OutputTreeError(
+                    f"{run.directory} and {other.directory}: the same configuration and seed {run.seed} twice; "
+                    "delete one run, or give it another seed"
+                )
+        experiments.append(Experiment(*map(list, zip(*members))))
+    return experiments
+
+
+def table1_train_sizes(experiments, overrides):
+    """Per main task, Table 1's main-task training size: the one most of its multi-task runs used (the
+    single-task runs of the size analysis would outvote it), or most of its single-task runs if it has no other.
+    """
+    multi_task_votes, single_task_votes = defaultdict(Counter), defaultdict(Counter)
+    for experiment in experiments:
+        run = experiment.first
+        if run.paradigm in TABLE1_ROWS and run.auxiliary_main_ratio is None:
+            votes = single_task_votes if run.paradigm == "single_task" else multi_task_votes
+            votes[run.main_task][run.main_train_size] += len(experiment.runs)
+    sizes = {}
+    for task in set(multi_task_votes) | set(single_task_votes):
+        votes = multi_task_votes.get(task) or single_task_votes[task]
+        # Most votes first; on a tie the smaller size, the paper's low-resource setting.
+        sizes[task] = min(votes, key=lambda size: (-votes[size], float("inf") if size is None else size))
+    sizes.update(overrides)
+    return sizes
+
+
+def ordered_tasks(tasks):
+    return [task for task in TASK_ORDER if task in tasks] + sorted(set(tasks) - set(TASK_ORDER))
+
+
+def varying_settings(experiments):
+    """The configuration arguments whose value is not the same in every run: what tells experiments apart."""
+    values = defaultdict(set)
+    for experiment in experiments:
+        for name, value in experiment.first.configuration[-1]:
+            values[name].add(value)
+    return [name for name in CONFIGURATION_ARGS if len(values[name]) > 1]
+
+
+def describe_settings(experiment, names):
+    """`name=value` of the configuration arguments `names`; `weighting` is left to the paradigm's name."""
+    settings = dict(experiment.first.configuration[-1])
+    settings.pop("weighting", None)
+    return " ".join(
+        f"{name}={list(settings[name]) if isinstance(settings[name], tuple) else settings[name]}"
+        for name in names if settings.get(name) is not None
+    )
+
+
+def build_table1(experiments, train_sizes):
+    """{(paradigm, main task): Cell}, choosing among several configurations by mean dev score."""
+    candidates = defaultdict(list)
+    for experiment in experiments:
+        run = experiment.first
+        if (
+            run.paradigm in TABLE1_ROWS and run.auxiliary_main_ratio is None
+            and run.main_task in train_sizes and run.main_train_size == train_sizes[run.main_task]
+        ):
+            candidates[run.paradigm, run.main_task].append(experiment)
+    cells = {}
+    for key, options in candidates.items():
+        if any(np.isnan(option.dev_mean) for option in options) and len(options) > 1:
+            logger.warning("%s %s: some configurations have no dev results; they rank last", *key)
+        options.sort(key=lambda option: -np.nan_to_num(option.dev_mean, nan=-np.inf))
+        cells[key] = Cell(options[0], chosen_from=options[1:])
+    return cells
+
+
+def mark_significance(cells, data_dir, mark_test, alpha, samples, seed):
+    """Fill each weighted cell's p-value against its baseline cell, seeds paired and pooled."""
+    from tqdm import tqdm
+
+    weighted_keys = [key for key in cells if key[0] in BASELINE_OF and (BASELINE_OF[key[0]], key[1]) in cells]
+    for key in tqdm(weighted_keys, desc="significance", unit="cell", disable=not weighted_keys):
+        weighted, baseline = cells[key], cells[BASELINE_OF[key[0]], key[1]]
+        baseline_by_seed = {run.seed: run for run in baseline.experiment.runs}
+        pairs = [(baseline_by_seed[run.seed], run) for run in weighted.experiment.runs if run.seed in baseline_by_seed]
+        if not pairs:
+            logger.warning("%s %s: no seed in common with %s; no significance mark", key[0], key[1], BASELINE_OF[key[0]])
+            continue
+        try:
+            result = compare_runs(pairs, data_dir, tests=(mark_test,), samples=samples, seed=seed)
+        except (TaskDataError, OutputTreeError) as error:
+            logger.warning("%s %s: no significance mark: %s", key[0], key[1], error)
+            continue
+        weighted.p_value = result[f"{mark_test}_p"]
+        weighted.significant = (
+            weighted.p_value < alpha and weighted.experiment.test_mean > baseline.experiment.test_mean
+        )
+
+
+def format_score(mean, std):
+    """x 100 with two decimals, the paper's style; std left out where there is one seed."""
+    return f"{100 * mean:.2f}" if np.isnan(std) else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def table1_rows(cells, tasks):
+    """One dict per cell (and per row's average), the CSV's rows; the Markdown is built from these."""
+    rows = []
+    for paradigm, title in TABLE1_ROWS.items():
+        means = []
+        for task in tasks:
+            cell = cells.get((paradigm, task))
+            if cell is None:
+                continue
+            experiment = cell.experiment
+            means.append(experiment.test_mean)
+            rows.append({
+                "row": title, "paradigm": paradigm, "main_task": task, "mean": experiment.test_mean,
+                "std": experiment.test_std, "seeds": " ".join(map(str, experiment.seeds)),
+                "main_train_size": experiment.first.main_train_size,
+                "settings": describe_settings(experiment, CONFIGURATION_ARGS),
+                "p_value_vs_baseline": cell.p_value, "significant": cell.significant,
+                "run_dirs": " ".join(run.directory for run in experiment.runs),
+            })
+        if means and len(means) == len(tasks):
+            rows.append({"row": title, "paradigm": paradigm, "main_task": "average", "mean": float(np.mean(means))})
+    return rows
+
+
+def table1_markdown(cells, tasks, rows, mark_test, alpha):
+    by_cell = {(row["paradigm"], row["main_task"]): row for row in rows}
+    lines = []
+    for paradigm, title in TABLE1_ROWS.items():
+        if not any((paradigm, task) in by_cell for task in tasks):
+            continue
+        values = []
+        for task in tasks:
+            row = by_cell.get((paradigm, task))
+            if row is None:
+                values.append("–")
+                continue
+            mark = f" {SIGNIFICANT_MARK}" if row["significant"] else ""
+            values.append(format_score(row["mean"], row["std"]) + mark)
+        average = by_cell.get((paradigm, "average"))
+        values.append(f"{100 * average['mean']:.2f}" if average else "–")
+        lines.append([title] + values)
+    header = ["Method"] + [TASK_TITLES.get(task, task) for task in tasks] + ["Avg"]
+    notes = [
+        "Test score x 100 of the main task (accuracy for tagging tasks, F1 for span and binary tasks), "
+        "mean ± sample std over seeds (no ± for one seed); Avg is the mean of the row's task means.",
+        f"{SIGNIFICANT_MARK}: better than its baseline (pre-training, joint, normalized joint) with p < {alpha} "
+        f"in a paired {TEST_NAMES[mark_test]}, each seed's runs paired sentence by sentence, seeds pooled.",
+    ]
+    for (paradigm, task), cell in sorted(cells.items(), key=lambda item: (list(TABLE1_ROWS).index(item[0][0]), item[0][1])):
+        if cell.chosen_from:
+            options = [cell.experiment] + cell.chosen_from
+            names = varying_settings(options) or list(CONFIGURATION_ARGS)
+            alternatives = ", ".join(
+                f"{describe_settings(option, names)}: {100 * option.dev_mean:.2f}" for option in options
+            )
+            notes.append(
+                f"{TABLE1_ROWS[paradigm]}, {task}: {describe_settings(cell.experiment, names)}, chosen by mean dev "
+                f"score ({alternatives})."
+            )
+    return markdown_table(header, lines) + "\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
+
+
+def other_rows(experiments, cells):
+    """Every experiment not shown in Table 1: ratio analysis, other sizes, fixed weights, other settings."""
+    shown = {id(cell.experiment) for cell in cells.values()}
+    rest = [experiment for experiment in experiments if id(experiment) not in shown]
+    names = varying_settings(experiments)
+    rest.sort(key=lambda experiment: (
+        experiment.first.paradigm, experiment.first.main_task, experiment.first.auxiliary_main_ratio or 0,
+        experiment.first.main_train_size or 0, describe_settings(experiment, names),
+    ))
+    return [
+        {
+            "paradigm": experiment.first.paradigm, "main_task": experiment.first.main_task,
+            "sources": " ".join(experiment.first.sources), "main_train_size": experiment.first.main_train_size,
+            "auxiliary_main_ratio": experiment.first.auxiliary_main_ratio,
+            "settings": describe_settings(experiment, names), "seeds": " ".join(map(str, experiment.seeds)),
+            "mean": experiment.test_mean, "std": experiment.test_std, "dev_mean": experiment.dev_mean,
+        }
+        for experiment in rest
+    ]
+
+
+def other_runs_markdown(rows):
+    header = ["paradigm", "main task", "sources", "main size", "aux/main ratio", "settings", "seeds", "test", "dev"]
+    table = [
+        [
+            row["paradigm"], row["main_task"], row["sources"] or "–", row["main_train_size"],
+            "–" if row["auxiliary_main_ratio"] is None else row["auxiliary_main_ratio"], row["settings"] or "–",
+            len(row["seeds"].split()), format_score(row["mean"], row["std"]),
+            "–" if np.isnan(row["dev_mean"]) else f"{100 * row['dev_mean']:.2f}",
+        ]
+        for row in rows
+    ]
+    return markdown_table(header, table) + "\n"
+
+
+def plot_task_weights(runs, output_root, plot_dir):
+    """One PNG per TAWT-weighted run: each task's weight at the start and after every update."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; no display is needed or wanted
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed (pip install matplotlib); no task-weight plots")
+        return []
+    written = []
+    for run in runs:
+        path = run.path(TASK_WEIGHTS_FILE)
+        if not os.path.isfile(path):
+            continue
+        record = read_task_weights(path)
+        if record.get("weighting") != "tawt" or not record["history"]:
+            continue  # fixed weights draw flat lines; nothing to see
+        history = record["history"]
+        ticks = ["initial" if entry["stage"] == "initial" else f"epoch {entry['epoch']}" for entry in history]
+        weights = np.array([entry["weights"] for entry in history])
+        figure, axes = plt.subplots(figsize=(6, 4))
+        for task, trajectory in zip(record["tasks"], weights.T):
+            axes.plot(range(len(history)), trajectory, marker="o", label=task)
+        axes.set_xticks(range(len(history)), ticks, rotation=30)
+        axes.set_ylabel("task weight")
+        axes.set_ylim(0, 1)
+        inv_constant = run.args.get("inv_constant")
+        axes.set_title(
+            f"{run.paradigm}, main task {run.main_task}, seed {run.seed}"
+            + (f", inv_constant {inv_constant}" if run.paradigm == "weighted_pretraining" else "")
+        )
+        axes.legend()
+        figure.tight_layout()
+        relative = os.path.relpath(run.directory, output_root)
+        name = "run" if relative == "." else relative.replace(os.sep, "__")
+        png_path = os.path.join(plot_dir, f"{name}.png")
+        os.makedirs(plot_dir, exist_ok=True)
+        temporary_path = png_path + ".tmp.png"
+        figure.savefig(temporary_path, dpi=120)
+        plt.close(figure)
+        os.replace(temporary_path, png_path)
+        written.append(png_path)
+    return written
+
+
+def parse_train_sizes(values, parser):
+    sizes = {}
+    for value in values or []:
+        task, separator, size = value.partition("=")
+        if not separator or not size.isdigit():
+            parser.error(f"--main_train_size {value!r}: write TASK=SENTENCES, e.g. ner=500")
+        sizes[task] = int(size)
+    return sizes
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\nUsage:")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:" + __doc__.split("\nUsage:")[1],
+    )
+    parser.add_argument("output_root", help="the directory the runs were written below")
+    parser.add_argument("--output_dir", default=None, help="where to write the tables and plots (default: OUTPUT_ROOT/summary)")
+    parser.add_argument("--data_dir", default=None, help="where test_{task}.txt are (default: the data_dir each run's run_args.json records)")
+    parser.add_argument(
+        "--main_train_size", nargs="+", metavar="TASK=SENTENCES",
+        help="Table 1's main-task training size for these main tasks (default: the size most multi-task runs used)",
+    )
+    parser.add_argument("--mark_test", choices=TESTS, default="ttest", help="the test behind the † marks (default: ttest)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the marks (default: 0.05)")
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="samples of the bootstrap/randomization marks (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap/randomization marks (default: %(default)s)")
+    parser.add_argument("--no_plots", action="store_true", help="skip the task-weight plots")
+    args = parser.parse_args(argv)
+    args.main_train_size = parse_train_sizes(args.main_train_size, parser)
+    args.output_dir = args.output_dir or os.path.join(args.output_root, "summary")
+    return args
+
+
+def collect(args):
+    runs = find_runs(args.output_root)
+    experiments = load_experiments(runs)
+    if not experiments:
+        raise OutputTreeError(f"{args.output_root}: no run has a test results file yet; wait for the runs to finish")
+    train_sizes = table1_train_sizes(experiments, args.main_train_size)
+    cells = build_table1(experiments, train_sizes)
+    mark_significance(cells, args.data_dir, args.mark_test, args.alpha, args.samples, args.seed)
+    tasks = ordered_tasks({task for _, task in cells})
+    rows = table1_rows(cells, tasks)
+    rest = other_rows(experiments, cells)
+
+    markdown = "# Table 1\n\n" + table1_markdown(cells, tasks, rows, args.mark_test, args.alpha)
+    if rest:
+        markdown += "\n# Other runs\n\n" + other_runs_markdown(rest)
+    write_text_atomic(os.path.join(args.output_dir, "table1.md"), markdown)
+    if rows:
+        write_text_atomic(os.path.join(args.output_dir, "table1.csv"), csv_text(rows))
+    if rest:
+        write_text_atomic(os.path.join(args.output_dir, "other_runs.csv"), csv_text(rest))
+    plots = [] if args.no_plots else plot_task_weights(runs, args.output_root, os.path.join(args.output_dir, "task_weights"))
+    return markdown, plots
+
+
+def main(argv=None):
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
+    args = parse_args(argv)
+    try:
+        markdown, plots = collect(args)
+    except (TaskDataError, OutputTreeError) as error:
+        sys.exit(f"error: {error}")
+    print(markdown)
+    print(f"wrote {args.output_dir}/table1.md, table1.csv" + (f" and {len(plots)} task-weight plots" if plots else ""))
+
+
+if __name__ == "__main__":
+    main()

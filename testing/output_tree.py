@@ -1,0 +1,210 @@
+"""Reading the runs of an experiment grid from an output tree (shared by the significance and table scripts).
+
+A run directory is any directory below the output root that holds `run_args.json`; the directory names
+themselves carry no meaning. Each run directory also holds, per task with a head, `{task}_eval_results.txt`
+(dev) and `{task}_test_results.txt` (test) as `key = value` lines, `{task}_test_predictions.txt`, and,
+for runs that train several tasks together, `task_weights.json`.
+"""
+
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from output_files import RUN_ARGS_FILE, TASK_WEIGHTS_FILE, write_text_atomic  # noqa: E402,F401
+
+# Each weighted paradigm and the baseline the paper tests it against (SPEC §8).
+BASELINE_OF = {
+    "weighted_pretraining": "pretraining",
+    "weighted_joint": "joint",
+    "weighted_normalized_joint": "normalized_joint",
+}
+
+# The arguments that make two runs of one paradigm different configurations rather than two seeds of one
+# (weighted pre-training's grid varies inv_constant; fixed-weight runs vary task_weights). The TAWT update's
+# own arguments count only in the paradigms that update weights: elsewhere their values are unused defaults.
+TAWT_ARGS = ("inv_constant", "weight_lr", "normalized_gradients")
+CONFIGURATION_ARGS = TAWT_ARGS + ("weighting", "task_weights")
+
+
+class OutputTreeError(ValueError):
+    """A run directory's file is missing or malformed; the message names the file and the fix."""
+
+
+def csv_text(rows):
+    """Rows (dicts) as CSV text, with every key any row has as a column, in order of first appearance."""
+    fieldnames = list(dict.fromkeys(name for row in rows for name in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def read_results_file(path):
+    """A `key = value` results file as a dict of floats (a value that is not a number is kept as a string)."""
+    if not os.path.isfile(path):
+        raise OutputTreeError(f"{path}: file not found; the run may not have finished evaluating")
+    results = {}
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            key, separator, value = line.partition("=")
+            if not separator or not key.strip():
+                raise OutputTreeError(
+                    f"{path} line {line_number}: {line.strip()!r} is not a 'key = value' line; fix or delete it"
+                )
+            try:
+                results[key.strip()] = float(value)
+            except ValueError:
+                results[key.strip()] = value.strip()
+    return results
+
+
+def primary_score(results, path):
+    """The number the paper reports from a results file: sequence_metrics.primary_metric of its family.
+
+    The family is the file's `metric_family = ...` line; a file without one is read by its keys: only the
+    span and binary families write `f1` (their primary metric), the tagging family writes `accuracy` and no
+    `f1`. So the labels file, which the run directory does not keep, is not needed.
+    """
+    from sequence_metrics import primary_metric
+
+    if "metric_family" in results:
+        key = primary_metric(results["metric_family"])
+    else:
+        key = "f1" if "f1" in results else "accuracy"
+    if not isinstance(results.get(key), float):
+        raise OutputTreeError(f"{path}: has no '{key} = <number>' line; it is not a complete results file")
+    return results[key]
+
+
+def _jsonable(value):
+    """A hashable form of an argument value (lists become tuples), for grouping runs."""
+    return tuple(_jsonable(item) for item in value) if isinstance(value, list) else value
+
+
+@dataclass
+class Run:
+    directory: str
+    paradigm: str
+    main_task: str
+    tasks: list
+    seed: int
+    args: dict
+    data_dir: str = None  # the data directory the run resolved, where run_args.json records one
+
+    @property
+    def sources(self):
+        return [task for task in self.tasks if task != self.main_task]
+
+    @property
+    def main_train_size(self):
+        """How many main-task training sentences the run used (None: the whole file)."""
+        for name in ("main_task_train_sent_num", "train_sent_num"):
+            if self.args.get(name) is not None:
+                return self.args[name]
+        return None
+
+    @property
+    def auxiliary_main_ratio(self):
+        return self.args.get("auxiliary_main_ratio")
+
+    @property
+    def configuration(self):
+        """What a run is, seed aside: runs with equal configurations are seeds of one experiment."""
+        return (
+            self.paradigm, self.main_task, tuple(self.tasks), self.main_train_size, self.auxiliary_main_ratio,
+            tuple(
+                (name, _jsonable(self.args.get(name)))
+                for name in CONFIGURATION_ARGS if self.updates_weights or name not in TAWT_ARGS
+            ),
+        )
+
+    @property
+    def updates_weights(self):
+        """True for the paradigms with the TAWT weight update (SPEC §5)."""
+        return self.paradigm.startswith("weighted_")
+
+    @property
+    def pairing_key(self):
+        """What a weighted run and its baseline share: the data (main task, sources, sizes) and the seed."""
+        return (self.main_task, tuple(sorted(self.sources)), self.main_train_size, self.auxiliary_main_ratio, self.seed)
+
+    def path(self, filename):
+        return os.path.join(self.directory, filename)
+
+    def results(self, split, task=None):
+        """The `key = value` results of `task` (default: the main task) on 'eval' (dev) or 'test'."""
+        return read_results_file(self.path(f"{task or self.main_task}_{split}_results.txt"))
+
+    def score(self, split, task=None):
+        """The main task's primary metric on 'eval' (dev) or 'test'."""
+        path = self.path(f"{task or self.main_task}_{split}_results.txt")
+        return primary_score(read_results_file(path), path)
+
+    def predictions_file(self, task=None):
+        return self.path(f"{task or self.main_task}_test_predictions.txt")
+
+    def gold_file(self, data_dir=None, task=None):
+        """The gold test file: `<data_dir>/test_{task}.txt`, data_dir from the run's record unless given."""
+        data_dir = data_dir or self.data_dir or self.args.get("data_dir")
+        if not data_dir:
+            raise OutputTreeError(
+                f"{self.path(RUN_ARGS_FILE)}: records no data_dir; pass --data_dir to say where test files are"
+            )
+        return os.path.join(data_dir, f"test_{task or self.main_task}.txt")
+
+
+def read_run(directory):
+    """The `Run` described by `directory/run_args.json`."""
+    path = os.path.join(directory, RUN_ARGS_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            run_args = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise OutputTreeError(f"{path} line {error.lineno}: not valid JSON ({error.msg}); fix or re-run") from None
+    missing = [key for key in ("paradigm", "main_task", "tasks", "seed", "args") if key not in run_args]
+    if missing:
+        raise OutputTreeError(f"{path}: lacks {', '.join(missing)}; it was not written by this project's scripts")
+    return Run(
+        directory=directory, paradigm=run_args["paradigm"], main_task=run_args["main_task"],
+        tasks=list(run_args["tasks"]), seed=run_args["seed"], args=dict(run_args["args"]),
+        data_dir=run_args.get("data_dir"),
+    )
+
+
+def find_runs(output_root):
+    """Every run below `output_root` (its own directory included), in a stable order."""
+    if not os.path.isdir(output_root):
+        raise OutputTreeError(f"{output_root}: no such directory; pass the --output_dir root of the grid")
+    runs = []
+    for directory, subdirectories, filenames in os.walk(output_root):
+        subdirectories.sort()
+        if RUN_ARGS_FILE in filenames:
+            runs.append(read_run(directory))
+    if not runs:
+        raise OutputTreeError(f"{output_root}: holds no {RUN_ARGS_FILE}; is it the output root of the runs?")
+    return runs
+
+
+def read_task_weights(path):
+    """`task_weights.json`: its tasks and the weights after each update (the first entry: the starting ones)."""
+    with open(path, encoding="utf-8") as handle:
+        record = json.load(handle)
+    if "tasks" not in record or "history" not in record:
+        raise OutputTreeError(f"{path}: lacks 'tasks' or 'history'; it was not written by this project's scripts")
+    for index, entry in enumerate(record["history"]):
+        if len(entry.get("weights", [])) != len(record["tasks"]):
+            raise OutputTreeError(
+                f"{path}: history entry {index} has {len(entry.get('weights', []))} weights for "
+                f"{len(record['tasks'])} tasks; the file is corrupt, re-run or delete it"
+            )
+    return record

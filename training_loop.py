@@ -1,0 +1,290 @@
+"""The training loop every paradigm shares: weighted one-task batches in stages, checkpoints, resume.
+
+A paradigm is a sequence of *stages* (joint training; or pre-training then fine-tuning), each a
+`train_stage` call: AdamW + linear schedule over the stage's epochs (SPEC §3), task t's batch loss
+multiplied by w_t * K (SPEC §4), and after each epoch an optional weight update (TAWT, SPEC §5).
+
+With --save_steps N a checkpoint is written every N steps and after every epoch's weight update. It holds
+everything needed to continue exactly: the model, optimizer, scheduler and scaler, the stage, epoch and
+batch reached, the task weights and their history, and the random states. The epoch's batch order is
+not stored: it is a function of (seed, stage, epoch), so the resumed run draws the same one.
+"""
+
+import glob
+import json
+import logging
+import math
+import os
+import random
+import re
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import distributed
+from output_files import CHECKPOINT_DIR, TRAINING_LOG_FILE
+from utils_cross_task import collate, epoch_batches
+
+logger = logging.getLogger("tawt")
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)\.pt$")
+
+# Arguments that may change between a run and its resumption: they do not change what is trained.
+RESUMABLE_ARGUMENT_CHANGES = {
+    "output_dir", "overwrite_output_dir", "logging_steps", "save_steps", "resume_from_checkpoint", "do_eval",
+    "do_predict", "per_gpu_eval_batch_size", "local_rank",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stages
+
+
+def steps_per_epoch(task_splits, batch_size):
+    batches = sum(math.ceil(len(split) / batch_size) for split in task_splits.values())
+    return math.ceil(batches / distributed.world_size())
+
+
+def training_schedule(args, task_splits):
+    """(epochs, total optimizer steps) of one training stage over `task_splits`."""
+    per_epoch = steps_per_epoch(task_splits, args.per_gpu_train_batch_size)
+    if args.max_steps > 0:
+        return math.ceil(args.max_steps / per_epoch), args.max_steps
+    epochs = int(args.num_train_epochs)
+    return epochs, epochs * per_epoch
+
+
+def train_stage(model, run, stage, task_splits, task_weights, history=None, update_weights=None):
+    """One training stage over `task_splits` with task weights (an array over its tasks, in order).
+
+    After each epoch, `update_weights(weights, epoch) -> (weights, similarities)` (the TAWT step, when
+    given) moves the weights and `history` records them. Returns the final weights. A stage that a resumed
+    run had already finished is skipped; one it was in the middle of continues where it stopped.
+    """
+    resume = run.resume
+    if resume is not None and stage in resume["completed_stages"]:
+        logger.info("stage %s was finished before the interruption: skipping it", stage)
+        return np.array(resume["completed_stages"][stage])
+    epochs, total_steps = training_schedule(run.args, task_splits)
+    trainer = Trainer(model, run, total_steps, stage)
+    task_weights = np.asarray(task_weights, dtype=np.float64)
+    start_epoch, start_batch = 0, 0
+    if resume is not None and resume["stage"] == stage:
+        trainer.load_state_dict(resume["trainer"])
+        task_weights = np.array(resume["task_weights"])
+        start_epoch, start_batch = resume["epoch"], resume["batches_done"]
+        restore_random_states(run, resume["random_states"])
+        run.resume = None  # consumed: later stages start fresh
+        logger.info("resuming stage %s at epoch %d, batch %d (step %d)", stage, start_epoch + 1, start_batch,
+                    trainer.global_step)
+
+    tasks = list(task_splits)
+    for epoch in range(start_epoch, epochs):
+        def checkpoint(batches_done, epoch=epoch):
+            save_checkpoint(run, model, trainer, epoch, batches_done, task_weights, history)
+
+        trainer.train_epoch(task_splits, dict(zip(tasks, task_weights)), epoch,
+                            start_batch=start_batch if epoch == start_epoch else 0, checkpoint=checkpoint)
+        if update_weights is not None:
+            task_weights, similarities = update_weights(task_weights, epoch)
+            if history is not None:
+                history.record("epoch", epoch + 1, task_weights, similarities)
+        if run.args.save_steps > 0:
+            save_checkpoint(run, model, trainer, epoch + 1, 0, task_weights, history)
+        if trainer.done:
+            break
+    run.completed_stages[stage] = [float(weight) for weight in task_weights]
+    return task_weights
+
+
+class Trainer:
+    """AdamW + linear schedule over one training stage (SPEC §3), with one-task batches and weighted losses."""
+
+    def __init__(self, model, run, total_steps, stage):
+        self.model, self.run, self.stage = model, run, stage
+        self.training_model = distributed.wrap_for_training(model, run.device)
+        self.total_steps = total_steps
+        self.global_step = 0
+        args = run.args
+        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]  # biases, LayerNorm
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=args.learning_rate, eps=args.adam_epsilon,
+        )
+        warmup = args.warmup_steps
+
+        def linear_decay(step):
+            if step < warmup:
+                return step / max(1, warmup)
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_decay)
+        self.scaler = torch.amp.GradScaler(run.device.type, enabled=args.fp16)
+
+    @property
+    def done(self):
+        return self.global_step >= self.total_steps
+
+    def state_dict(self):
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "global_step": self.global_step}
+
+    def load_state_dict(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.global_step = state["global_step"]
+
+    def train_epoch(self, task_splits, task_weights, epoch, start_batch=0, checkpoint=None):
+        """One epoch over shuffled one-task batches; task t's loss is multiplied by w_t * K (SPEC §4).
+
+        `task_weights` maps each task to its weight; K is the number of weighted tasks, so uniform weights
+        reproduce plain training. Batches before `start_batch` were trained before an interruption.
+        `checkpoint(batches_done)` is called every --save_steps steps.
+        """
+        args, run = self.run.args, self.run
+        multipliers = {task: float(weight) * len(task_weights) for task, weight in task_weights.items()}
+        batches = epoch_batches({task: len(split) for task, split in task_splits.items()},
+                                args.per_gpu_train_batch_size, run.data_order_generator(self.stage, epoch))
+        batches = distributed.shard_batches(batches)
+        self.training_model.train()
+        logged_loss, logged_steps = 0.0, 0
+        progress = tqdm(range(start_batch, len(batches)), desc=f"{self.stage} epoch {epoch + 1}", leave=False,
+                        disable=not distributed.is_main_process())
+        for batch_number in progress:
+            if self.done:
+                break
+            task, indices = batches[batch_number]
+            batch = collate([task_splits[task].features[index] for index in indices], run.pad_token_id)
+            batch = {name: tensor.to(run.device, non_blocking=True) for name, tensor in batch.items()}
+            with run.autocast():
+                loss, _ = self.training_model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            loss = loss * multipliers[task]
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"{self.stage} epoch {epoch + 1} step {self.global_step + 1}: the loss of task {task} is "
+                    f"{loss_value} on the batch of training sentences {sorted(indices)[:8]}"
+                    f"{'...' if len(indices) > 8 else ''}; the last checkpoint is kept. Lower --learning_rate, "
+                    "or use --bf16 instead of --fp16"
+                )
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.global_step += 1
+            logged_loss, logged_steps = logged_loss + loss_value, logged_steps + 1
+            progress.set_postfix(task=task, loss=f"{loss_value:.4f}")
+            if args.logging_steps > 0 and self.global_step % args.logging_steps == 0:
+                self._log(epoch, logged_loss / logged_steps)
+                logged_loss, logged_steps = 0.0, 0
+            if checkpoint is not None and args.save_steps > 0 and self.global_step % args.save_steps == 0:
+                checkpoint(batch_number + 1)
+        if logged_steps:
+            self._log(epoch, logged_loss / logged_steps)
+
+    def _log(self, epoch, mean_loss):
+        if not distributed.is_main_process():
+            return
+        record = {"stage": self.stage, "epoch": epoch, "step": self.global_step, "loss": mean_loss,
+                  "learning_rate": self.scheduler.get_last_lr()[0]}
+        with open(self.run.path(TRAINING_LOG_FILE), "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def random_states(run):
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "gradient_sampling": run.gradient_sampling_generator.get_state(),
+    }
+
+
+def restore_random_states(run, states):
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    run.gradient_sampling_generator.set_state(states["gradient_sampling"])
+
+
+def checkpoint_paths(output_dir):
+    """The complete checkpoints in `output_dir`, oldest first (a half-written one is never named so)."""
+    found = []
+    for path in glob.glob(os.path.join(output_dir, CHECKPOINT_DIR, "checkpoint-*.pt")):
+        match = CHECKPOINT_PATTERN.match(os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights, history):
+    """Write checkpoint-<n>.pt atomically (temporary file, then rename), then drop the older ones."""
+    run.checkpoint_number += 1
+    if not distributed.is_main_process():
+        return
+    directory = os.path.join(run.output_dir, CHECKPOINT_DIR)
+    os.makedirs(directory, exist_ok=True)
+    state = {
+        "format": 1,
+        "args": dict(vars(run.args)),
+        "checkpoint_number": run.checkpoint_number,
+        "stage": trainer.stage,
+        "epoch": epoch,
+        "batches_done": batches_done,
+        "completed_stages": dict(run.completed_stages),
+        "task_weights": [float(weight) for weight in task_weights],
+        "history": None if history is None else history.history,
+        "model": model.state_dict(),
+        "trainer": trainer.state_dict(),
+        "random_states": random_states(run),
+    }
+    path = os.path.join(directory, f"checkpoint-{run.checkpoint_number:08d}.pt")
+    temporary = os.path.join(directory, f".tmp-checkpoint-{run.checkpoint_number:08d}.pt")
+    with open(temporary, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    for older in checkpoint_paths(run.output_dir)[:-1]:
+        os.remove(older)
+
+
+def load_checkpoint(path, args):
+    """Read a checkpoint and check that it was made by the same command (up to harmless flags)."""
+    from cross_task_training import UsageError
+
+    try:
+        # Our own file: it holds random states and numpy arrays, not only tensors.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise UsageError(f"{path}: cannot be read as a checkpoint ({error}); delete it to use an older one") from None
+    saved, current = state["args"], vars(args)
+    differences = sorted(
+        name for name in set(saved) | set(current)
+        if name not in RESUMABLE_ARGUMENT_CHANGES and saved.get(name) != current.get(name)
+    )
+    if differences:
+        shown = ", ".join(f"--{name} {saved.get(name)!r} -> {current.get(name)!r}" for name in differences)
+        raise UsageError(
+            f"{path} was written by a different command ({shown}); rerun the same command, or use another "
+            "--output_dir"
+        )
+    return state
+
+
+def remove_checkpoints(output_dir):
+    for path in checkpoint_paths(output_dir) + glob.glob(os.path.join(output_dir, CHECKPOINT_DIR, ".tmp-*")):
+        os.remove(path)
