@@ -242,6 +242,7 @@ class Run:
     resume: dict = None  # the checkpoint this run continues from, until its stage has been restored
     completed_stages: dict = field(default_factory=dict)  # stage -> its final task weights
     checkpoint_number: int = 0
+    weight_history: "TaskWeightHistory" = None  # set by start_weight_history; saved in checkpoints
 
     @property
     def output_dir(self):
@@ -477,6 +478,7 @@ def start_weight_history(run, tasks, task_weights):
         history.write()
     else:
         history.record("initial", 0, task_weights)
+    run.weight_history = history
     return history
 
 

@@ -50,6 +50,16 @@ def broadcast_from_main(value):
     return holder[0]
 
 
+def check_identical(value, what):
+    """Fail loudly if `value` (picklable) differs between processes: they must train the same model."""
+    if world_size() == 1:
+        return
+    values = [None] * world_size()
+    dist.all_gather_object(values, value)
+    if any(other != values[0] for other in values[1:]):
+        raise RuntimeError(f"{what} differ between processes: {values}")
+
+
 def broadcast_parameters(module):
     """Copy the main process's parameters of `module` to every process (in place)."""
     if world_size() == 1:

@@ -5,8 +5,8 @@ import logging
 import torch
 from tqdm.auto import tqdm
 
-from cross_task_training import write_text_atomic
 from modeling_multi_bert import token_classification_loss
+from output_files import predictions_file, results_file, write_text_atomic
 from sequence_metrics import compute_metrics, metric_family
 from utils_cross_task import IGNORED_LABEL_ID, collate, prediction_file_text
 
@@ -74,9 +74,9 @@ def evaluate_and_write(run, model, task, split, split_name):
     results["sentences"] = len(split.sentences)
     if split.report.split_sentences:
         results["sentences_predicted_in_windows"] = split.report.split_sentences
-    write_text_atomic(run.path(f"{task}_{split_name}_results.txt"), format_results(results))
+    write_text_atomic(run.path(results_file(task, split_name)), format_results(results))
     if split_name == "test":
-        write_text_atomic(run.path(f"{task}_test_predictions.txt"), prediction_file_text(split.path, predictions))
+        write_text_atomic(run.path(predictions_file(task)), prediction_file_text(split.path, predictions))
     logger.info("%s %s: %s", task, split_name,
                 ", ".join(f"{key} {value:.4f}" for key, value in results.items() if isinstance(value, float)))
     return results

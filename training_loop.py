@@ -82,16 +82,17 @@ def train_stage(model, run, stage, task_splits, task_weights, history=None, upda
     tasks = list(task_splits)
     for epoch in range(start_epoch, epochs):
         def checkpoint(batches_done, epoch=epoch):
-            save_checkpoint(run, model, trainer, epoch, batches_done, task_weights, history)
+            save_checkpoint(run, model, trainer, epoch, batches_done, task_weights)
 
         trainer.train_epoch(task_splits, dict(zip(tasks, task_weights)), epoch,
                             start_batch=start_batch if epoch == start_epoch else 0, checkpoint=checkpoint)
         if update_weights is not None:
             task_weights, similarities = update_weights(task_weights, epoch)
+            distributed.check_identical([float(weight) for weight in task_weights], "task weights")
             if history is not None:
                 history.record("epoch", epoch + 1, task_weights, similarities)
         if run.args.save_steps > 0:
-            save_checkpoint(run, model, trainer, epoch + 1, 0, task_weights, history)
+            save_checkpoint(run, model, trainer, epoch + 1, 0, task_weights)
         if trainer.done:
             break
     run.completed_stages[stage] = [float(weight) for weight in task_weights]
@@ -230,7 +231,7 @@ def checkpoint_paths(output_dir):
     return [path for _, path in sorted(found)]
 
 
-def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights, history):
+def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights):
     """Write checkpoint-<n>.pt atomically (temporary file, then rename), then drop the older ones."""
     run.checkpoint_number += 1
     if not distributed.is_main_process():
@@ -246,7 +247,8 @@ def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights, hist
         "batches_done": batches_done,
         "completed_stages": dict(run.completed_stages),
         "task_weights": [float(weight) for weight in task_weights],
-        "history": None if history is None else history.history,
+        # The run's whole weight history (a fine-tuning stage has no weights of its own to record).
+        "history": None if run.weight_history is None else run.weight_history.history,
         "model": model.state_dict(),
         "trainer": trainer.state_dict(),
         "random_states": random_states(run),
