@@ -272,14 +272,23 @@ def set_seed(seed):
 
 
 def _configure_logging(output_dir):
-    """Log to the console and to OUTPUT_DIR/run.log (the main process; the others report warnings only)."""
+    """Log to the console and to OUTPUT_DIR/run.log (the main process; the others report warnings only).
+
+    Only the handlers added by an earlier run in this process are replaced, not anyone else's.
+    """
+    root = logging.getLogger()
+    for handler in [handler for handler in root.handlers if getattr(handler, "added_by_tawt", False)]:
+        root.removeHandler(handler)
+        handler.close()
     main = distributed.is_main_process()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO if main else logging.WARNING, force=True)
+    root.setLevel(logging.INFO if main else logging.WARNING)
+    handlers = [logging.StreamHandler()]
     if main:
-        file_handler = logging.FileHandler(os.path.join(output_dir, "run.log"))
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(file_handler)
+        handlers.append(logging.FileHandler(os.path.join(output_dir, "run.log")))
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.added_by_tawt = True
+        root.addHandler(handler)
     for noisy in ("urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import transformers
@@ -412,7 +421,15 @@ def load_tokenizer(run):
     """The fast tokenizer of the run's model (its max_seq_length is checked against the model first)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    check_max_seq_length(run.args.max_seq_length, AutoConfig.from_pretrained(run.model_name_or_path))
+    try:
+        config = AutoConfig.from_pretrained(run.model_name_or_path)
+    except (OSError, ValueError) as error:
+        raise UsageError(
+            f"--model_name_or_path {run.model_name_or_path}: not a model directory here, and it cannot be downloaded "
+            f"({str(error).splitlines()[0]}); give the directory of a downloaded model (config.json, weights, "
+            "tokenizer files), or set HF_HUB_OFFLINE=1 to use the Hugging Face cache"
+        ) from None
+    check_max_seq_length(run.args.max_seq_length, config)
     tokenizer = AutoTokenizer.from_pretrained(run.model_name_or_path)
     if not tokenizer.is_fast:
         raise UsageError(f"{run.model_name_or_path}: tagging needs a fast tokenizer (word_ids); this one is slow")
@@ -518,3 +535,6 @@ def run_main(main):
     except (UsageError, TaskDataError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as error:  # a diverged loss: the step, task and batch are in the message
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,133 @@
+"""Bad input stops with one clear line naming the file, line or flag and the fix (and loses nothing)."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import run_single_task
+import run_weighted_joint
+from cross_task_training import UsageError, initial_task_weights, run_main
+from tests.test_scripts import TINY_TRAINING, common
+from utils_cross_task import TaskDataError, read_sentences
+from weighted_training_basics import exponentiated_gradient_step
+
+
+def single(data_dir, model_dir, output, *extra):
+    return run_single_task.main(common(data_dir, model_dir, output) + ["--task", "pos", *extra])
+
+
+def copy_data(tiny_data_dir, tmp_path):
+    return shutil.copytree(tiny_data_dir, tmp_path / "data")
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: open(d / "train_pos.txt", "w").close(), "train_pos.txt: holds no sentence"),
+    (lambda d: os.remove(d / "dev_pos.txt"), "dev_pos.txt: file not found"),
+    (lambda d: open(d / "test_pos.txt", "a").write("word\n"), "test_pos.txt line"),
+    (lambda d: open(d / "dev_pos.txt", "a").write("word XYZ\n"), "label 'XYZ' is not in the task's label list"),
+    (lambda d: open(d / "train_pos.txt", "ab").write(b"caf\xe9 NN\n"), "is not UTF-8"),
+])
+def test_bad_task_files(tiny_data_dir, tiny_model_dir, tmp_path, mutate, message):
+    data = copy_data(tiny_data_dir, tmp_path)
+    mutate(data)
+    with pytest.raises(TaskDataError, match=message):
+        single(str(data), tiny_model_dir, tmp_path / "out")
+
+
+def test_main_task_size_larger_than_file_warns_and_uses_all(tiny_data_dir, tiny_model_dir, tmp_path, caplog):
+    summary = single(tiny_data_dir, tiny_model_dir, tmp_path / "out", "--train_sent_num", "1000",
+                     "--max_steps", "1")
+    assert summary["train_sentences"] == {"pos": 24}
+    assert "fewer than the 1000 asked for: using all of them" in caplog.text
+
+
+def test_weights_not_summing_to_one_are_normalised_with_a_warning(caplog):
+    weights = initial_task_weights([2, 1, 1], ["a", "b", "c"])
+    assert weights.tolist() == [0.5, 0.25, 0.25]
+    assert "sum to 4, not 1" in caplog.text
+
+
+def test_unknown_model_name_offline(tiny_data_dir, tmp_path):
+    with pytest.raises(UsageError, match="--model_name_or_path no-such-model-here: not a model directory here"):
+        single(tiny_data_dir, "no-such-model-here", tmp_path / "out")
+
+
+def test_max_seq_length_above_position_limit(tiny_data_dir, tiny_model_dir, tmp_path):
+    with pytest.raises(UsageError, match="--max_seq_length 512 exceeds the model's 128 positions"):
+        single(tiny_data_dir, tiny_model_dir, tmp_path / "out", "--max_seq_length", "512")
+
+
+def test_diverging_loss_stops_with_step_task_and_batch_and_keeps_checkpoint(tiny_data_dir, tiny_model_dir, tmp_path,
+                                                                             capsys):
+    output = tmp_path / "diverged"
+    argv = common(tiny_data_dir, tiny_model_dir, output) + [
+        "--auxiliary_task_list", "pos", "--main_task", "ner", "--learning_rate", "1e30", "--save_steps", "1",
+        "--weighting", "fixed", "--max_grad_norm", "1e30"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: run_weighted_joint.main(argv))
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert "step" in error and "the loss of task" in error and "training sentences [" in error
+    checkpoints = os.listdir(output / "checkpoints")
+    assert len(checkpoints) == 1 and checkpoints[0].startswith("checkpoint-")
+    state = torch.load(output / "checkpoints" / checkpoints[0], weights_only=False)  # intact and readable
+    assert state["stage"] == "joint" and state["trainer"]["global_step"] >= 1
+    assert not any(name.endswith("_results.txt") for name in os.listdir(output))
+
+
+def test_same_command_and_seed_give_identical_weights_and_predictions(tiny_data_dir, tiny_model_dir, tmp_path):
+    argv = ["--auxiliary_task_list", "pos", "--main_task", "ner", "--main_task_train_sent_num", "10",
+            "--gradient_sampling_batch_size", "4"]
+    first = run_weighted_joint.main(common(tiny_data_dir, tiny_model_dir, tmp_path / "a") + argv)
+    second = run_weighted_joint.main(common(tiny_data_dir, tiny_model_dir, tmp_path / "b") + argv)
+    assert first == second
+    for name in ("task_weights.json", "ner_test_predictions.txt", "pos_test_predictions.txt"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+    recorded = json.loads((tmp_path / "a" / "run_args.json").read_text())
+    assert recorded["versions"]["torch"] == torch.__version__
+    assert "git_commit" in recorded and recorded["args"]["seed"] == 1
+
+
+def test_bf16_autocast_runs_on_cpu(tiny_data_dir, tiny_model_dir, tmp_path):
+    summary = single(tiny_data_dir, tiny_model_dir, tmp_path / "bf16", "--bf16", "--max_steps", "2")
+    assert np.isfinite(summary["pos_test"]["loss"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Property-based tests
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=400))
+def test_reader_accepts_or_rejects_arbitrary_bytes_with_its_documented_error(tmp_path, content):
+    path = tmp_path / "train_any.txt"
+    path.write_bytes(content)
+    try:
+        sentences = read_sentences(str(path))
+    except TaskDataError as error:
+        assert str(path) in str(error)
+        return
+    assert sentences and all(len(s.words) == len(s.labels) > 0 for s in sentences)
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda n: st.tuples(
+    st.lists(st.floats(1e-300, 1.0), min_size=n, max_size=n),
+    st.lists(st.one_of(st.none(), finite), min_size=n, max_size=n),
+    st.floats(0.0, 1e6),
+)))
+def test_weight_update_stays_finite_positive_and_normalised(case):
+    raw_weights, gradients, step_size = case
+    weights = np.asarray(raw_weights) / np.sum(raw_weights)
+    updated = exponentiated_gradient_step(weights, gradients, step_size)
+    assert np.all(np.isfinite(updated)) and np.all(updated > 0)
+    assert updated.sum() == pytest.approx(1.0)
