@@ -55,6 +55,15 @@ def test_sentence_scores_use_the_primary_metric():
     assert scores.tolist() == [1.0, 0.5]
 
 
+def test_sentence_with_nothing_to_find_scores_one():
+    labels = ["O", "B-PER", "I-PER"]
+    scores = sentence_scores("ner", labels, [["O", "O"], ["O", "O"], ["B-PER", "O"]],
+                             [["O", "O"], ["B-PER", "O"], ["O", "O"]])
+    assert scores.tolist() == [1.0, 0.0, 0.0]
+    binary = sentence_scores("predicate", ["-", "predicate"], [["-"], ["predicate"]], [["-"], ["-"]])
+    assert binary.tolist() == [1.0, 0.0]
+
+
 def test_misaligned_sequences_are_rejected():
     with pytest.raises(ValueError, match="sentence 0"):
         compute_metrics("pos", ["A"], [["A", "A"]], [["A"]])
