@@ -9,6 +9,10 @@ import sys
 
 import pytest
 
+# The tests never download: fail fast instead of retrying an unreachable hub (a wrong model name would
+# otherwise wait for the hub's retries). Subprocesses started by the tests inherit this.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
