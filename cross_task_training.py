@@ -150,6 +150,15 @@ def initial_task_weights(given, tasks, flag="--task_weights"):
     return weights / weights.sum()
 
 
+def paradigm_name(base, args, fixed_weights_variant=True):
+    """The paradigm's name in run_args.json: weighted_<base> (TAWT), <base>, or <base>_fixed_weights."""
+    if args.weighting == "tawt":
+        return f"weighted_{base}"
+    if fixed_weights_variant and args.task_weights is not None:
+        return f"{base}_fixed_weights"
+    return base
+
+
 def check_multi_task_arguments(args):
     """Normalise and check the multi-task flags that need no data; returns `args`.
 

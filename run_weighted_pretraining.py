@@ -23,7 +23,7 @@ import numpy as np
 
 from cross_task_training import (
     add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, finish_run, initial_task_weights,
-    prepare_multi_task_run, run_main, start_weight_history,
+    paradigm_name, prepare_multi_task_run, run_main, start_weight_history,
 )
 from training_loop import train_stage
 from weighted_training_basics import fit_head_on_frozen_encoder, tawt_update
@@ -38,19 +38,13 @@ def parse_arguments(argv=None):
     return check_multi_task_arguments(parser.parse_args(argv))
 
 
-def pretraining_paradigm(args):
-    if args.weighting == "tawt":
-        return "weighted_pretraining"
-    return "pretraining" if args.task_weights is None else "pretraining_fixed_weights"
-
-
 def main(argv=None):
     args = parse_arguments(argv)
     sources, main_task = args.auxiliary_task_list, args.main_task
     source_weights = initial_task_weights(args.task_weights, sources)
     train_limits = {task: None for task in sources}
     train_limits[main_task] = args.main_task_train_sent_num
-    run, tokenizer, data, model = prepare_multi_task_run(args, pretraining_paradigm(args), sources + [main_task],
+    run, tokenizer, data, model = prepare_multi_task_run(args, paradigm_name("pretraining", args), sources + [main_task],
                                                          train_limits)
 
     if args.do_train:
