@@ -39,10 +39,13 @@ def labels_file(data_dir, task):
     return os.path.join(data_dir, f"{task}_labels.txt")
 
 
-def _read_lines(path):
-    """The file's lines, decoded as UTF-8; an undecodable byte is reported with its line number."""
+TASK_FILE_HINT = "check --data_dir and the task name ({split}_{task}.txt)"
+
+
+def read_text_lines(path, missing_hint=TASK_FILE_HINT):
+    """The file's lines without line ends, decoded as UTF-8; an undecodable byte is reported with its line."""
     if not os.path.isfile(path):
-        raise TaskDataError(f"{path}: file not found; check --data_dir and the task name ({{split}}_{{task}}.txt)")
+        raise TaskDataError(f"{path}: file not found; {missing_hint}")
     with open(path, "rb") as handle:
         raw_lines = handle.read().splitlines()
     lines = []
@@ -67,7 +70,7 @@ def read_sentences(path, max_sentences=None):
     """Read a task file into `Sentence`s (at most `max_sentences`, the file's first ones)."""
     sentences = []
     words, labels, line_numbers = [], [], []
-    for line_number, line in enumerate(_read_lines(path), start=1):
+    for line_number, line in enumerate(read_text_lines(path), start=1):
         if is_sentence_break(line):
             if words:
                 sentences.append(Sentence(words, labels, line_numbers))
@@ -95,7 +98,7 @@ def read_labels(data_dir, task, train_sentences=None):
     """The task's label list: `{task}_labels.txt`, or, when it is missing, the labels of the training file."""
     path = labels_file(data_dir, task)
     if os.path.isfile(path):
-        labels = [line.strip() for line in _read_lines(path) if line.strip()]
+        labels = [line.strip() for line in read_text_lines(path) if line.strip()]
         if not labels:
             raise TaskDataError(f"{path}: holds no label; write one label per line")
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
@@ -295,7 +298,7 @@ def prediction_file_text(test_path, predictions):
 
     `predictions` holds one label list per sentence of the test file, in order.
     """
-    lines = _read_lines(test_path)
+    lines = read_text_lines(test_path)
     output, sentence_index, word_index = [], 0, 0
     for line in lines:
         if is_sentence_break(line):

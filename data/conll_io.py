@@ -1,0 +1,81 @@
+"""Reading column files line by line and writing task files atomically; shared by the data scripts.
+
+Task files follow SPEC §1: one word per line, the word first and the label last, space- or tab-separated,
+a blank line between sentences, ``-DOCSTART-`` lines ignored; ``{task}_labels.txt`` holds one label a line.
+"""
+
+import os
+import random
+import shutil
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # the scripts in data/ also run as plain files (python data/process_data.py)
+    sys.path.insert(0, ROOT)
+
+import utils_cross_task  # noqa: E402  (after the sys.path fix above)
+from utils_cross_task import TaskDataError  # noqa: E402
+
+SPLITS = ("train", "dev", "test")
+
+
+def read_text_lines(path):
+    """The file's lines without their line ends, decoded as UTF-8; bad bytes are reported with the line."""
+    return utils_cross_task.read_text_lines(path, missing_hint="check the path given on the command line")
+
+
+def line_blocks(lines, is_comment=lambda line: False):
+    """Group numbered lines into sentences: runs of non-blank lines; comment lines are skipped.
+
+    Yields lists of (1-based line number, line) pairs.
+    """
+    block = []
+    for line_number, line in enumerate(lines, start=1):
+        if is_comment(line):
+            continue
+        if line.strip():
+            block.append((line_number, line))
+        elif block:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def task_file_text(sentences):
+    """Task-file text for (words, labels) pairs: 'word label' lines, a blank line after each sentence."""
+    parts = []
+    for words, labels in sentences:
+        parts.extend(f"{word} {label}\n" for word, label in zip(words, labels))
+        parts.append("\n")
+    return "".join(parts)
+
+
+def labels_file_text(labels):
+    return "".join(f"{label}\n" for label in labels)
+
+
+def sample_sentences(sentences, count, seed):
+    """Shuffle with `seed` and keep the first `count` (all of them, shuffled, when count is None)."""
+    shuffled = list(sentences)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled if count is None else shuffled[:count]
+
+
+def write_files_atomically(output_dir, contents):
+    """Write {file name: text} into `output_dir` so that no file is ever left half written.
+
+    Every file is first written in full into a temporary folder inside `output_dir` (same file system), and
+    only then moved into place with os.replace, so a failure part way leaves the old files untouched.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=output_dir)
+    try:
+        for name, text in contents.items():
+            with open(os.path.join(staging, name), "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(text)
+        for name in contents:
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

