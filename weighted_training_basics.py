@@ -33,19 +33,35 @@ def sample_batch_indices(num_examples, batch_size, generator):
     return torch.randperm(num_examples, generator=generator)[: min(batch_size, num_examples)].tolist()
 
 
+# The sampled batch is run as length-sorted chunks of this many sentences: the same gradient as one padded
+# batch (the chunk losses are summed before one backward pass), with far less padding to compute.
+GRADIENT_CHUNK_SENTENCES = 16
+
+
 def encoder_gradient(model, task, batch, autocast=contextlib.nullcontext):
     """Gradient of `task`'s mean loss on `batch` w.r.t. the encoder's parameters, with dropout off.
 
-    Returns one tensor per encoder parameter (zeros where the loss does not reach a parameter). Uses
-    torch.autograd.grad, so the model is neither copied nor are its `.grad` buffers touched: this can run
-    between training steps without disturbing the optimizer.
+    `batch` is one collated batch or a list of them (chunks of one sampled batch): the loss is the mean
+    over all their labelled tokens, as if they were one batch. Returns one tensor per encoder parameter
+    (zeros where the loss does not reach a parameter). Uses torch.autograd.grad, so the model is neither
+    copied nor are its `.grad` buffers touched: this can run between training steps without disturbing
+    the optimizer.
     """
+    chunks = batch if isinstance(batch, list) else [batch]
     parameters = model.encoder_parameters()
+    labelled_tokens = sum(int((chunk["labels"] != IGNORED_LABEL_ID).sum()) for chunk in chunks)
     was_training = model.training
     model.eval()  # dropout off: the similarity is about the tasks, not about random masks
     try:
-        with autocast():
-            loss, _ = model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        loss = 0.0
+        for chunk in chunks:
+            with autocast():
+                _, logits = model(task, chunk["input_ids"], chunk["attention_mask"])
+            chunk_loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).float(), chunk["labels"].reshape(-1),
+                ignore_index=IGNORED_LABEL_ID, reduction="sum",
+            )
+            loss = loss + chunk_loss / max(1, labelled_tokens)  # no labelled token: a zero gradient
         gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
     finally:
         model.train(was_training)
@@ -125,12 +141,16 @@ def exponentiated_gradient_step(weights, weight_gradients, step_size):
 
 
 def sample_gradient_batches(task_splits, batch_size, generator, pad_token_id, device):
-    """One random batch of `batch_size` sentences per task, collated and on `device`."""
+    """One random batch of `batch_size` sentences per task, on `device`, as length-sorted chunks."""
     batches = {}
     for task, split in task_splits.items():
         indices = sample_batch_indices(len(split.features), batch_size, generator)
-        batch = collate([split.features[index] for index in indices], pad_token_id)
-        batches[task] = {name: tensor.to(device) for name, tensor in batch.items()}
+        features = sorted((split.features[index] for index in indices), key=lambda feature: len(feature.input_ids))
+        batches[task] = [
+            {name: tensor.to(device) for name, tensor in collate(features[start : start + GRADIENT_CHUNK_SENTENCES],
+                                                                  pad_token_id).items()}
+            for start in range(0, len(features), GRADIENT_CHUNK_SENTENCES)
+        ]
     return batches
 
 
@@ -177,12 +197,14 @@ def labelled_token_features(model, split, batch_size, device, pad_token_id, auto
     labelled tokens of feature i are rows offsets[i]:offsets[i + 1]. Only labelled positions are kept:
     a token-level head never looks at the others, so caching them would only cost memory.
     """
+    # Batches of similar lengths pad little; the rows are put back in the split's order at the end.
+    order = sorted(range(len(split.features)), key=lambda index: len(split.features[index].input_ids))
     was_training = model.training
     model.eval()
     states, labels, counts = [], [], []
     try:
-        for start in range(0, len(split.features), batch_size):
-            batch = collate(split.features[start : start + batch_size], pad_token_id)
+        for start in range(0, len(order), batch_size):
+            batch = collate([split.features[index] for index in order[start : start + batch_size]], pad_token_id)
             batch = {name: tensor.to(device) for name, tensor in batch.items()}
             with autocast():
                 hidden = model.encode(batch["input_ids"], batch["attention_mask"])
@@ -192,9 +214,17 @@ def labelled_token_features(model, split, batch_size, device, pad_token_id, auto
             counts.append(labelled.sum(dim=1))
     finally:
         model.train(was_training)
-    offsets = torch.zeros(len(split.features) + 1, dtype=torch.long, device=device)
-    offsets[1:] = torch.cumsum(torch.cat(counts), dim=0)
-    return torch.cat(states), torch.cat(labels), offsets
+    sorted_counts = torch.cat(counts).tolist()
+    sorted_starts = [0]
+    for count in sorted_counts:
+        sorted_starts.append(sorted_starts[-1] + count)
+    position_in_sorted = {index: position for position, index in enumerate(order)}
+    rows = [range(sorted_starts[position_in_sorted[index]], sorted_starts[position_in_sorted[index] + 1])
+            for index in range(len(order))]
+    row_order = torch.tensor([row for feature_rows in rows for row in feature_rows], dtype=torch.long, device=device)
+    offsets = torch.zeros(len(order) + 1, dtype=torch.long, device=device)
+    offsets[1:] = torch.cumsum(torch.tensor([len(feature_rows) for feature_rows in rows], device=device), dim=0)
+    return torch.cat(states)[row_order], torch.cat(labels)[row_order], offsets
 
 
 def fit_head_on_frozen_encoder(model, task, split, run, generator, epochs=1):

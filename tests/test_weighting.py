@@ -99,3 +99,39 @@ def test_undefined_gradient_keeps_that_weight():
     assert weights[0] == pytest.approx(0.2)
     assert weights.sum() == pytest.approx(1.0)
     assert weights[1] / weights[2] == pytest.approx(0.3 * math.e / 0.5)
+
+
+def test_chunked_gradient_equals_one_batch_gradient(model_and_batches, tiny_model_dir, tiny_data_dir):
+    from transformers import AutoTokenizer
+
+    model, batches = model_and_batches
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sentences = read_sentences(f"{tiny_data_dir}/train_ner.txt", max_sentences=7)
+    labels = read_labels(tiny_data_dir, "ner")
+    features, _ = encode_sentences(tokenizer, sentences, {l: i for i, l in enumerate(labels)}, 32)
+    whole = encoder_gradient(model, "ner", collate(features, tokenizer.pad_token_id))
+    chunks = [collate(features[:3], tokenizer.pad_token_id), collate(features[3:], tokenizer.pad_token_id)]
+    chunked = encoder_gradient(model, "ner", chunks)
+    for a, b in zip(whole, chunked):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_cached_features_are_in_the_splits_order(model_and_batches, tiny_model_dir, tiny_data_dir):
+    from transformers import AutoTokenizer
+
+    from utils_cross_task import load_task_split
+    from weighted_training_basics import labelled_token_features
+
+    model, _ = model_and_batches
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    split = load_task_split(tiny_data_dir, "ner", "train", tokenizer, read_labels(tiny_data_dir, "ner"), 32)
+    features, labels, offsets = labelled_token_features(model, split, 5, torch.device("cpu"), tokenizer.pad_token_id)
+    model.eval()
+    for index in (0, 7, len(split) - 1):
+        batch = collate([split.features[index]], tokenizer.pad_token_id)
+        with torch.no_grad():
+            hidden = model.encode(batch["input_ids"], batch["attention_mask"])
+        labelled = batch["labels"] != -100
+        rows = slice(int(offsets[index]), int(offsets[index + 1]))
+        assert torch.allclose(features[rows], hidden[labelled], atol=1e-5)
+        assert torch.equal(labels[rows], batch["labels"][labelled])
