@@ -179,6 +179,21 @@ def _word_windows(token_counts, budget):
     return windows
 
 
+def _labelled_feature(input_ids, word_ids, window, labels, label_to_id, sentence_index):
+    """A Feature whose label ids mark the first sub-token of each word of `window` (word indices)."""
+    label_ids, word_indices = [], []
+    previous = None
+    for word_id in word_ids:
+        if word_id is None or word_id == previous:
+            label_ids.append(IGNORED_LABEL_ID)
+        else:
+            word_index = window[word_id]
+            label_ids.append(label_to_id[labels[word_index]])
+            word_indices.append(word_index)
+        previous = word_id if word_id is not None else previous
+    return Feature(list(input_ids), label_ids, sentence_index, word_indices)
+
+
 def encode_sentences(tokenizer, sentences, label_to_id, max_seq_length, keep_all_words=False):
     """Tokenise pre-split sentences; label each word's first sub-token.
 
@@ -190,18 +205,21 @@ def encode_sentences(tokenizer, sentences, label_to_id, max_seq_length, keep_all
     budget = max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
     if budget < 1:
         raise ValueError(f"--max_seq_length {max_seq_length} leaves no room for a word after the special tokens")
-    all_words = [sentence.words for sentence in sentences]
-    bare = tokenizer(all_words, is_split_into_words=True, add_special_tokens=False)
-    features = []
-    windows_to_encode = []  # (sentence_index, word index list)
+    # One pass over everything; only the (rare) sentences that do not fit are tokenised again, per window.
+    encoded = tokenizer([sentence.words for sentence in sentences], is_split_into_words=True)
+    features_by_sentence = [[] for _ in sentences]
+    windows_to_encode = []  # (sentence_index, word indices)
     for sentence_index, sentence in enumerate(sentences):
+        word_ids = encoded.word_ids(sentence_index)
         token_counts = [0] * len(sentence.words)
-        for word_id in bare.word_ids(sentence_index):
+        for word_id in word_ids:
             if word_id is not None:
                 token_counts[word_id] += 1
-        report.words_without_tokens += sum(1 for count in token_counts if count == 0)
-        if sum(token_counts) <= budget:
-            windows_to_encode.append((sentence_index, list(range(len(sentence.words)))))
+        report.words_without_tokens += token_counts.count(0)
+        if len(word_ids) <= max_seq_length:
+            features_by_sentence[sentence_index].append(_labelled_feature(
+                encoded["input_ids"][sentence_index], word_ids, range(len(sentence.words)), sentence.labels,
+                label_to_id, sentence_index))
             continue
         windows = _word_windows(token_counts, budget)
         if keep_all_words:
@@ -211,23 +229,15 @@ def encode_sentences(tokenizer, sentences, label_to_id, max_seq_length, keep_all
             report.truncated_sentences += 1
             report.truncated_words += len(sentence.words) - len(windows[0])
             windows_to_encode.append((sentence_index, windows[0]))
-    window_words = [[sentences[s].words[w] for w in window] for s, window in windows_to_encode]
-    # A single word longer than the budget still fits after truncation: its first sub-token survives.
-    encoded = tokenizer(window_words, is_split_into_words=True, truncation=True, max_length=max_seq_length)
-    for position, (sentence_index, window) in enumerate(windows_to_encode):
-        labels = sentences[sentence_index].labels
-        label_ids, word_indices = [], []
-        previous = None
-        for word_id in encoded.word_ids(position):
-            if word_id is None or word_id == previous:
-                label_ids.append(IGNORED_LABEL_ID)
-            else:
-                word_index = window[word_id]
-                label_ids.append(label_to_id[labels[word_index]])
-                word_indices.append(word_index)
-            previous = word_id if word_id is not None else previous
-        features.append(Feature(encoded["input_ids"][position], label_ids, sentence_index, word_indices))
-    return features, report
+    if windows_to_encode:
+        window_words = [[sentences[s].words[w] for w in window] for s, window in windows_to_encode]
+        # A single word longer than the budget still fits after truncation: its first sub-token survives.
+        windowed = tokenizer(window_words, is_split_into_words=True, truncation=True, max_length=max_seq_length)
+        for position, (sentence_index, window) in enumerate(windows_to_encode):
+            features_by_sentence[sentence_index].append(_labelled_feature(
+                windowed["input_ids"][position], windowed.word_ids(position), window,
+                sentences[sentence_index].labels, label_to_id, sentence_index))
+    return [feature for features in features_by_sentence for feature in features], report
 
 
 # ---------------------------------------------------------------------------------------------------------
