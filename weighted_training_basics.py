@@ -140,17 +140,22 @@ def exponentiated_gradient_step(weights, weight_gradients, step_size):
     return new_weights / new_weights.sum()
 
 
+def gradient_batch_chunks(features, pad_token_id, device):
+    """A sampled batch as length-sorted chunks of GRADIENT_CHUNK_SENTENCES, collated, on `device`."""
+    features = sorted(features, key=lambda feature: len(feature.input_ids))
+    return [
+        {name: tensor.to(device) for name, tensor in collate(features[start : start + GRADIENT_CHUNK_SENTENCES],
+                                                              pad_token_id).items()}
+        for start in range(0, len(features), GRADIENT_CHUNK_SENTENCES)
+    ]
+
+
 def sample_gradient_batches(task_splits, batch_size, generator, pad_token_id, device):
-    """One random batch of `batch_size` sentences per task, on `device`, as length-sorted chunks."""
+    """One random batch of `batch_size` sentences per task, as chunks for `encoder_gradient`."""
     batches = {}
     for task, split in task_splits.items():
         indices = sample_batch_indices(len(split.features), batch_size, generator)
-        features = sorted((split.features[index] for index in indices), key=lambda feature: len(feature.input_ids))
-        batches[task] = [
-            {name: tensor.to(device) for name, tensor in collate(features[start : start + GRADIENT_CHUNK_SENTENCES],
-                                                                  pad_token_id).items()}
-            for start in range(0, len(features), GRADIENT_CHUNK_SENTENCES)
-        ]
+        batches[task] = gradient_batch_chunks([split.features[index] for index in indices], pad_token_id, device)
     return batches
 
 

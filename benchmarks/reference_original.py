@@ -1,0 +1,119 @@
+"""The original code's approach (TAWT research code, 2020), kept here as the benchmarks' baseline.
+
+Each function mirrors what the original did, on this project's model and batches, so that a benchmark
+compares approaches and not models:
+- every sentence padded to --max_seq_length (128) sub-tokens;
+- the task gradient taken on a deep copy of the model, then flattened into a Python list
+  (`extend(list(gradient.view(-1).cpu().data.numpy()))`), turned into a numpy array, the cosine computed
+  with numpy (`get_cosine`), every source's array kept until the end;
+- the main head fitted on the frozen encoder by running the encoder at every step;
+- evaluation accumulating logits with `np.append` after every batch.
+"""
+
+import copy
+
+import numpy as np
+import torch
+from torch.autograd import grad
+
+from utils_cross_task import IGNORED_LABEL_ID, epoch_batches
+
+from benchmarks.workloads import collate_padded_to_max_length
+
+
+def get_flatten_vectors(gradients_tensors):
+    flatten_vectors = []
+    for gradient_parts in gradients_tensors:
+        if gradient_parts is not None:
+            flatten_vectors.extend(list(gradient_parts.view(-1).cpu().data.numpy()))
+    return flatten_vectors
+
+
+def get_average_feature_gradients(static_model, task, batch):
+    """The original's gradient: a deep copy of the model, dropout off, one batch, encoder parameters."""
+    model = copy.deepcopy(static_model)
+    for param in model.encoder.parameters():
+        param.requires_grad = True
+    model.eval()
+    loss, _ = model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    return grad(loss, model.encoder.parameters(), retain_graph=False, create_graph=False, allow_unused=True)
+
+
+def get_cosine(a, b):
+    return np.dot(a, b) / np.sqrt(np.dot(a, a) * np.dot(b, b))
+
+
+def weight_update(model, batches, auxiliary_tasks, main_task, task_weights, weight_lr=1.0):
+    """One TAWT weight update of weighted joint training, as the original computed it.
+
+    `batches` are padded to 128. Returns (new weights, seconds spent outside the forward/backward passes).
+    """
+    import time
+
+    outside_gradients = 0.0
+    source_gradients = []
+    for task in auxiliary_tasks:
+        gradients = get_average_feature_gradients(model, task, batches[task])
+        start = time.perf_counter()
+        source_gradients.append(np.array(get_flatten_vectors(list(gradients))))
+        outside_gradients += time.perf_counter() - start
+    gradients = get_average_feature_gradients(model, main_task, batches[main_task])
+    start = time.perf_counter()
+    target = np.array(get_flatten_vectors(list(gradients)))
+    task_weights_gradients = [-get_cosine(target, source) for source in source_gradients]
+    task_weights_gradients.append(-get_cosine(target, target))
+    task_weights = np.asarray(task_weights) * np.exp(-weight_lr * np.array(task_weights_gradients))
+    task_weights = task_weights / task_weights.sum()
+    outside_gradients += time.perf_counter() - start
+    return task_weights, outside_gradients
+
+
+def fit_head_rerunning_encoder(model, task, split, run, generator):
+    """The main head trained for one epoch with the encoder frozen but run again at every step."""
+    args = run.args
+    encoder_parameters = model.encoder_parameters()
+    for parameter in encoder_parameters:
+        parameter.requires_grad = False
+    head = model.head(task)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=args.learning_rate, eps=args.adam_epsilon)
+    model.train()
+    try:
+        for _, indices in epoch_batches({task: len(split)}, args.per_gpu_train_batch_size, generator):
+            batch = collate_padded_to_max_length([split.features[index] for index in indices], run.pad_token_id)
+            batch = {name: tensor.to(run.device) for name, tensor in batch.items()}
+            with run.autocast():  # the same precision as the implementation it is compared with
+                loss, _ = model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), args.max_grad_norm)
+            optimizer.step()
+    finally:
+        for parameter in encoder_parameters:
+            parameter.requires_grad = True
+
+
+@torch.no_grad()
+def predict_with_np_append(model, task, split, batch_size, device, pad_token_id):
+    """The original's evaluation loop: batches in file order padded to 128, logits np.append-ed."""
+    labels = model.task_labels[task]
+    model.eval()
+    preds, out_label_ids, eval_loss, steps = None, None, 0.0, 0
+    for start in range(0, len(split.features), batch_size):
+        batch = collate_padded_to_max_length(split.features[start : start + batch_size], pad_token_id)
+        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        loss, logits = model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        eval_loss += loss.item()
+        steps += 1
+        if preds is None:
+            preds = logits.detach().cpu().numpy()
+            out_label_ids = batch["labels"].detach().cpu().numpy()
+        else:
+            preds = np.append(preds, logits.detach().cpu().numpy(), axis=0)
+            out_label_ids = np.append(out_label_ids, batch["labels"].detach().cpu().numpy(), axis=0)
+    preds = np.argmax(preds, axis=2)
+    preds_list = [[] for _ in range(out_label_ids.shape[0])]
+    for i in range(out_label_ids.shape[0]):
+        for j in range(out_label_ids.shape[1]):
+            if out_label_ids[i, j] != IGNORED_LABEL_ID:
+                preds_list[i].append(labels[preds[i][j]])
+    return preds_list, eval_loss / max(1, steps)

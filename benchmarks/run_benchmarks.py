@@ -1,0 +1,512 @@
+"""Issue 6's performance figures: this implementation against the original's approach, side by side.
+
+    python benchmarks/run_benchmarks.py            # the full figures (about 15 minutes on 2 CPU cores)
+    python benchmarks/run_benchmarks.py --quick    # smaller batches, one repetition (a few minutes)
+
+Every figure runs both implementations in this one process (memory: in two fresh subprocesses),
+interleaved, over several repetitions, and reports medians and their ratio: the machine may be shared
+and noisy, and noise that hits both sides cancels in the ratio. The baselines live in
+benchmarks/reference_original.py. Results are printed as a table and written to
+benchmarks/results-<host>.json (or --output). With a GPU present the figures are measured on it too.
+"""
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import io
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would only add noise to the table
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from cross_task_training import Run, add_common_arguments, add_multi_task_arguments  # noqa: E402
+from evaluation import predict  # noqa: E402
+from utils_cross_task import Feature, collate  # noqa: E402
+from weighted_training_basics import (  # noqa: E402
+    cosine_similarity, encoder_gradient, exponentiated_gradient_step, fit_head_on_frozen_encoder,
+    gradient_batch_chunks, similarities_to_main_task,
+)
+
+try:
+    from training_loop import Trainer  # noqa: E402
+except ImportError:  # the training loop used to live in cross_task_training
+    from cross_task_training import Trainer  # noqa: E402
+
+from benchmarks import reference_original  # noqa: E402
+from benchmarks.workloads import (  # noqa: E402
+    MAIN_TASK, TASKS, build_model, collate_padded_to_max_length, load_tokenizer, load_workload, parameter_bytes,
+    task_split,
+)
+
+AUXILIARY_TASKS = [task for task in TASKS if task != MAIN_TASK]
+# The paper's sizes for the overhead figure: three sources of ~9,000 sentences and a main task of 500.
+PAPER_EPOCH_SENTENCES = 3 * 9_000 + 500
+
+SIZES = {
+    # update_batch: --gradient_sampling_batch_size; train_batch: --per_gpu_train_batch_size;
+    # memory_batch: the batch of the memory runs (activations cancel out of that figure, see memory_child)
+    "full": dict(encoder="minilm", memory_encoder="bert-base", update_batch=64, update_repetitions=2,
+                 memory_batch=8, train_batch=32, train_batches_per_task=1, train_repetitions=3,
+                 head_sentences=300, head_repetitions=2, eval_sentences=128, eval_repetitions=2),
+    "quick": dict(encoder="minilm", memory_encoder="minilm", update_batch=16, update_repetitions=1,
+                  memory_batch=4, train_batch=16, train_batches_per_task=1, train_repetitions=1,
+                  head_sentences=96, head_repetitions=1, eval_sentences=32, eval_repetitions=1),
+    "tiny": dict(encoder="tiny", memory_encoder="tiny", update_batch=4, update_repetitions=1,
+                 memory_batch=2, train_batch=4, train_batches_per_task=1, train_repetitions=1,
+                 head_sentences=8, head_repetitions=1, eval_sentences=4, eval_repetitions=1),
+}
+
+# Dense bf16 peak (FLOP/s) of the usual training GPUs, for the share of peak the encoder reaches.
+BF16_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12,
+                   "4090": 165e12, "3090": 71e12}
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(function, device):
+    synchronize(device)
+    start = time.perf_counter()
+    result = function()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def interleaved(implementations, repetitions, device):
+    """{name: [seconds per repetition]}: the implementations alternate, their order flipping each time."""
+    times = {name: [] for name in implementations}
+    names = list(implementations)
+    for repetition in range(repetitions):
+        for name in (names if repetition % 2 == 0 else names[::-1]):
+            times[name].append(timed(implementations[name], device)[0])
+            gc.collect()
+    return times
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def row(figure, ours, reference, ratio, target, met, unit="", **details):
+    return {"figure": figure, "ours": ours, "reference": reference, "ratio": ratio, "target": target,
+            "met": met, "unit": unit, **details}
+
+
+def weight_gradients(similarities):
+    return [None if cosine is None else -cosine for cosine in similarities]
+
+
+def make_run(device, output_dir, pad_token_id, bf16=False, **overrides):
+    """A Run with the paradigm scripts' defaults (SPEC §3), as the core's Trainer and head fit take it."""
+    parser = add_multi_task_arguments(add_common_arguments(argparse.ArgumentParser()))
+    args = parser.parse_args(["--output_dir", output_dir, "--auxiliary_task_list", *AUXILIARY_TASKS,
+                              "--main_task", MAIN_TASK])
+    args.bf16, args.logging_steps = bf16, 0
+    for name, value in overrides.items():
+        setattr(args, name, value)
+    return Run(args=args, paradigm="benchmark", main_task=MAIN_TASK, tasks=list(TASKS), device=device, data_dir=None,
+               model_name_or_path=None, gradient_sampling_generator=torch.Generator().manual_seed(1),
+               pad_token_id=pad_token_id)
+
+
+def on_device(batch, device):
+    return {name: tensor.to(device) for name, tensor in batch.items()}
+
+
+@contextlib.contextmanager
+def original_padding():
+    """The core's Trainer with one change: every sentence padded to 128 (the pad-to-128 baseline)."""
+    training_module = sys.modules[Trainer.__module__]
+    per_batch = training_module.collate
+    training_module.collate = collate_padded_to_max_length
+    try:
+        yield
+    finally:
+        training_module.collate = per_batch
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The figures
+
+
+def weight_update_speed(model, splits, size, device, pad_token_id):
+    """Gradients for 4 tasks, cosines and the step: core's update against the original's flatten-to-list."""
+    batch_size = size["update_batch"]
+    # Ours: the sampled batch as the update runs it (length-sorted chunks, see gradient_batch_chunks).
+    batches = {task: gradient_batch_chunks(splits[task].features[:batch_size], pad_token_id, device) for task in TASKS}
+    batches_128 = {task: on_device(collate_padded_to_max_length(splits[task].features[:batch_size], pad_token_id),
+                                   device) for task in TASKS}
+    weights = np.full(len(TASKS), 1.0 / len(TASKS))
+    results = {}
+
+    def ours():
+        similarities = similarities_to_main_task(model, MAIN_TASK, TASKS, batches)
+        results["ours"] = exponentiated_gradient_step(weights, weight_gradients(similarities), 1.0)
+
+    def reference():
+        results["reference"], results["reference_outside"] = reference_original.weight_update(
+            model, batches_128, AUXILIARY_TASKS, MAIN_TASK, weights)
+
+    encoder_gradient(model, MAIN_TASK, batches[MAIN_TASK][:1])  # warm-up
+    times = interleaved({"ours": ours, "reference": reference}, size["update_repetitions"], device)
+    # The part of our update outside the forward/backward passes: the main gradient's zero check, three
+    # cosines and the step, timed on real gradients.
+    main_gradient = encoder_gradient(model, MAIN_TASK, batches[MAIN_TASK])
+    task_gradient = encoder_gradient(model, AUXILIARY_TASKS[0], batches[AUXILIARY_TASKS[0]])
+
+    def ours_outside():
+        sum(torch.sum(g.float() * g.float()) for g in main_gradient).item()
+        cosines = [cosine_similarity(main_gradient, task_gradient) for _ in AUXILIARY_TASKS]
+        exponentiated_gradient_step(weights, [-c for c in cosines] + [-1.0], 1.0)
+
+    outside = [timed(ours_outside, device)[0] for _ in range(3)]
+    del main_gradient, task_gradient
+    ours_time, reference_time = median(times["ours"]), median(times["reference"])
+    weight_difference = float(np.max(np.abs(results["ours"] - results["reference"])))
+    return [
+        row(f"weight update, 4 tasks x batch {batch_size} (s)", ours_time, reference_time, reference_time / ours_time,
+            ">= 20x", reference_time / ours_time >= 20, "s", times=times,
+            max_weight_difference=weight_difference),
+        row("  of which outside the forward/backward passes (s)", median(outside), results["reference_outside"],
+            results["reference_outside"] / median(outside), "(detail)", None, "s"),
+    ]
+
+
+def memory_figure(size, tokenizer, labels, splits, workdir):
+    """Peak memory the update adds, each implementation in a fresh subprocess (see memory_child)."""
+    batch_size = size["memory_batch"]
+    spec = {"kind": size["memory_encoder"], "vocab_size": len(tokenizer), "labels": labels,
+            "pad_token_id": tokenizer.pad_token_id,
+            "features": {task: [[f.input_ids, f.label_ids] for f in splits[task].features[:batch_size]] for task in TASKS}}
+    spec_path = os.path.join(workdir, "memory_spec.json")
+    with open(spec_path, "w") as handle:
+        json.dump(spec, handle)
+    measured = {}
+    for implementation in ("ours", "reference"):
+        completed = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", spec_path, implementation],
+                                   capture_output=True, text=True, cwd=ROOT)
+        if completed.returncode != 0:
+            raise RuntimeError(f"memory run of {implementation} failed:\n{completed.stderr[-3000:]}")
+        measured[implementation] = json.loads(completed.stdout.strip().splitlines()[-1])
+    parameter_size = measured["ours"]["parameter_bytes"]
+    ours, reference = measured["ours"]["added_bytes"], measured["reference"]["added_bytes"]
+    parameters = parameter_size / 4
+    return [row(f"weight update peak memory added, {measured['ours']['encoder']} (MB)", ours / 2**20, reference / 2**20,
+                reference / max(ours, 1), f"ours <= 2x params = {2 * parameter_size / 2**20:.0f} MB",
+                ours <= 2 * parameter_size, "MB",
+                bytes_per_parameter={"ours": ours / parameters, "reference": reference / parameters},
+                parameter_bytes=parameter_size)]
+
+
+def _status_bytes(field):
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024  # reported in kB
+
+
+def _start_peak_measurement():
+    """Free what Python and malloc hold, reset the kernel's peak-RSS mark; returns the RSS now."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as handle:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+        handle.write("5")
+    return _status_bytes("VmRSS")
+
+
+def _peak_since(start):
+    return _status_bytes("VmHWM") - start
+
+
+def memory_child(spec_path, implementation):
+    """One implementation's update in a fresh process; prints the memory it adds as a JSON line.
+
+    Both peaks are RSS high-water marks above the RSS just before: first of one plain gradient of the
+    same batch (what any gradient needs, a training step too: activations and one gradient), then of the
+    whole update. The difference is what the update itself holds beyond that: further gradients, model
+    copies, lists.
+    """
+    with open(spec_path) as handle:
+        spec = json.load(handle)
+    model, description = build_model(spec["kind"], spec["vocab_size"], spec["labels"])
+    pad = spec["pad_token_id"]
+    features = {task: [Feature(ids, labels, 0, []) for ids, labels in rows] for task, rows in spec["features"].items()}
+    collate_function = collate if implementation == "ours" else collate_padded_to_max_length
+    batches = {task: collate_function(task_features, pad) for task, task_features in features.items()}
+    weights = np.full(len(TASKS), 1.0 / len(TASKS))
+    encoder_gradient(model, MAIN_TASK, batches[MAIN_TASK])  # warm-up: allocator and kernel caches
+    start = _start_peak_measurement()
+    gradient = encoder_gradient(model, MAIN_TASK, batches[MAIN_TASK])
+    gradient_peak = _peak_since(start)
+    del gradient
+    start = _start_peak_measurement()
+    if implementation == "ours":
+        similarities = similarities_to_main_task(model, MAIN_TASK, TASKS, batches)
+        exponentiated_gradient_step(weights, weight_gradients(similarities), 1.0)
+    else:
+        reference_original.weight_update(model, batches, AUXILIARY_TASKS, MAIN_TASK, weights)
+    update_peak = _peak_since(start)
+    print(json.dumps({"added_bytes": update_peak - gradient_peak, "gradient_peak_bytes": gradient_peak,
+                      "update_peak_bytes": update_peak, "parameter_bytes": parameter_bytes(model),
+                      "encoder": description.split(" (")[0]}))
+
+
+def training_throughput(model, run, splits, size, device):
+    """Sentences/s of joint training: the core's Trainer, per-batch padding against padding to 128."""
+    batch_size = size["train_batch"]
+    count = batch_size * size["train_batches_per_task"]
+    train_splits = {task: subset(splits[task], count) for task in TASKS}
+    sentences = sum(len(split) for split in train_splits.values())
+    trainer = Trainer(model, run, total_steps=10**9, stage="benchmark")
+    task_weights = {task: 1.0 / len(TASKS) for task in TASKS}
+    warm_up = {MAIN_TASK: subset(splits[MAIN_TASK], 2)}
+    with contextlib.redirect_stderr(io.StringIO()):
+        trainer.train_epoch(warm_up, {MAIN_TASK: 1.0}, 0)
+    epochs = iter(range(1, 10**6))
+
+    def ours():
+        with contextlib.redirect_stderr(io.StringIO()):  # the training loop's progress bar
+            trainer.train_epoch(train_splits, task_weights, next(epochs))
+
+    def reference():
+        with original_padding(), contextlib.redirect_stderr(io.StringIO()):
+            trainer.train_epoch(train_splits, task_weights, next(epochs))
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = interleaved({"ours": ours, "reference": reference}, size["train_repetitions"], device)
+    ours_rate, reference_rate = sentences / median(times["ours"]), sentences / median(times["reference"])
+    details = {"times": times, "sentences_per_repetition": sentences}
+    if device.type == "cuda":
+        details["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        details["share_of_bf16_peak"] = share_of_bf16_peak(model, train_splits, ours_rate, sentences, device)
+    rows = [row(f"training throughput, batch {batch_size} (sentences/s)", ours_rate, reference_rate,
+                ours_rate / reference_rate, ">= 2.5x", ours_rate / reference_rate >= 2.5, "sent/s", **details)]
+    rows.append(same_loss_check(model, train_splits, run.pad_token_id, device))
+    return rows, ours_rate, reference_rate
+
+
+def same_loss_check(model, train_splits, pad_token_id, device):
+    """Padding must not change results: the loss of each batch with both paddings, dropout off."""
+    model.eval()
+    differences, losses = [], []
+    with torch.no_grad():
+        for task, split in train_splits.items():
+            per_batch = on_device(collate(split.features, pad_token_id), device)
+            to_128 = on_device(collate_padded_to_max_length(split.features, pad_token_id), device)
+            loss, _ = model(task, per_batch["input_ids"], per_batch["attention_mask"], per_batch["labels"])
+            loss_128, _ = model(task, to_128["input_ids"], to_128["attention_mask"], to_128["labels"])
+            losses.append((loss.item(), loss_128.item()))
+            differences.append(abs(loss.item() - loss_128.item()) / max(1.0, abs(loss_128.item())))
+    model.train()
+    worst = max(differences)
+    return row("same loss on the same batch (relative difference)", losses[0][0], losses[0][1], worst,
+               "<= 1e-5", worst <= 1e-5, "loss", losses=losses)
+
+
+def share_of_bf16_peak(model, train_splits, sentences_per_second, sentences, device):
+    """Model FLOP/s (6 x non-embedding params x tokens + attention, real tokens only) / the GPU's bf16 peak."""
+    name = torch.cuda.get_device_name(device)
+    peak = next((flops for key, flops in BF16_PEAK_FLOPS.items() if key in name), None)
+    if peak is None:
+        return None
+    config = model.encoder.config
+    embedding = sum(p.numel() for n, p in model.encoder.named_parameters() if "embeddings" in n)
+    non_embedding = sum(p.numel() for p in model.encoder_parameters()) - embedding
+    lengths = [len(f.input_ids) for split in train_splits.values() for f in split.features]
+    flops = sum(6 * non_embedding * n + 12 * config.num_hidden_layers * config.hidden_size * n * n for n in lengths)
+    return flops / sentences * sentences_per_second / peak
+
+
+def subset(split, count):
+    return type(split)(split.task, split.split, split.path, split.sentences, split.features[:count], split.report)
+
+
+def head_fit(model, run, splits, size, device):
+    """Weighted pre-training's head fit: cached frozen-encoder features against the encoder at every step."""
+    split = subset(splits[MAIN_TASK], size["head_sentences"])
+    times = interleaved({
+        "ours": lambda: fit_head_on_frozen_encoder(model, MAIN_TASK, split, run, torch.Generator().manual_seed(3)),
+        "reference": lambda: reference_original.fit_head_rerunning_encoder(
+            model, MAIN_TASK, split, run, torch.Generator().manual_seed(3)),
+    }, size["head_repetitions"], device)
+    ours, reference = median(times["ours"]), median(times["reference"])
+    return row(f"head fit on frozen encoder, {len(split)} sentences (s)", ours, reference, reference / ours,
+               ">= 5x", reference / ours >= 5, "s", times=times)
+
+
+def tawt_overhead(update_row, ours_rate, reference_rate, reference_update_time):
+    """One weight update as a share of one epoch of joint training at the paper's sizes."""
+    ours_epoch, reference_epoch = PAPER_EPOCH_SENTENCES / ours_rate, PAPER_EPOCH_SENTENCES / reference_rate
+    ours_share = update_row["ours"] / ours_epoch
+    reference_share = reference_update_time / reference_epoch
+    return row(f"TAWT overhead: update / epoch of {PAPER_EPOCH_SENTENCES} sentences (%)", 100 * ours_share,
+               100 * reference_share, ours_share / reference_share if reference_share else None, "ours <= 5 %",
+               ours_share <= 0.05, "%", estimated_epoch_seconds={"ours": ours_epoch, "reference": reference_epoch})
+
+
+def evaluation_scaling(model, tokenizer, workload, size, device, pad_token_id):
+    """evaluation.predict on N and 4N sentences against the original's np.append loop."""
+    count = size["eval_sentences"]
+    test = workload.sentences[MAIN_TASK][-4 * count:]
+    splits = {scale: task_split(MAIN_TASK, test[: scale * count], tokenizer, workload.labels[MAIN_TASK], "test")
+              for scale in (1, 4)}
+    batch_size = 64
+    implementations = {}
+    for scale, split in splits.items():
+        implementations[f"ours_{scale}"] = lambda split=split: predict(
+            model, MAIN_TASK, split, batch_size, device, pad_token_id, contextlib.nullcontext)
+        implementations[f"reference_{scale}"] = lambda split=split: reference_original.predict_with_np_append(
+            model, MAIN_TASK, split, batch_size, device, pad_token_id)
+    ours_predictions, _ = predict(model, MAIN_TASK, splits[1], batch_size, device, pad_token_id, contextlib.nullcontext)
+    reference_predictions, _ = reference_original.predict_with_np_append(model, MAIN_TASK, splits[1], batch_size,
+                                                                         device, pad_token_id)
+    times = interleaved(implementations, size["eval_repetitions"], device)
+    m = {name: median(values) for name, values in times.items()}
+    ours_scaling, reference_scaling = m["ours_4"] / m["ours_1"], m["reference_4"] / m["reference_1"]
+    return [
+        row(f"evaluation time, {4 * count} / {count} sentences (x)", ours_scaling, reference_scaling, None,
+            "ours <= 4.4 (linear)", ours_scaling <= 4.4, "x", seconds=m,
+            same_predictions=ours_predictions == reference_predictions),
+        row(f"evaluation time on {4 * count} sentences (s)", m["ours_4"], m["reference_4"],
+            m["reference_4"] / m["ours_4"], "(detail)", None, "s"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run
+
+
+def machine_description(device):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    if device.type == "cuda":
+        text = f"{torch.cuda.get_device_name(device)}; host {text}"
+    return text
+
+
+def run_suite(device, size, workload, tokenizer, workdir):
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    model, description = build_model(size["encoder"], len(tokenizer), workload.labels)
+    model.to(device)
+    splits = {task: task_split(task, sentences, tokenizer, workload.labels[task])
+              for task, sentences in workload.sentences.items()}
+    pad = tokenizer.pad_token_id
+    run = make_run(device, workdir, pad, bf16=bf16, per_gpu_train_batch_size=size["train_batch"])
+    print(f"[{device.type}] encoder: {description}; data: {workload.source}", flush=True)
+    rows = []
+
+    def measured(new_rows):  # each figure is printed as soon as it is measured
+        for entry in new_rows:
+            rows.append(entry)
+            print(f"[{device.type}] {format_row(entry)}", flush=True)
+
+    measured(weight_update_speed(model, splits, size, device, pad))
+    if device.type == "cpu":
+        measured(memory_figure(size, tokenizer, workload.labels, splits, workdir))
+    throughput_rows, ours_rate, reference_rate = training_throughput(model, run, splits, size, device)
+    measured(throughput_rows)
+    measured([tawt_overhead(rows[0], ours_rate, reference_rate, rows[0]["reference"])])
+    measured([head_fit(model, run, splits, size, device)])
+    measured(evaluation_scaling(model, tokenizer, workload, size, device, pad))
+    return {"device": str(device), "machine": machine_description(device), "encoder": description,
+            "data": workload.source, "bf16": bf16, "rows": rows}
+
+
+def format_value(value, unit):
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if unit == "loss":
+        return f"{value:.6f}"
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def print_table(suite):
+    print(f"\n{suite['device']}: {suite['machine']}\nencoder: {suite['encoder']}\ndata: {suite['data']}")
+    header = f"{'figure':<62} {'ours':>10} {'reference':>10} {'ratio':>9}  {'target':<32} met"
+    print(header)
+    print("-" * len(header))
+    for entry in suite["rows"]:
+        print(format_row(entry))
+
+
+def format_row(entry):
+    ratio = entry["ratio"]
+    ratio_text = "-" if ratio is None else (f"{ratio:.1e}" if entry["unit"] == "loss" else f"{ratio:.1f}x")
+    met = {True: "yes", False: "NO", None: ""}[entry["met"]]
+    return (f"{entry['figure']:<62} {format_value(entry['ours'], entry['unit']):>10} "
+            f"{format_value(entry['reference'], entry['unit']):>10} {ratio_text:>9}  {entry['target']:<32} {met}")
+
+
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller batches and one repetition")
+    parser.add_argument("--tiny", action="store_true", help="a tiny random encoder (the smoke test's size)")
+    parser.add_argument("--output", default=None,
+                        help="JSON file for the results; default benchmarks/results-<host>.json")
+    parser.add_argument("--no_cuda", action="store_true", help="measure on the CPU only, even with a GPU present")
+    parser.add_argument("--memory-child", nargs=2, metavar=("SPEC", "IMPLEMENTATION"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_arguments(argv)
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return None
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    preset = "tiny" if args.tiny else "quick" if args.quick else "full"
+    size = SIZES[preset]
+    started = time.perf_counter()
+    needed = max(size["update_batch"], size["memory_batch"], size["train_batch"] * size["train_batches_per_task"],
+                 size["head_sentences"]) + 4 * size["eval_sentences"]
+    workload = load_workload(needed)
+    tokenizer = load_tokenizer(workload)
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available() and not args.no_cuda:
+        devices.append(torch.device("cuda"))
+    suites = []
+    with tempfile.TemporaryDirectory(prefix="tawt-benchmarks-") as workdir:
+        for device in devices:
+            suites.append(run_suite(device, size, workload, tokenizer, workdir))
+    elapsed = time.perf_counter() - started
+    for suite in suites:
+        print_table(suite)
+    command = "python benchmarks/run_benchmarks.py" + {"full": "", "quick": " --quick", "tiny": " --tiny"}[preset]
+    print(f"\n{command}: {elapsed / 60:.1f} minutes")
+    output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         f"results-{socket.gethostname()}.json")
+    with open(output, "w") as handle:
+        json.dump({"command": command, "preset": preset, "sizes": size, "seconds": elapsed, "suites": suites},
+                  handle, indent=2, default=str)
+    print(f"results written to {output}")
+    return suites
+
+
+if __name__ == "__main__":
+    main()

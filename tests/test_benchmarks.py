@@ -1,0 +1,37 @@
+"""The benchmark command runs end to end at a tiny size (one repetition); no timing is asserted."""
+
+import json
+
+from benchmarks import reference_original, run_benchmarks
+from benchmarks.workloads import collate_padded_to_max_length
+from utils_cross_task import Feature, collate
+
+
+def test_original_padding_does_not_change_the_batch_content():
+    features = [Feature([2, 5, 3], [-100, 1, -100], 0, [0]), Feature([2, 3], [-100, -100], 1, [])]
+    per_batch, padded = collate(features, 0), collate_padded_to_max_length(features, 0)
+    assert padded["input_ids"].shape == (2, 128)
+    for name in per_batch:
+        assert (padded[name][:, :3] == per_batch[name]).all()
+    assert (padded["labels"][:, 3:] == -100).all() and (padded["attention_mask"][:, 3:] == 0).all()
+
+
+def test_reference_cosine_matches_numpy_definition():
+    assert abs(reference_original.get_cosine([1.0, 0.0], [1.0, 1.0]) - 2 ** -0.5) < 1e-12
+
+
+def test_benchmark_command_runs_at_tiny_size(tmp_path):
+    output = tmp_path / "results.json"
+    suites = run_benchmarks.main(["--tiny", "--no_cuda", "--output", str(output)])
+    figures = [entry["figure"] for entry in suites[0]["rows"]]
+    for expected in ("weight update", "peak memory", "training throughput", "same loss", "TAWT overhead",
+                     "head fit", "evaluation time"):
+        assert any(expected in figure for figure in figures), expected
+    results = json.loads(output.read_text())
+    rows = results["suites"][0]["rows"]
+    assert all(entry["ours"] is not None and entry["reference"] is not None for entry in rows)
+    # Padding must not change results, and both implementations agree on the new weights.
+    same_loss = next(entry for entry in rows if entry["figure"].startswith("same loss"))
+    assert same_loss["met"]
+    update = rows[0]
+    assert update["max_weight_difference"] < 1e-4
