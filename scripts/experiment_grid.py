@@ -1,0 +1,503 @@
+"""The paper's experiment grid (SPEC §9) as jobs of scripts/job_queue.py; `sh scripts/run_experiments.sh` runs it.
+
+Every job is one of the paradigm scripts of scripts/ with its positional arguments, e.g.
+`SEED=1 OUTPUT_DIR=outputs/main/joint/ner/seed_1 sh scripts/run_joint_training_multi.sh pos chunking predicate ner 500`;
+`--list` prints them all without running anything.
+
+Sections (run in this order; final_weights after the others, since it reads their learned weights):
+  main           per main task: single-task, joint, weighted joint, pre-training, weighted pre-training for
+                 every inv_constant
+  normalized     per main task: normalized joint and weighted normalized joint training
+  analysis       main task ner, sources pos predicate (the reduced grid: pos from chunking predicate): the
+                 ratio analysis, the main-task-size analysis, and single-task runs of the main task with the
+                 same sizes and with as many sentences as main task plus sources
+  final_weights  the weighted runs re-run with their final weights held fixed (the mean over the seeds of
+                 the last entry of task_weights.json): weighted joint -> joint with fixed weights, weighted
+                 pre-training -> pre-training with fixed weights, weighted normalized joint -> joint with
+                 fixed weights. A re-run whose weighted runs have not finished is skipped with a message.
+
+Output tree (OUTPUT_ROOT: $WORKING_DIR/outputs, or ./outputs with the embedded default data):
+  main/<single_task|joint|weighted_joint|pretraining|weighted_pretraining_ic<k>>/<main task>/seed_<seed>/
+  normalized/<normalized_joint|weighted_normalized_joint>/<main task>/seed_<seed>/
+  final_weights/<joint_fixed_weights|pretraining_fixed_weights_ic<k>|normalized_joint_fixed_weights>/
+      <main task>/seed_<seed>/
+  analysis/<normalized_joint|weighted_normalized_joint>_n<n_main>_r<ratio>/<main task>/seed_<seed>/
+  analysis/single_task_n<sentences>/<main task>/seed_<seed>/   (the main section's size: main/single_task)
+  logs/<the run directory's path below OUTPUT_ROOT>.log         (the queue's log of each run)
+  summary/                                                      (testing/collect_results.py: table1.md, plots)
+
+A job is skipped when its directory already holds its main task's `{main}_test_results.txt`, so running
+the same command again after an interruption (or with more SEEDS) runs only what is missing.
+
+With WORKING_DIR: the paper's grid on $WORKING_DIR/data (bert-base-cased, 4 epochs, length 128, batch 32).
+Without: a reduced grid on a small slice of the embedded default data (see REDUCED_GRID), sized to finish
+in about 10 minutes on a 2-core CPU; its numbers show the pipeline works, they are not the paper's.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from scripts.job_queue import Job, detect_slots, run_jobs, say, summarize  # noqa: E402
+
+SCRIPTS_DIR = os.path.join(ROOT, "scripts")
+SECTIONS = ("main", "normalized", "analysis", "final_weights")
+
+
+@dataclass
+class MainTaskSetting:
+    sources: list
+    train_size: int  # n_main: the main task's training sentences
+    normalized_weights: list = None  # sources..., main; None: the script computes 1/size weights
+
+
+@dataclass
+class Grid:
+    main_tasks: dict  # main task -> MainTaskSetting, in the order the jobs are queued
+    inv_constants: list  # weighted pre-training's
+    analysis_main_task: str
+    analysis_sources: list
+    analysis_settings: list  # (n_main, ratio) of the ratio and size analyses
+    single_task_sizes: list  # single-task sizes of the analysis, besides n_main * (1 + S * ratio)
+    training: dict  # defaults of MAX_LENGTH, BATCH_SIZE, NUM_EPOCHS, GRADIENT_SAMPLING_BATCH_SIZE, EXTRA_ARGS
+    data_slice: dict = None  # sentences kept per split ({"train": 400, ...}) in the reduced grid's data
+    description: str = ""
+
+
+PAPER_GRID = Grid(
+    main_tasks={
+        "pos": MainTaskSetting(["chunking", "predicate", "ner"], 100, [0.01, 0.01, 0.01, 0.97]),
+        "chunking": MainTaskSetting(["pos", "predicate", "ner"], 100, [0.01, 0.01, 0.01, 0.97]),
+        "predicate": MainTaskSetting(["pos", "chunking", "ner"], 300, [0.03, 0.03, 0.03, 0.91]),
+        "ner": MainTaskSetting(["pos", "chunking", "predicate"], 500, [0.05, 0.05, 0.05, 0.85]),
+    },
+    inv_constants=[1, 10, 30, 100],
+    analysis_main_task="ner",
+    analysis_sources=["pos", "predicate"],
+    analysis_settings=[(500, ratio) for ratio in (1, 2, 4, 8, 16, 32, 64, 128)]
+    + [(n_main, 10) for n_main in (500, 1000, 2000, 4000, 8000)]
+    + [(n_main, 8) for n_main in (1000, 2000, 4000, 8000)],
+    single_task_sizes=[500, 1000, 2000, 4000, 8000],
+    training={"MAX_LENGTH": "128", "BATCH_SIZE": "32", "NUM_EPOCHS": "4", "GRADIENT_SAMPLING_BATCH_SIZE": "64",
+              "EXTRA_ARGS": ""},
+    description="the paper's grid (SPEC §9)",
+)
+
+# The grid on the embedded default data when no WORKING_DIR is given: every section and paradigm, scaled
+# down to finish in about 10 minutes on a 2-core CPU: one main task (pos, 40 sentences), one inv_constant,
+# one seed, length 32, batch 16, and an 80/40/80-sentence train/dev/test slice of every task file. Sources are
+# the slice's whole training files, so the normalized weights are computed from the sizes rather than taken
+# from the paper. The analysis keeps one ratio and uses pos as its main task too (the paper's is ner), so
+# that its single-task runs are pos runs of other sizes rather than a Table-1 column of their own. The
+# learning rate is raised to 2e-4 because the main task gets only a few dozen steps.
+REDUCED_GRID = Grid(
+    main_tasks={
+        "pos": MainTaskSetting(["chunking", "predicate", "ner"], 40),
+    },
+    inv_constants=[10],
+    analysis_main_task="pos",
+    analysis_sources=["chunking", "predicate"],
+    analysis_settings=[(16, 2)],  # sources of 32 sentences; single-task pos with 16 and 16 * (1 + 2 * 2) = 80
+    single_task_sizes=[16],
+    training={"MAX_LENGTH": "32", "BATCH_SIZE": "16", "NUM_EPOCHS": "4", "GRADIENT_SAMPLING_BATCH_SIZE": "16",
+              "EXTRA_ARGS": "--learning_rate 2e-4"},
+    data_slice={"train": 80, "dev": 40, "test": 80},
+    description="a reduced grid on the embedded default data",
+)
+
+
+class GridError(ValueError):
+    """A setting that cannot make a grid; the message names the variable and the fix."""
+
+
+@dataclass
+class Settings:
+    """What the environment chose: the grid, where the data and outputs are, and the shared script settings."""
+
+    grid: Grid
+    output_root: str
+    data_dir: str
+    seeds: list
+    script_env: dict = field(default_factory=dict)  # DATA_DIR, BERT_MODEL, MAX_LENGTH, ... for every job
+
+
+def words(environ, name):
+    return environ.get(name, "").replace(",", " ").split()
+
+
+def settings_from_environment(environ=None, prepare_data=True):
+    """The grid and settings chosen by WORKING_DIR, SEEDS, MAIN_TASKS, INV_CONSTANTS and the script settings."""
+    environ = os.environ if environ is None else environ
+    working_dir = environ.get("WORKING_DIR", "").strip()
+    grid = PAPER_GRID if working_dir else REDUCED_GRID
+    output_root = os.path.abspath(environ.get("OUTPUT_ROOT") or (os.path.join(working_dir, "outputs") if working_dir
+                                                                   else "outputs"))
+    main_tasks = words(environ, "MAIN_TASKS")
+    if main_tasks:
+        unknown = [task for task in main_tasks if task not in PAPER_GRID.main_tasks]
+        if unknown:
+            raise GridError(f"MAIN_TASKS: {' '.join(unknown)} not in the grid; choose from "
+                            f"{' '.join(PAPER_GRID.main_tasks)}")
+        grid = _replace(grid, main_tasks={task: grid.main_tasks.get(task) or _reduced(PAPER_GRID.main_tasks[task], grid)
+                                          for task in main_tasks})
+    if words(environ, "INV_CONSTANTS"):
+        grid = _replace(grid, inv_constants=words(environ, "INV_CONSTANTS"))
+    seeds = words(environ, "SEEDS") or ["1"]
+    for seed in seeds:
+        if not seed.isdigit():
+            raise GridError(f"SEEDS: '{seed}' is not a whole number; give e.g. SEEDS=\"1 2 3\"")
+
+    script_env = {name: environ.get(name) or default for name, default in grid.training.items()}
+    if working_dir:
+        data_dir = environ.get("DATA_DIR") or os.path.join(working_dir, "data")
+        script_env["BERT_MODEL"] = environ.get("BERT_MODEL") or "bert-base-cased"
+    else:
+        data_dir = environ.get("DATA_DIR") or (default_data_slice(grid, output_root) if prepare_data else "")
+        if environ.get("BERT_MODEL"):
+            script_env["BERT_MODEL"] = environ["BERT_MODEL"]
+        elif prepare_data:
+            from data.make_default_data import resolve_model_name_or_path
+
+            resolve_model_name_or_path(None)  # fail now, with what to install, rather than in every run
+    data_dir = os.path.abspath(data_dir) if data_dir else data_dir
+    script_env["DATA_DIR"] = data_dir
+    return Settings(grid=grid, output_root=output_root, data_dir=data_dir, seeds=seeds, script_env=script_env)
+
+
+def _replace(grid, **changes):
+    return Grid(**{**grid.__dict__, **changes})
+
+
+def _reduced(paper_setting, grid):
+    """A main task the reduced grid has no setting for: the paper's sources, the reduced grid's size."""
+    return MainTaskSetting(paper_setting.sources, next(iter(grid.main_tasks.values())).train_size)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data
+
+
+def count_sentences(path):
+    """Sentences in a task file: blocks of non-blank lines, -DOCSTART- lines ignored."""
+    count, inside = 0, False
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("-DOCSTART-"):
+                continue
+            if line.strip():
+                inside = True
+            elif inside:
+                count, inside = count + 1, False
+    return count + inside
+
+
+def first_sentences_text(path, limit):
+    """The text of the first `limit` sentences of a task file, lines unchanged."""
+    kept, sentences, inside = [], 0, False
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("-DOCSTART-"):
+                continue
+            if line.strip():
+                if sentences == limit:
+                    break
+                inside = True
+                kept.append(line)
+            elif inside:
+                kept.append("\n")
+                sentences, inside = sentences + 1, False
+    if inside:
+        kept.append("\n")
+    return "".join(kept)
+
+
+def default_data_slice(grid, output_root):
+    """OUTPUT_ROOT/default_data_slice: the first sentences of every file of the embedded default data."""
+    from data.make_default_data import ensure_default_data
+
+    source = ensure_default_data()
+    sizes = grid.data_slice
+    name = "default_data_slice_" + "_".join(f"{split}{count}" for split, count in sizes.items())
+    target = os.path.join(output_root, name)
+    marker = os.path.join(target, "slice_info.json")
+    if os.path.isfile(marker):
+        return target
+    tasks = sorted({task for setting in grid.main_tasks.values() for task in setting.sources}
+                   | set(grid.main_tasks) | set(grid.analysis_sources) | {grid.analysis_main_task})
+    os.makedirs(target, exist_ok=True)
+    for task in tasks:
+        for split, limit in sizes.items():
+            with open(os.path.join(target, f"{split}_{task}.txt"), "w", encoding="utf-8") as handle:
+                handle.write(first_sentences_text(os.path.join(source, f"{split}_{task}.txt"), limit))
+        with open(os.path.join(source, f"{task}_labels.txt"), encoding="utf-8") as labels:
+            with open(os.path.join(target, f"{task}_labels.txt"), "w", encoding="utf-8") as handle:
+                handle.write(labels.read())  # the full data's labels, so a label absent from the slice is fine
+    with open(marker, "w", encoding="utf-8") as handle:  # written last: marks a complete slice
+        json.dump({"source": source, "sentences_per_split": sizes, "tasks": tasks}, handle, indent=1)
+    return target
+
+
+def check_data(settings, sections):
+    """Fail fast, naming the file, when a task the grid needs has no train/dev/test file."""
+    if not settings.data_dir:
+        return
+    grid = settings.grid
+    tasks = set()
+    if set(sections) & {"main", "normalized", "final_weights"}:
+        for main_task, setting in grid.main_tasks.items():
+            tasks |= {main_task, *setting.sources}
+    if "analysis" in sections:
+        tasks |= {grid.analysis_main_task, *grid.analysis_sources}
+    for task in sorted(tasks):
+        for split in ("train", "dev", "test"):
+            path = os.path.join(settings.data_dir, f"{split}_{task}.txt")
+            if not os.path.isfile(path):
+                raise GridError(f"{path}: file not found; the grid needs {split}_{task}.txt in the data directory "
+                                "(WORKING_DIR/data or DATA_DIR; see data/process_data.py)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Jobs
+
+
+class JobMaker:
+    """Turns (run directory, paradigm script, its arguments) into queue jobs with the shared settings."""
+
+    def __init__(self, settings, echo=say):
+        self.settings, self.echo = settings, echo
+        self._sentences = {}
+        shared = {name: value for name, value in settings.script_env.items() if value}
+        # --overwrite_output_dir: a queued run has no main-task results, but an interrupted one may hold
+        # another task's; it starts afresh (or resumes from its checkpoints, when it saved some).
+        shared["EXTRA_ARGS"] = " ".join(filter(None, [shared.get("EXTRA_ARGS"), "--overwrite_output_dir"]))
+        self.shared_settings = " ".join(f"{name}={shlex.quote(value)}" for name, value in shared.items())
+
+    def job(self, run_path, main_task, script, arguments, seed):
+        output_dir = os.path.join(self.settings.output_root, run_path, f"seed_{seed}")
+        command = " ".join([self.shared_settings, f"SEED={seed}", f"OUTPUT_DIR={shlex.quote(output_dir)}", "sh",
+                            shlex.quote(os.path.join(SCRIPTS_DIR, script)), *map(shlex.quote, map(str, arguments))])
+        return Job(command=command, log=os.path.join(self.settings.output_root, "logs", run_path, f"seed_{seed}.log"),
+                   done_file=os.path.join(output_dir, f"{main_task}_test_results.txt"),
+                   name=f"{run_path}/seed_{seed}")
+
+    def sentences(self, task):
+        """Training sentences of `task` in the data directory (None when it cannot be read)."""
+        if task not in self._sentences:
+            path = os.path.join(self.settings.data_dir or "", f"train_{task}.txt")
+            self._sentences[task] = count_sentences(path) if self.settings.data_dir and os.path.isfile(path) else None
+        return self._sentences[task]
+
+    def fits(self, task, needed, what):
+        available = self.sentences(task)
+        if available is not None and needed > available:
+            self.echo(f"[grid] skipping {what}: it needs {needed} training sentences of {task}, "
+                      f"train_{task}.txt has {available}")
+            return False
+        return True
+
+
+def main_section_jobs(maker, settings):
+    jobs = []
+    for main_task, setting in settings.grid.main_tasks.items():
+        tasks = [*setting.sources, main_task, setting.train_size]
+        for seed in settings.seeds:
+            jobs.append(maker.job(f"main/single_task/{main_task}", main_task, "run_single.sh",
+                                  [main_task, setting.train_size], seed))
+            jobs.append(maker.job(f"main/joint/{main_task}", main_task, "run_joint_training_multi.sh", tasks, seed))
+            jobs.append(maker.job(f"main/weighted_joint/{main_task}", main_task, "run_weighted_joint_training_multi.sh",
+                                  tasks, seed))
+            jobs.append(maker.job(f"main/pretraining/{main_task}", main_task, "run_pre_training_multi.sh", tasks, seed))
+            for inv_constant in settings.grid.inv_constants:
+                jobs.append(maker.job(f"main/weighted_pretraining_ic{inv_constant}/{main_task}", main_task,
+                                      "run_weighted_pre_training_multi.sh", [inv_constant, *tasks], seed))
+    return jobs
+
+
+def normalized_section_jobs(maker, settings):
+    jobs = []
+    for main_task, setting in settings.grid.main_tasks.items():
+        arguments = [*setting.sources, main_task, *(setting.normalized_weights or []), setting.train_size]
+        for seed in settings.seeds:
+            jobs.append(maker.job(f"normalized/normalized_joint/{main_task}", main_task,
+                                  "run_joint_training_multi_normalized.sh", arguments, seed))
+            jobs.append(maker.job(f"normalized/weighted_normalized_joint/{main_task}", main_task,
+                                  "run_weighted_joint_training_multi_normalized.sh", arguments, seed))
+    return jobs
+
+
+def single_task_path(settings, task, size):
+    """The single-task run of `task` with `size` sentences: the main section's when it is that size."""
+    setting = settings.grid.main_tasks.get(task)
+    if setting is not None and setting.train_size == size:
+        return f"main/single_task/{task}"
+    return f"analysis/single_task_n{size}/{task}"
+
+
+ANALYSIS_SCRIPTS = (("normalized_joint", "run_joint_training_multi_normalized_analysis.sh"),
+                    ("weighted_normalized_joint", "run_weighted_joint_training_multi_normalized_analysis.sh"))
+
+
+def analysis_section_jobs(maker, settings):
+    grid = settings.grid
+    main_task, sources = grid.analysis_main_task, grid.analysis_sources
+    jobs, single_task_sizes = [], list(grid.single_task_sizes)
+    for n_main, ratio in grid.analysis_settings:
+        single_task_sizes.append(n_main * (1 + len(sources) * ratio))  # as many sentences as main plus sources
+        what = f"the ratio analysis n_main={n_main} ratio={ratio}"
+        if not maker.fits(main_task, n_main, what) or not all(maker.fits(source, n_main * ratio, what)
+                                                                for source in sources):
+            continue
+        for seed in settings.seeds:
+            for paradigm, script in ANALYSIS_SCRIPTS:
+                jobs.append(maker.job(f"analysis/{paradigm}_n{n_main}_r{ratio}/{main_task}", main_task, script,
+                                      [n_main, ratio, *sources, main_task], seed))
+    for size in sorted(set(single_task_sizes)):
+        if not maker.fits(main_task, size, f"single-task {main_task} with {size} sentences"):
+            continue
+        for seed in settings.seeds:
+            jobs.append(maker.job(single_task_path(settings, main_task, size), main_task, "run_single_analysis.sh",
+                                  [size, main_task], seed))
+    return jobs
+
+
+def final_weights(settings, run_path):
+    """The mean over the finished seeds of the last weights in run_path/seed_*/task_weights.json."""
+    collected = []
+    for seed in settings.seeds:
+        directory = os.path.join(settings.output_root, run_path, f"seed_{seed}")
+        main_task = run_path.rstrip("/").split("/")[-1]
+        weights_path = os.path.join(directory, "task_weights.json")
+        finished = os.path.isfile(os.path.join(directory, f"{main_task}_test_results.txt"))
+        if not (finished and os.path.isfile(weights_path)):
+            continue
+        with open(weights_path, encoding="utf-8") as handle:
+            history = json.load(handle)["history"]
+        collected.append(history[-1]["weights"])
+    if not collected:
+        return None
+    mean = [sum(column) / len(collected) for column in zip(*collected)]
+    return [float(f"{weight:.6g}") for weight in mean]
+
+
+def final_weights_section_jobs(maker, settings):
+    jobs, seen = [], set()
+    rerun_of = []  # (weighted run, its fixed-weight re-run, the re-run's script)
+    for main_task in settings.grid.main_tasks:
+        rerun_of.append((f"main/weighted_joint/{main_task}", f"final_weights/joint_fixed_weights/{main_task}",
+                         "run_joint_training_fixed_weights_multi.sh"))
+        for inv_constant in settings.grid.inv_constants:
+            rerun_of.append((f"main/weighted_pretraining_ic{inv_constant}/{main_task}",
+                             f"final_weights/pretraining_fixed_weights_ic{inv_constant}/{main_task}",
+                             "run_pre_training_fixed_weights_multi.sh"))
+        rerun_of.append((f"normalized/weighted_normalized_joint/{main_task}",
+                         f"final_weights/normalized_joint_fixed_weights/{main_task}",
+                         "run_joint_training_fixed_weights_multi.sh"))
+    for weighted_path, rerun_path, script in rerun_of:
+        main_task = weighted_path.split("/")[-1]
+        setting = settings.grid.main_tasks[main_task]
+        weights = final_weights(settings, weighted_path)
+        if weights is None:
+            maker.echo(f"[grid] skipping {rerun_path}: no finished run in {weighted_path}/seed_* yet "
+                       "(run the main and normalized sections first)")
+            continue
+        key = (script, main_task, tuple(weights))
+        if key in seen:  # two weighted runs ended on the same weights: one re-run serves both
+            maker.echo(f"[grid] skipping {rerun_path}: the same final weights {weights} as another re-run")
+            continue
+        seen.add(key)
+        maker.echo(f"[grid] {rerun_path}: final weights of {weighted_path} {weights}")
+        for seed in settings.seeds:
+            jobs.append(maker.job(rerun_path, main_task, script,
+                                  [*setting.sources, main_task, *weights, setting.train_size], seed))
+    return jobs
+
+
+SECTION_JOBS = {
+    "main": main_section_jobs,
+    "normalized": normalized_section_jobs,
+    "analysis": analysis_section_jobs,
+    "final_weights": final_weights_section_jobs,
+}
+
+
+def plan(maker, settings, sections):
+    """The jobs of `sections`, in order; a run two sections share (single-task ner 500) is listed once."""
+    jobs, seen = [], set()
+    for section in sections:
+        for job in SECTION_JOBS[section](maker, settings):
+            if job.done_file not in seen:
+                seen.add(job.done_file)
+                jobs.append(job)
+    return jobs
+
+
+def collect_results(settings, echo=say):
+    """Print the Table-1 summary and write the weight plots (testing/collect_results.py)."""
+    command = [sys.executable, os.path.join(ROOT, "testing", "collect_results.py"), settings.output_root]
+    echo("[grid] " + " ".join(map(shlex.quote, command)))
+    return subprocess.run(command).returncode
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sections", nargs="*", metavar="SECTION",
+                        help=f"any of {', '.join(SECTIONS)} (default: all, in that order)")
+    parser.add_argument("--list", action="store_true", help="print the jobs (the commands) and run nothing")
+    parser.add_argument("--no_summary", action="store_true", help="skip testing/collect_results.py at the end")
+    args = parser.parse_args(argv)
+    unknown = [section for section in args.sections if section not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {' '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    args.sections = [section for section in SECTIONS if section in (args.sections or SECTIONS)]
+    return args
+
+
+def main(argv=None, environ=None):
+    args = parse_args(argv)
+    try:
+        settings = settings_from_environment(environ)
+        check_data(settings, args.sections)
+        slots = detect_slots(environ)
+    except ValueError as error:  # GridError, JobListError, the default data's DefaultDataError: a message to show
+        sys.exit(f"error: {error}")
+    say(f"[grid] {settings.grid.description}: sections {' '.join(args.sections)}, seeds {' '.join(settings.seeds)}; "
+          f"data {settings.data_dir or 'the embedded default'}; outputs {settings.output_root}")
+    maker, began = JobMaker(settings), time.time()
+    # final_weights reads what the other sections learned, so it is planned (and run) after them.
+    if args.list:
+        print(f"# every job runs with {maker.shared_settings}")
+    stages = [[section for section in args.sections if section != "final_weights"],
+              [section for section in args.sections if section == "final_weights"]]
+    failed = False
+    for stage in filter(None, stages):
+        if args.list and stage == ["final_weights"]:
+            print("# final_weights: planned from the weighted runs' results once they exist")
+        jobs = plan(maker, settings, stage)
+        if args.list:
+            for job in jobs:
+                print(("# done: " if job.is_done() else "") + job.command.replace(maker.shared_settings + " ", "", 1))
+            continue
+        report = run_jobs(jobs, slots)
+        summarize(report)
+        failed = failed or not report.ok
+        if report.not_started:
+            return 130
+    if args.list:
+        return 0
+    say(f"[grid] the runs took {(time.time() - began) / 60:.1f} min")
+    if not args.no_summary and os.path.isdir(settings.output_root):
+        failed = collect_results(settings) != 0 or failed
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+#!/bin/sh
+# The paper's experiment grid (SPEC §9) through a job queue, then the Table-1 summary and the weight plots.
+#
+#   sh scripts/run_experiments.sh [SECTION...] [--list]
+#
+# SECTION: main, normalized, analysis, final_weights (default: all; final_weights runs last, as it re-runs
+# the weighted runs with their learned weights fixed). --list prints the jobs and runs nothing.
+#
+# Without WORKING_DIR: a reduced grid on a slice of the embedded default data and the default MiniLM
+# encoder (about 10 minutes on a 2-core CPU; its scores show the pipeline works, they are not the paper's).
+# With WORKING_DIR: the paper's grid on $WORKING_DIR/data ({train,dev,test}_{task}.txt, {task}_labels.txt)
+# with bert-base-cased, 4 epochs, length 128, batch 32.
+#
+# Settings from the environment:
+#   WORKING_DIR   see above              DATA_DIR     the data directory (default: $WORKING_DIR/data)
+#   OUTPUT_ROOT   the output tree (default: $WORKING_DIR/outputs, else ./outputs)
+#   SEEDS         seeds of every run, e.g. SEEDS="1 2 3" (default: 1)
+#   MAIN_TASKS    main tasks to run, e.g. MAIN_TASKS="ner pos" (default: the grid's)
+#   INV_CONSTANTS weighted pre-training's, e.g. INV_CONSTANTS="1 10" (default: 1 10 30 100; reduced: 10)
+#   BERT_MODEL MAX_LENGTH BATCH_SIZE NUM_EPOCHS GRADIENT_SAMPLING_BATCH_SIZE EXTRA_ARGS: as in scripts/common.sh
+#   CUDA_VISIBLE_DEVICES  the GPUs the queue deals jobs to, one job per GPU at a time (default: all;
+#                 none: one job at a time on the CPU)
+#   JOBS_PER_GPU  jobs sharing a GPU (default 1)     SLOTS   jobs at once, overriding both
+#
+# Each run has its directory OUTPUT_ROOT/<section>/<paradigm>/<main task>/seed_<seed> and its log
+# OUTPUT_ROOT/logs/<section>/<paradigm>/<main task>/seed_<seed>.log; a run whose main-task test results
+# exist is skipped, so the same command resumes an interrupted grid. The summary (table1.md, table1.csv,
+# task_weights/*.png) goes to OUTPUT_ROOT/summary. Details: scripts/experiment_grid.py.
+SCRIPT_DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
+if [ -z "${PYTHON:-}" ]; then
+    if command -v python >/dev/null 2>&1; then PYTHON=python; else PYTHON=python3; fi
+fi
+exec "$PYTHON" "$SCRIPT_DIR/experiment_grid.py" "$@"
