@@ -113,6 +113,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=args.learning_rate, eps=args.adam_epsilon,
+            # The fused kernel (CPU and CUDA) is several times faster than the per-tensor default on a CPU.
+            fused=run.device.type in ("cpu", "cuda"),
         )
         warmup = args.warmup_steps
 
