@@ -131,3 +131,19 @@ def test_weight_update_stays_finite_positive_and_normalised(case):
     updated = exponentiated_gradient_step(weights, gradients, step_size)
     assert np.all(np.isfinite(updated)) and np.all(updated > 0)
     assert updated.sum() == pytest.approx(1.0)
+
+
+def test_results_are_written_atomically(tmp_path, monkeypatch):
+    import output_files
+
+    path = tmp_path / "ner_test_results.txt"
+    path.write_text("f1 = 0.5\n")
+
+    def crash(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(output_files.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        output_files.write_text_atomic(str(path), "f1 = 0.9\n")
+    assert path.read_text() == "f1 = 0.5\n"  # the old file, whole
+    assert os.listdir(tmp_path) == ["ner_test_results.txt"]  # no temporary file left behind
