@@ -165,7 +165,7 @@ class EncodingReport:
         return "; ".join(parts)
 
 
-def _word_windows(token_counts, budget):
+def word_windows(token_counts, budget):
     """Split word indices into consecutive windows whose sub-token counts fit `budget`."""
     windows, current, used = [], [], 0
     for word_index, count in enumerate(token_counts):
@@ -221,7 +221,7 @@ def encode_sentences(tokenizer, sentences, label_to_id, max_seq_length, keep_all
                 encoded["input_ids"][sentence_index], word_ids, range(len(sentence.words)), sentence.labels,
                 label_to_id, sentence_index))
             continue
-        windows = _word_windows(token_counts, budget)
+        windows = word_windows(token_counts, budget)
         if keep_all_words:
             report.split_sentences += 1
             windows_to_encode.extend((sentence_index, window) for window in windows)

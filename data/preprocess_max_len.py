@@ -22,16 +22,11 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 from tqdm import tqdm  # noqa: E402
 
 from data.conll_io import TaskDataError, read_text_lines, write_files_atomically  # noqa: E402
+from utils_cross_task import is_sentence_break, word_windows  # noqa: E402
 
 TASK_FILE = re.compile(r"^(train|dev|test)_.+\.txt$")
 LABELS_FILE = re.compile(r"^.+_labels\.txt$")
-DOCSTART = "-DOCSTART-"
 BATCH_SENTENCES = 1000  # sentences tokenised per call: fast tokenizers batch well, memory stays small
-
-
-def _is_break(line):
-    stripped = line.strip()
-    return not stripped or stripped.split()[0] == DOCSTART
 
 
 def sub_token_counts(tokenizer, sentences_words):
@@ -47,20 +42,6 @@ def sub_token_counts(tokenizer, sentences_words):
     return counts
 
 
-def split_counts(word_counts, budget):
-    """Cut a sentence's word indices into consecutive pieces whose sub-token counts fit `budget`."""
-    pieces, current, used = [], [], 0
-    for index, count in enumerate(word_counts):
-        if current and used + count > budget:
-            pieces.append(current)
-            current, used = [], 0
-        current.append(index)
-        used += count
-    if current:
-        pieces.append(current)
-    return pieces
-
-
 def split_long_sentences(lines, tokenizer, max_seq_length):
     """The file's lines with a blank line inserted wherever a sentence has to be split.
 
@@ -72,7 +53,7 @@ def split_long_sentences(lines, tokenizer, max_seq_length):
     # Sentences as lists of (line index) so the original lines are copied back untouched.
     sentences, current = [], []
     for index, line in enumerate(lines):
-        if _is_break(line):
+        if is_sentence_break(line):
             if current:
                 sentences.append(current)
                 current = []
@@ -90,7 +71,7 @@ def split_long_sentences(lines, tokenizer, max_seq_length):
                 continue
             split_sentences += 1
             oversized_words += sum(1 for count in counts if count > budget)
-            pieces = split_counts(counts, budget)
+            pieces = word_windows(counts, budget)
             split_after.update(sentence[piece[-1]] for piece in pieces[:-1])
     output = []
     for index, line in enumerate(lines):
