@@ -73,6 +73,9 @@ def add_common_arguments(parser):
     training.add_argument("--max_steps", type=int, default=-1,
                           help="if > 0: stop after this many optimizer steps (overrides --num_train_epochs)")
     training.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up steps")
+    training.add_argument("--group_by_length", action="store_true",
+                          help="batch sentences of similar length together (less padding, faster); batches are "
+                               "still random, but no longer uniformly so: off by default, as in the paper")
     training.add_argument("--dropout", type=float, default=None,
                           help="dropout before the task heads; default: the encoder's hidden_dropout_prob")
     training.add_argument("--logging_steps", type=int, default=50,

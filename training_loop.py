@@ -149,8 +149,11 @@ class Trainer:
         """
         args, run = self.run.args, self.run
         multipliers = {task: float(weight) * len(task_weights) for task, weight in task_weights.items()}
+        lengths = None
+        if args.group_by_length:
+            lengths = {task: [len(feature.input_ids) for feature in split.features] for task, split in task_splits.items()}
         batches = epoch_batches({task: len(split) for task, split in task_splits.items()},
-                                args.per_gpu_train_batch_size, run.data_order_generator(self.stage, epoch))
+                                args.per_gpu_train_batch_size, run.data_order_generator(self.stage, epoch), lengths)
         batches = distributed.shard_batches(batches)
         self.training_model.train()
         logged_loss, logged_steps = 0.0, 0

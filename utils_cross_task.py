@@ -289,15 +289,26 @@ def collate(features, pad_token_id):
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
 
 
-def epoch_batches(task_sizes, batch_size, generator):
+# --group_by_length sorts each run of this many batches' worth of shuffled sentences by length.
+LENGTH_GROUP_BATCHES = 50
+
+
+def epoch_batches(task_sizes, batch_size, generator, task_lengths=None):
     """The batches of one epoch: each a (task, feature indices) pair holding one task only.
 
     Every task's examples are shuffled and cut into batches, and all tasks' batches are shuffled together,
-    so each task contributes batches in proportion to its size (SPEC §4).
+    so each task contributes batches in proportion to its size (SPEC §4). With `task_lengths` (task ->
+    each example's length; --group_by_length), each run of LENGTH_GROUP_BATCHES batches' worth of the
+    shuffled examples is sorted by length before it is cut, so a batch holds sentences of similar length
+    and little padding is computed; the batches are still drawn at random.
     """
     batches = []
     for task, size in task_sizes.items():
         order = torch.randperm(size, generator=generator).tolist()
+        if task_lengths is not None:
+            lengths, group = task_lengths[task], batch_size * LENGTH_GROUP_BATCHES
+            order = [index for start in range(0, size, group)
+                     for index in sorted(order[start : start + group], key=lambda index: lengths[index])]
         batches.extend((task, order[start : start + batch_size]) for start in range(0, size, batch_size))
     permutation = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[index] for index in permutation]

@@ -124,3 +124,13 @@ def test_prediction_file_is_aligned_with_test_file(tmp_path):
     path = write(tmp_path / "test_t.txt", "-DOCSTART- O\n\nJohn\tX\tB\nruns V\n\nHe B\n")
     text = prediction_file_text(path, [["P1", "P2"], ["P3"]])
     assert text == "-DOCSTART- O\n\nJohn\tX\tP1\nruns P2\n\nHe P3\n"
+
+
+def test_group_by_length_batches_similar_lengths_and_covers_everything():
+    lengths = {"a": [5, 50, 6, 49, 7, 48, 8, 47]}
+    plain = epoch_batches({"a": 8}, batch_size=2, generator=torch.Generator().manual_seed(3))
+    grouped = epoch_batches({"a": 8}, batch_size=2, generator=torch.Generator().manual_seed(3), task_lengths=lengths)
+    assert sorted(i for _, indices in grouped for i in indices) == list(range(8))
+    spread = lambda batches: sum(max(lengths["a"][i] for i in b) - min(lengths["a"][i] for i in b) for _, b in batches)
+    assert spread(grouped) == 4  # pairs (5,6) (7,8) (47,48) (49,50)
+    assert spread(plain) > spread(grouped)
