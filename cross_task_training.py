@@ -6,7 +6,6 @@ A paradigm script (run_*.py) reads as its paradigm: parse arguments -> `start_ru
 
 import argparse
 import contextlib
-import json
 import logging
 import math
 import os
@@ -24,9 +23,9 @@ from tqdm.auto import tqdm
 import distributed
 from modeling_multi_bert import MultiTaskTagger
 from output_files import (
-    ALL_RESULTS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, write_json_atomic, write_text_atomic,
+    ALL_RESULTS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, write_json_atomic,
 )
-from utils_cross_task import TaskDataError, collate, epoch_batches, load_task_split, read_labels, read_sentences, task_file
+from utils_cross_task import TaskDataError, load_task_split, read_labels, read_sentences, task_file
 
 logger = logging.getLogger("tawt")
 

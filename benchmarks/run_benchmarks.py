@@ -176,7 +176,6 @@ def weight_update_speed(model, splits, size, device, pad_token_id):
         exponentiated_gradient_step(weights, [-c for c in cosines] + [-1.0], 1.0)
 
     outside = [timed(ours_outside, device)[0] for _ in range(3)]
-    del main_gradient, task_gradient
     ours_time, reference_time = median(times["ours"]), median(times["reference"])
     weight_difference = float(np.max(np.abs(results["ours"] - results["reference"])))
     return [

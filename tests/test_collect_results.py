@@ -181,7 +181,7 @@ def test_significance_marks_pool_the_seeds_paired_t_test(tree, collected):
     expected = ttest_rel(weighted_scores, baseline_scores).pvalue
     assert float(table["weighted_joint", "ner"]["p_value_vs_baseline"]) == pytest.approx(expected)
     assert expected < 0.05
-    assert "| Weighted joint training | " in markdown and f"95.00 ± 0.00 †" in markdown
+    assert "| Weighted joint training | " in markdown and "95.00 ± 0.00 †" in markdown
     # Non-weighted rows carry no test.
     assert table["joint", "ner"]["p_value_vs_baseline"] == ""
 

@@ -89,7 +89,6 @@ def test_resume_refuses_a_different_command(tiny_data_dir, tiny_model_dir, tmp_p
     for name in os.listdir(output):
         if name.endswith("_results.txt"):
             os.remove(output / name)
-    from training_loop import save_checkpoint  # noqa: F401  (the format under test)
     os.makedirs(output / "checkpoints", exist_ok=True)
     import torch
     torch.save({"args": {"learning_rate": 1.0}}, output / "checkpoints" / "checkpoint-00000001.pt")

@@ -162,3 +162,10 @@ def test_output_directory_with_results_is_protected(tiny_data_dir, tiny_model_di
         run_main(lambda: run_single_task.main(argv))
     assert "--overwrite_output_dir" in capsys.readouterr().err
     assert (output / "pos_test_results.txt").read_text() == "accuracy = 0.5\n"
+
+
+def test_group_by_length_trains_end_to_end(tiny_data_dir, tiny_model_dir, tmp_path):
+    summary = run_single_task.main(common(tiny_data_dir, tiny_model_dir, tmp_path / "grouped")
+                                   + ["--task", "ner", "--group_by_length"])
+    assert summary["train_sentences"] == {"ner": 24}
+    assert json.loads((tmp_path / "grouped" / "run_args.json").read_text())["args"]["group_by_length"] is True
