@@ -135,3 +135,31 @@ def test_cached_features_are_in_the_splits_order(model_and_batches, tiny_model_d
         rows = slice(int(offsets[index]), int(offsets[index + 1]))
         assert torch.allclose(features[rows], hidden[labelled], atol=1e-5)
         assert torch.equal(labels[rows], batch["labels"][labelled])
+
+
+def test_batch_without_labelled_token_keeps_its_weight_and_warns(model_and_batches, tiny_model_dir, tiny_data_dir,
+                                                                 caplog):
+    from argparse import Namespace
+
+    from cross_task_training import Run
+    from utils_cross_task import EncodingReport, Feature, TaskSplit, load_task_split
+    from weighted_training_basics import tawt_update
+    from transformers import AutoTokenizer
+
+    model, _ = model_and_batches
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    splits = {task: load_task_split(tiny_data_dir, task, "train", tokenizer, read_labels(tiny_data_dir, task), 32)
+              for task in ("pos", "ner")}
+    # A source whose sentences carry no label at all (only ignored positions): its gradient is zero.
+    unlabelled = [Feature([2, 5, 3], [-100, -100, -100], index, []) for index in range(4)]
+    splits["chunking"] = TaskSplit("chunking", "train", "none", [], unlabelled, EncodingReport())
+    args = Namespace(gradient_sampling_batch_size=4, weight_lr=1.0, normalized_gradients=True, inv_constant=1.0,
+                     bf16=False, fp16=False)
+    run = Run(args=args, paradigm="test", main_task="ner", tasks=["pos", "chunking", "ner"], device=torch.device("cpu"),
+              data_dir=tiny_data_dir, model_name_or_path=tiny_model_dir,
+              gradient_sampling_generator=torch.Generator().manual_seed(0), pad_token_id=tokenizer.pad_token_id)
+    weights, similarities = tawt_update(model, run, np.array([0.2, 0.3, 0.5]), ["pos", "chunking", "ner"], "ner", splits)
+    assert similarities[1] is None and similarities[2] == 1.0
+    assert weights[1] == pytest.approx(0.3)
+    assert np.all(np.isfinite(weights)) and weights.sum() == pytest.approx(1.0)
+    assert "cosine undefined for ['chunking']" in caplog.text
