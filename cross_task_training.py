@@ -1,7 +1,8 @@
-"""What every paradigm script shares: arguments, run set-up and records, data loading, the training loop.
+"""What every paradigm script shares: arguments, run set-up and records, data and model loading, the end.
 
 A paradigm script (run_*.py) reads as its paradigm: parse arguments -> `start_run` -> `load_task_data`
--> `build_model` -> its own schedule of `Trainer.train_epoch` calls and weight updates -> `finish_run`.
+-> `build_model` -> its own schedule of `training_loop.train_stage` calls and weight updates ->
+`finish_run` (save, evaluate, write results).
 """
 
 import argparse
@@ -28,7 +29,6 @@ from output_files import (
 from utils_cross_task import TaskDataError, load_task_split, read_labels, read_sentences, task_file
 
 logger = logging.getLogger("tawt")
-
 
 
 class UsageError(ValueError):
