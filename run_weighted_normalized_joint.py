@@ -85,7 +85,7 @@ def main(argv=None):
             return tawt_update(model, run, weights, tasks, main_task, data.train)
 
         train_stage(model, run, "joint", data.train, task_weights, history,
-                                tawt_step if args.weighting == "tawt" else None)
+                    tawt_step if args.weighting == "tawt" else None)
 
     return finish_run(run, model, tokenizer, data)
 

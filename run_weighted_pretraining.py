@@ -57,7 +57,7 @@ def main(argv=None):
 
         source_splits = {task: data.train[task] for task in sources}
         train_stage(model, run, "pre-train", source_splits, source_weights, history,
-                                fit_main_head_then_tawt_step if args.weighting == "tawt" else None)
+                    fit_main_head_then_tawt_step if args.weighting == "tawt" else None)
         if not args.pre_train_only:
             # Fine-tune the whole model on the main task alone, with a fresh optimizer and schedule.
             train_stage(model, run, "fine-tune", {main_task: data.train[main_task]}, np.ones(1))
