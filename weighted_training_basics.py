@@ -219,17 +219,15 @@ def labelled_token_features(model, split, batch_size, device, pad_token_id, auto
             counts.append(labelled.sum(dim=1))
     finally:
         model.train(was_training)
-    sorted_counts = torch.cat(counts).tolist()
-    sorted_starts = [0]
-    for count in sorted_counts:
-        sorted_starts.append(sorted_starts[-1] + count)
-    position_in_sorted = {index: position for position, index in enumerate(order)}
-    rows = [range(sorted_starts[position_in_sorted[index]], sorted_starts[position_in_sorted[index] + 1])
-            for index in range(len(order))]
-    row_order = torch.tensor([row for feature_rows in rows for row in feature_rows], dtype=torch.long, device=device)
+    sorted_counts = torch.cat(counts).tolist()  # labelled tokens of each feature, in `order`
+    states_by_feature = torch.cat(states).split(sorted_counts)
+    labels_by_feature = torch.cat(labels).split(sorted_counts)
+    # For each feature of the split, in the split's order, its position in `order`.
+    positions = sorted(range(len(order)), key=lambda position: order[position])
     offsets = torch.zeros(len(order) + 1, dtype=torch.long, device=device)
-    offsets[1:] = torch.cumsum(torch.tensor([len(feature_rows) for feature_rows in rows], device=device), dim=0)
-    return torch.cat(states)[row_order], torch.cat(labels)[row_order], offsets
+    offsets[1:] = torch.cumsum(torch.tensor([sorted_counts[p] for p in positions], device=device), dim=0)
+    return (torch.cat([states_by_feature[p] for p in positions]),
+            torch.cat([labels_by_feature[p] for p in positions]), offsets)
 
 
 def fit_head_on_frozen_encoder(model, task, split, run, generator, epochs=1):
