@@ -47,6 +47,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from output_files import results_file  # noqa: E402
 from scripts.job_queue import Job, detect_slots, run_jobs, say, summarize  # noqa: E402
 
 SCRIPTS_DIR = os.path.join(ROOT, "scripts")
@@ -286,7 +287,7 @@ class JobMaker:
         command = " ".join([self.shared_settings, f"SEED={seed}", f"OUTPUT_DIR={shlex.quote(output_dir)}", "sh",
                             shlex.quote(os.path.join(SCRIPTS_DIR, script)), *map(shlex.quote, map(str, arguments))])
         return Job(command=command, log=os.path.join(self.settings.output_root, "logs", run_path, f"seed_{seed}.log"),
-                   done_file=os.path.join(output_dir, f"{main_task}_test_results.txt"),
+                   done_file=os.path.join(output_dir, results_file(main_task, "test")),
                    name=f"{run_path}/seed_{seed}")
 
     def sentences(self, task):
@@ -376,7 +377,7 @@ def final_weights(settings, run_path):
         directory = os.path.join(settings.output_root, run_path, f"seed_{seed}")
         main_task = run_path.rstrip("/").split("/")[-1]
         weights_path = os.path.join(directory, "task_weights.json")
-        finished = os.path.isfile(os.path.join(directory, f"{main_task}_test_results.txt"))
+        finished = os.path.isfile(os.path.join(directory, results_file(main_task, "test")))
         if not (finished and os.path.isfile(weights_path)):
             continue
         with open(weights_path, encoding="utf-8") as handle:

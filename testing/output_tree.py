@@ -17,7 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from output_files import RUN_ARGS_FILE, TASK_WEIGHTS_FILE, write_text_atomic  # noqa: E402,F401
+from output_files import (  # noqa: E402,F401
+    RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file, write_text_atomic,
+)
 
 # Each weighted paradigm and the baseline the paper tests it against (SPEC §8).
 BASELINE_OF = {
@@ -143,15 +145,15 @@ class Run:
 
     def results(self, split, task=None):
         """The `key = value` results of `task` (default: the main task) on 'eval' (dev) or 'test'."""
-        return read_results_file(self.path(f"{task or self.main_task}_{split}_results.txt"))
+        return read_results_file(self.path(results_file(task or self.main_task, split)))
 
     def score(self, split, task=None):
         """The main task's primary metric on 'eval' (dev) or 'test'."""
-        path = self.path(f"{task or self.main_task}_{split}_results.txt")
+        path = self.path(results_file(task or self.main_task, split))
         return primary_score(read_results_file(path), path)
 
     def predictions_file(self, task=None):
-        return self.path(f"{task or self.main_task}_test_predictions.txt")
+        return self.path(predictions_file(task or self.main_task))
 
     def gold_file(self, data_dir=None, task=None):
         """The gold test file: `<data_dir>/test_{task}.txt`, data_dir from the run's record unless given."""
