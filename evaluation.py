@@ -5,7 +5,7 @@ import logging
 import torch
 from tqdm.auto import tqdm
 
-from modeling_multi_bert import token_classification_loss
+from modeling_multi_bert import dropout_off, token_classification_loss
 from output_files import predictions_file, results_file, write_text_atomic
 from sequence_metrics import compute_metrics, metric_family
 from utils_cross_task import IGNORED_LABEL_ID, collate, prediction_file_text
@@ -31,10 +31,8 @@ def predict(model, task, split, batch_size, device, pad_token_id, autocast):
     labels = model.task_labels[task]
     predictions = [[default_label(labels)] * len(sentence.words) for sentence in split.sentences]
     order = sorted(range(len(split.features)), key=lambda index: len(split.features[index].input_ids))
-    was_training = model.training
-    model.eval()
     loss_sum, labelled_tokens = 0.0, 0
-    try:
+    with dropout_off(model):
         for start in tqdm(range(0, len(order), batch_size), desc=f"predicting {task} {split.split}", leave=False):
             features = [split.features[index] for index in order[start : start + batch_size]]
             batch = {name: tensor.to(device) for name, tensor in collate(features, pad_token_id).items()}
@@ -53,8 +51,6 @@ def predict(model, task, split, batch_size, device, pad_token_id, autocast):
                 for word_index in feature.word_indices:
                     sentence_predictions[word_index] = labels[predicted_ids[position]]
                     position += 1
-    finally:
-        model.train(was_training)
     return predictions, (loss_sum / labelled_tokens if labelled_tokens else float("nan"))
 
 

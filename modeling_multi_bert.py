@@ -8,6 +8,7 @@ them), the tokenizer, `task_heads.safetensors` and `task_heads.json` (task names
 `MultiTaskTagger.from_pretrained(directory)` gives it back exactly.
 """
 
+import contextlib
 import json
 import os
 
@@ -111,8 +112,8 @@ class MultiTaskTagger(nn.Module):
         return model
 
 
-def token_classification_loss(logits, labels):
-    """Mean cross-entropy over the labelled positions (label != IGNORED_LABEL_ID).
+def token_classification_loss(logits, labels, reduction="mean"):
+    """Cross-entropy over the labelled positions (label != IGNORED_LABEL_ID): their mean, or their sum.
 
     A batch without any labelled position gives a loss of 0 that still depends on the logits (so backward
     works) instead of the NaN that a mean over nothing would be.
@@ -121,4 +122,15 @@ def token_classification_loss(logits, labels):
     flat_labels = labels.reshape(-1)
     if not bool((flat_labels != IGNORED_LABEL_ID).any()):
         return flat_logits.sum() * 0.0
-    return nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORED_LABEL_ID)
+    return nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORED_LABEL_ID, reduction=reduction)
+
+
+@contextlib.contextmanager
+def dropout_off(model):
+    """Run a block in eval mode (no dropout), then put the model back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

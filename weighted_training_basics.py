@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import distributed
+from modeling_multi_bert import dropout_off, token_classification_loss
 from utils_cross_task import IGNORED_LABEL_ID, collate, epoch_batches
 
 logger = logging.getLogger(__name__)
@@ -50,21 +51,14 @@ def encoder_gradient(model, task, batch, autocast=contextlib.nullcontext):
     chunks = batch if isinstance(batch, list) else [batch]
     parameters = model.encoder_parameters()
     labelled_tokens = sum(int((chunk["labels"] != IGNORED_LABEL_ID).sum()) for chunk in chunks)
-    was_training = model.training
-    model.eval()  # dropout off: the similarity is about the tasks, not about random masks
-    try:
+    with dropout_off(model):  # the similarity is about the tasks, not about random masks
         loss = 0.0
         for chunk in chunks:
             with autocast():
                 _, logits = model(task, chunk["input_ids"], chunk["attention_mask"])
-            chunk_loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.size(-1)).float(), chunk["labels"].reshape(-1),
-                ignore_index=IGNORED_LABEL_ID, reduction="sum",
-            )
+            chunk_loss = token_classification_loss(logits, chunk["labels"], reduction="sum")
             loss = loss + chunk_loss / max(1, labelled_tokens)  # no labelled token: a zero gradient
         gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
-    finally:
-        model.train(was_training)
     return [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(parameters, gradients)]
 
 
@@ -204,10 +198,8 @@ def labelled_token_features(model, split, batch_size, device, pad_token_id, auto
     """
     # Batches of similar lengths pad little; the rows are put back in the split's order at the end.
     order = sorted(range(len(split.features)), key=lambda index: len(split.features[index].input_ids))
-    was_training = model.training
-    model.eval()
     states, labels, counts = [], [], []
-    try:
+    with dropout_off(model):
         for start in range(0, len(order), batch_size):
             batch = collate([split.features[index] for index in order[start : start + batch_size]], pad_token_id)
             batch = {name: tensor.to(device) for name, tensor in batch.items()}
@@ -217,8 +209,6 @@ def labelled_token_features(model, split, batch_size, device, pad_token_id, auto
             states.append(hidden[labelled].float())
             labels.append(batch["labels"][labelled])
             counts.append(labelled.sum(dim=1))
-    finally:
-        model.train(was_training)
     sorted_counts = torch.cat(counts).tolist()  # labelled tokens of each feature, in `order`
     states_by_feature = torch.cat(states).split(sorted_counts)
     labels_by_feature = torch.cat(labels).split(sorted_counts)
