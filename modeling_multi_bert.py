@@ -10,6 +10,7 @@ them), the tokenizer, `task_heads.safetensors` and `task_heads.json` (task names
 
 import contextlib
 import json
+import logging
 import os
 
 import torch
@@ -21,6 +22,8 @@ from utils_cross_task import IGNORED_LABEL_ID
 
 HEADS_WEIGHTS = "task_heads.safetensors"
 HEADS_CONFIG = "task_heads.json"
+
+logger = logging.getLogger(__name__)
 
 
 def load_encoder(model_name_or_path):
@@ -37,10 +40,15 @@ def load_encoder(model_name_or_path):
 
 
 class MultiTaskTagger(nn.Module):
-    def __init__(self, encoder, task_labels, dropout=None):
-        """`task_labels` maps each task name to its label list (the head's output order)."""
+    def __init__(self, encoder, task_labels, dropout=None, unpadded=True):
+        """`task_labels` maps each task name to its label list (the head's output order).
+
+        `unpadded`: run BERT-family encoders on their real tokens only (see `unpadded_encoder_states`);
+        encoders of another shape, and `unpadded=False`, use the encoder's own padded forward.
+        """
         super().__init__()
         self.encoder = encoder
+        self.unpadded = bool(unpadded) and supports_unpadded_forward(encoder)
         if dropout is None:
             dropout = getattr(encoder.config, "hidden_dropout_prob", 0.1)
         self.dropout_probability = float(dropout)
@@ -55,8 +63,8 @@ class MultiTaskTagger(nn.Module):
             head.bias.data.zero_()
 
     @classmethod
-    def from_encoder(cls, model_name_or_path, task_labels, dropout=None):
-        return cls(load_encoder(model_name_or_path), task_labels, dropout)
+    def from_encoder(cls, model_name_or_path, task_labels, dropout=None, unpadded=True):
+        return cls(load_encoder(model_name_or_path), task_labels, dropout, unpadded)
 
     def head(self, task):
         try:
@@ -69,7 +77,9 @@ class MultiTaskTagger(nn.Module):
         return [parameter for parameter in self.encoder.parameters() if parameter.requires_grad]
 
     def encode(self, input_ids, attention_mask):
-        """Per-token encoder states, before dropout."""
+        """Per-token encoder states, before dropout (zeros at padded positions on the unpadded path)."""
+        if self.unpadded:
+            return unpadded_encoder_states(self.encoder, input_ids, attention_mask)
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def classify(self, task, hidden_states, labels=None):
@@ -99,17 +109,114 @@ class MultiTaskTagger(nn.Module):
             )
 
     @classmethod
-    def from_pretrained(cls, directory):
+    def from_pretrained(cls, directory, unpadded=True):
         with open(os.path.join(directory, HEADS_CONFIG)) as handle:
             heads_config = json.load(handle)
         task_labels = {task: heads_config["task_labels"][task] for task in heads_config["task_names"]}
-        model = cls(AutoModel.from_pretrained(directory), task_labels, heads_config["dropout"])
+        model = cls(AutoModel.from_pretrained(directory), task_labels, heads_config["dropout"], unpadded)
         head_tensors = load_file(os.path.join(directory, HEADS_WEIGHTS))
         with torch.no_grad():
             for index, head in enumerate(model.heads):
                 head.weight.copy_(head_tensors[f"{index}.weight"])
                 head.bias.copy_(head_tensors[f"{index}.bias"])
         return model
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The unpadded encoder forward
+#
+# A batch of random Brown sentences padded to its longest member is about half padding, and a padded
+# forward spends its matrix products on it. Only self-attention mixes positions; every other part of a
+# BERT layer (the projections, the feed-forward, layer norms, dropout) works token by token. So the real
+# tokens are gathered into one [tokens, hidden] matrix for those parts, and are laid out padded only for
+# the attention itself, the small part of the compute at these lengths. The encoder's own modules and
+# weights do all the work: only their order is spelled out here. The result equals the padded forward at
+# every real token (checked once per encoder when the model is built); padded positions come out as 0,
+# and nothing reads them (their label is IGNORED_LABEL_ID).
+
+
+def _bert_layers(encoder):
+    """The encoder's BERT-shaped layers, or None where its shape is not the one spelled out below."""
+    config = encoder.config
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        return None
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    if not hasattr(encoder, "embeddings") or not hasattr(getattr(encoder, "encoder", None), "layer"):
+        return None
+    layers = list(encoder.encoder.layer)
+    for layer in layers:
+        attention = getattr(layer, "attention", None)
+        self_attention = getattr(attention, "self", None)
+        if not all(hasattr(self_attention, name) for name in ("query", "key", "value", "attention_head_size")):
+            return None
+        if not all(hasattr(module, "forward") for module in (getattr(attention, "output", None),
+                                                                getattr(layer, "intermediate", None),
+                                                                getattr(layer, "output", None))):
+            return None
+    return layers
+
+
+def _scatter_rows(rows, index, total_rows):
+    """`rows` put at positions `index` of a [total_rows, ...] zero tensor (differentiable)."""
+    return rows.new_zeros((total_rows,) + rows.shape[1:]).index_copy(0, index, rows)
+
+
+def unpadded_encoder_states(encoder, input_ids, attention_mask):
+    """Last hidden states of a BERT-family encoder computed on the real tokens only ([batch, length, hidden])."""
+    batch_size, length = input_ids.shape
+    embeddings = encoder.embeddings(input_ids=input_ids)  # positions and token types as the encoder does them
+    hidden_size = embeddings.shape[-1]
+    token_index = attention_mask.reshape(-1).nonzero().squeeze(1)
+    hidden = embeddings.reshape(-1, hidden_size).index_select(0, token_index)  # [tokens, hidden]
+    attend = attention_mask.bool()[:, None, None, :]  # keys that may be attended to
+    for layer in encoder.encoder.layer:
+        self_attention = layer.attention.self
+        head_size = self_attention.attention_head_size
+
+        def padded_heads(projection):
+            rows = _scatter_rows(projection(hidden), token_index, batch_size * length)
+            return rows.view(batch_size, length, -1, head_size).transpose(1, 2)
+
+        context = nn.functional.scaled_dot_product_attention(
+            padded_heads(self_attention.query), padded_heads(self_attention.key), padded_heads(self_attention.value),
+            attn_mask=attend, dropout_p=self_attention.dropout.p if self_attention.training else 0.0,
+            scale=getattr(self_attention, "scaling", head_size ** -0.5),
+        )
+        context = context.transpose(1, 2).reshape(batch_size * length, -1).index_select(0, token_index)
+        attention_output = layer.attention.output(context, hidden)
+        hidden = layer.output(layer.intermediate(attention_output), attention_output)
+    return _scatter_rows(hidden, token_index, batch_size * length).view(batch_size, length, hidden_size)
+
+
+def supports_unpadded_forward(encoder):
+    """Whether `unpadded_encoder_states` reproduces `encoder`'s own forward (checked on a small batch)."""
+    if _bert_layers(encoder) is None:
+        return False
+    config = encoder.config
+    generator = torch.Generator().manual_seed(0)
+    device = next(encoder.parameters()).device
+    input_ids = torch.randint(0, config.vocab_size, (2, 7), generator=generator).to(device)
+    attention_mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3], device=device)
+    if getattr(config, "pad_token_id", None) is not None:
+        input_ids[1, 4:] = config.pad_token_id
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            expected = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            actual = unpadded_encoder_states(encoder, input_ids, attention_mask)
+    except Exception as error:  # an encoder whose modules take other arguments: use its own forward
+        logger.info("unpadded forward unavailable for %s (%s); using the padded forward",
+                    type(encoder).__name__, error)
+        return False
+    finally:
+        encoder.train(was_training)
+    real = attention_mask.bool()
+    agrees = torch.allclose(actual[real].float(), expected[real].float(), rtol=1e-4, atol=1e-4)
+    if not agrees:
+        logger.info("unpadded forward differs from %s's own; using the padded forward", type(encoder).__name__)
+    return agrees
 
 
 def token_classification_loss(logits, labels, reduction="mean"):

@@ -2,7 +2,8 @@
 
 Each function mirrors what the original did, on this project's model and batches, so that a benchmark
 compares approaches and not models:
-- every sentence padded to --max_seq_length (128) sub-tokens;
+- every sentence padded to --max_seq_length (128) sub-tokens, and run through the encoder's own forward
+  (never this project's unpadded one: `padded_forward`);
 - the task gradient taken on a deep copy of the model, then flattened into a Python list
   (`extend(list(gradient.view(-1).cpu().data.numpy()))`), turned into a numpy array, the cosine computed
   with numpy (`get_cosine`), every source's array kept until the end;
@@ -10,7 +11,9 @@ compares approaches and not models:
 - evaluation accumulating logits with `np.append` after every batch.
 """
 
+import contextlib
 import copy
+import functools
 
 import numpy as np
 import torch
@@ -19,6 +22,26 @@ from torch.autograd import grad
 from utils_cross_task import IGNORED_LABEL_ID, epoch_batches
 
 from benchmarks.workloads import collate_padded_to_max_length
+
+
+@contextlib.contextmanager
+def padded_forward(model):
+    """The model computing on every padded position, as the original's encoder did."""
+    unpadded = model.unpadded
+    model.unpadded = False
+    try:
+        yield model
+    finally:
+        model.unpadded = unpadded
+
+
+def on_padded_forward(function):
+    """`function(model, ...)` run with `padded_forward(model)`."""
+    @functools.wraps(function)
+    def wrapper(model, *args, **kwargs):
+        with padded_forward(model):
+            return function(model, *args, **kwargs)
+    return wrapper
 
 
 def get_flatten_vectors(gradients_tensors):
@@ -43,6 +66,7 @@ def get_cosine(a, b):
     return np.dot(a, b) / np.sqrt(np.dot(a, a) * np.dot(b, b))
 
 
+@on_padded_forward
 def weight_update(model, batches, auxiliary_tasks, main_task, task_weights, weight_lr=1.0):
     """One TAWT weight update of weighted joint training, as the original computed it.
 
@@ -68,6 +92,7 @@ def weight_update(model, batches, auxiliary_tasks, main_task, task_weights, weig
     return task_weights, outside_gradients
 
 
+@on_padded_forward
 def fit_head_rerunning_encoder(model, task, split, run, generator):
     """The main head trained for one epoch with the encoder frozen but run again at every step."""
     args = run.args
@@ -92,6 +117,7 @@ def fit_head_rerunning_encoder(model, task, split, run, generator):
             parameter.requires_grad = True
 
 
+@on_padded_forward
 @torch.no_grad()
 def predict_with_np_append(model, task, split, batch_size, device, pad_token_id):
     """The original's evaluation loop: batches in file order padded to 128, logits np.append-ed."""

@@ -82,7 +82,7 @@ def write_task_files(data_dir, sizes=None, seed=0):
     return str(data_dir)
 
 
-def write_tiny_bert(model_dir, seed=0):
+def write_tiny_bert(model_dir, seed=0, **config_overrides):
     """Save a 2-layer randomly initialised BERT and its tokenizer (vocabulary written here)."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
@@ -97,7 +97,7 @@ def write_tiny_bert(model_dir, seed=0):
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        intermediate_size=64, max_position_embeddings=128, **config_overrides,
     )
     BertModel(config).save_pretrained(model_dir)
     return str(model_dir)

@@ -38,3 +38,72 @@ def test_loss_ignores_unlabelled_positions_and_is_zero_without_labels():
     empty = token_classification_loss(logits, torch.full((1, 3), -100))
     assert empty.item() == 0.0
     empty.backward()  # still differentiable
+
+
+def _tiny_encoder(kind, dropout=0.1):
+    from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel, RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    shape = dict(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    if kind == "bert":
+        return BertModel(BertConfig(**shape), add_pooling_layer=False)
+    if kind == "roberta":  # positions count from the padding index: the embeddings must see the padded ids
+        return RobertaModel(RobertaConfig(pad_token_id=1, **shape), add_pooling_layer=False)
+    return DistilBertModel(DistilBertConfig(vocab_size=40, dim=32, n_layers=2, n_heads=2, hidden_dim=64))
+
+
+def _padded_batch(pad_token_id):
+    lengths = [9, 3, 6, 1]
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(5, 40, (len(lengths), max(lengths)), generator=generator)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, length in enumerate(lengths):
+        attention_mask[row, :length] = 1
+    input_ids[attention_mask == 0] = pad_token_id
+    labels = torch.randint(0, 3, input_ids.shape, generator=generator)
+    labels[attention_mask == 0] = -100
+    labels[:, 0] = -100  # [CLS]
+    return input_ids, attention_mask, labels
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_unpadded_forward_gives_the_encoders_own_states_loss_and_gradient(kind):
+    model = MultiTaskTagger(_tiny_encoder(kind), {"pos": ["a", "b", "c"]}).eval()
+    assert model.unpadded
+    input_ids, attention_mask, labels = _padded_batch(model.encoder.config.pad_token_id)
+    real = attention_mask.bool()
+
+    def states_loss_gradient(unpadded):
+        model.unpadded = unpadded
+        states = model.encode(input_ids, attention_mask)
+        loss, _ = model.classify("pos", states, labels)
+        return states.detach(), loss.item(), torch.autograd.grad(loss, model.encoder_parameters(), allow_unused=True)
+
+    states, loss, gradient = states_loss_gradient(True)
+    own_states, own_loss, own_gradient = states_loss_gradient(False)
+    assert torch.allclose(states[real], own_states[real], atol=1e-5)
+    assert torch.count_nonzero(states[~real]) == 0  # padded positions are left out, not computed
+    assert loss == pytest.approx(own_loss, rel=1e-6)
+    for ours, own in zip(gradient, own_gradient):
+        if own is None:
+            assert ours is None or torch.count_nonzero(ours) == 0
+        else:
+            assert torch.allclose(ours, own, atol=1e-6)
+
+
+def test_unpadded_forward_keeps_dropout_in_training_and_falls_back_for_other_encoders():
+    model = MultiTaskTagger(_tiny_encoder("bert", dropout=0.3), {"pos": ["a", "b"]})
+    input_ids, attention_mask, _ = _padded_batch(0)
+    real = attention_mask.bool()
+    model.train()
+    first, second = model.encode(input_ids, attention_mask), model.encode(input_ids, attention_mask)
+    assert not torch.allclose(first[real], second[real])
+    model.eval()
+    assert torch.equal(model.encode(input_ids, attention_mask), model.encode(input_ids, attention_mask))
+
+    assert not MultiTaskTagger(_tiny_encoder("bert"), {"pos": ["a"]}, unpadded=False).unpadded
+    other = MultiTaskTagger(_tiny_encoder("distilbert"), {"pos": ["a", "b"]}).eval()
+    assert not other.unpadded  # not BERT-shaped: its own forward
+    _, logits = other("pos", input_ids, attention_mask)
+    assert logits.shape == (*input_ids.shape, 2)
