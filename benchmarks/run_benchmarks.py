@@ -1,6 +1,6 @@
 """Issue 6's performance figures: this implementation against the original's approach, side by side.
 
-    python benchmarks/run_benchmarks.py            # the full figures (about 15 minutes on 2 CPU cores)
+    python benchmarks/run_benchmarks.py            # the full figures (about 7 minutes on 2 CPU cores)
     python benchmarks/run_benchmarks.py --quick    # smaller batches, one repetition (a few minutes)
 
 Every figure runs both implementations in this one process (memory: in two fresh subprocesses),
@@ -179,13 +179,40 @@ def weight_update_speed(model, splits, size, device, pad_token_id):
     outside = [timed(ours_outside, device)[0] for _ in range(3)]
     ours_time, reference_time = median(times["ours"]), median(times["reference"])
     weight_difference = float(np.max(np.abs(results["ours"] - results["reference"])))
+    # No implementation can skip the passes' matrix products: at this machine's own matmul rate they
+    # alone bound the ratio any implementation can reach against this reference.
+    tokens = sum(len(feature.input_ids) for task in TASKS for feature in splits[task].features[:batch_size])
+    matmul_flops = 6 * non_embedding_parameters(model) * tokens  # forward 2, backward 4 per parameter and token
+    matmul_seconds = matmul_flops / matmul_rate(device)
     return [
         row(f"weight update, 4 tasks x batch {batch_size} (s)", ours_time, reference_time, reference_time / ours_time,
             ">= 20x", reference_time / ours_time >= 20, "s", times=times,
             max_weight_difference=weight_difference),
         row("  of which outside the forward/backward passes (s)", median(outside), results["reference_outside"],
             results["reference_outside"] / median(outside), "(detail)", None, "s"),
+        row("  ceiling: the passes' matrix products alone, at peak (s)", matmul_seconds, reference_time,
+            reference_time / matmul_seconds, "(the most any code reaches here)", None, "s",
+            matmul_gflop=matmul_flops / 1e9, matmul_gflops_per_second=matmul_rate(device) / 1e9),
     ]
+
+
+def non_embedding_parameters(model):
+    embedding = sum(p.numel() for name, p in model.encoder.named_parameters() if "embeddings" in name)
+    return sum(p.numel() for p in model.encoder_parameters()) - embedding
+
+
+_MATMUL_RATES = {}
+
+
+def matmul_rate(device):
+    """FLOP/s of a large float32 matrix product on `device` (the best of several): the machine's peak."""
+    if device.type not in _MATMUL_RATES:
+        first = torch.randn(2048, 1024, device=device)
+        second = torch.randn(1024, 1536, device=device)
+        first @ second  # warm-up
+        seconds = min(timed(lambda: [first @ second for _ in range(10)], device)[0] for _ in range(5)) / 10
+        _MATMUL_RATES[device.type] = 2 * 2048 * 1024 * 1536 / seconds
+    return _MATMUL_RATES[device.type]
 
 
 def memory_figure(size, tokenizer, labels, splits, workdir):
@@ -349,8 +376,7 @@ def share_of_bf16_peak(model, train_splits, sentences_per_second, sentences, dev
     if peak is None:
         return None
     config = model.encoder.config
-    embedding = sum(p.numel() for n, p in model.encoder.named_parameters() if "embeddings" in n)
-    non_embedding = sum(p.numel() for p in model.encoder_parameters()) - embedding
+    non_embedding = non_embedding_parameters(model)
     lengths = [len(f.input_ids) for split in train_splits.values() for f in split.features]
     flops = sum(6 * non_embedding * n + 12 * config.num_hidden_layers * config.hidden_size * n * n for n in lengths)
     return flops / sentences * sentences_per_second / peak

@@ -24,8 +24,8 @@ def test_benchmark_command_runs_at_tiny_size(tmp_path):
     output = tmp_path / "results.json"
     suites = run_benchmarks.main(["--tiny", "--no_cuda", "--output", str(output)])
     figures = [entry["figure"] for entry in suites[0]["rows"]]
-    for expected in ("weight update", "peak memory", "training throughput", "same loss", "TAWT overhead",
-                     "head fit", "evaluation time"):
+    for expected in ("weight update", "ceiling", "peak memory", "training throughput", "--padded_forward",
+                     "same loss", "TAWT overhead", "head fit", "evaluation time"):
         assert any(expected in figure for figure in figures), expected
     results = json.loads(output.read_text())
     rows = results["suites"][0]["rows"]
