@@ -107,3 +107,11 @@ def test_unpadded_forward_keeps_dropout_in_training_and_falls_back_for_other_enc
     assert not other.unpadded  # not BERT-shaped: its own forward
     _, logits = other("pos", input_ids, attention_mask)
     assert logits.shape == (*input_ids.shape, 2)
+
+
+def test_a_half_precision_checkpoint_is_trained_in_float32(tmp_path):
+    encoder = _tiny_encoder("bert").to(torch.bfloat16)
+    encoder.save_pretrained(str(tmp_path))
+    model = MultiTaskTagger.from_encoder(str(tmp_path), {"pos": ["a", "b"]})
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
+    assert model.unpadded
