@@ -31,7 +31,7 @@ the same command again after an interruption (or with more SEEDS) runs only what
 
 With WORKING_DIR: the paper's grid on $WORKING_DIR/data (bert-base-cased, 4 epochs, length 128, batch 32).
 Without: a reduced grid on a small slice of the embedded default data (see REDUCED_GRID), sized to finish
-in about 10 minutes on a 2-core CPU; its numbers show the pipeline works, they are not the paper's.
+in about 5 minutes on a 2-core CPU; its numbers show the pipeline works, they are not the paper's.
 """
 
 import argparse
@@ -94,7 +94,7 @@ PAPER_GRID = Grid(
 )
 
 # The grid on the embedded default data when no WORKING_DIR is given: every section and paradigm, scaled
-# down to finish in about 10 minutes on a 2-core CPU: one main task (pos, 40 sentences), one inv_constant,
+# down to finish in about 5 minutes on a 2-core CPU: one main task (pos, 40 sentences), one inv_constant,
 # one seed, length 32, batch 16, and an 80/40/80-sentence train/dev/test slice of every task file. Sources are
 # the slice's whole training files, so the normalized weights are computed from the sizes rather than taken
 # from the paper. The analysis keeps one ratio and uses pos as its main task too (the paper's is ner), so

@@ -7,7 +7,7 @@
 # the weighted runs with their learned weights fixed). --list prints the jobs and runs nothing.
 #
 # Without WORKING_DIR: a reduced grid on a slice of the embedded default data and the default MiniLM
-# encoder (about 10 minutes on a 2-core CPU; its scores show the pipeline works, they are not the paper's).
+# encoder (about 5 minutes on a 2-core CPU; its scores show the pipeline works, they are not the paper's).
 # With WORKING_DIR: the paper's grid on $WORKING_DIR/data ({train,dev,test}_{task}.txt, {task}_labels.txt)
 # with bert-base-cased, 4 epochs, length 128, batch 32.
 #
