@@ -82,6 +82,18 @@ def write_task_files(data_dir, sizes=None, seed=0):
     return str(data_dir)
 
 
+def corrupted_labels(sentences, labels, rate, seed):
+    """Predictions for `sentences`: each gold label replaced, with probability `rate`, by another label."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [
+        [rng.choice([other for other in labels if other != label]) if rng.random() < rate else label
+         for label in sentence.labels]
+        for sentence in sentences
+    ]
+
+
 def write_tiny_bert(model_dir, seed=0, **config_overrides):
     """Save a 2-layer randomly initialised BERT and its tokenizer (vocabulary written here)."""
     import torch

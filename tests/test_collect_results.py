@@ -11,7 +11,7 @@ from scipy.stats import ttest_rel
 from sequence_metrics import sentence_scores
 from testing import collect_results
 from testing.output_tree import OutputTreeError
-from tests.conftest import write_task_files
+from tests.conftest import corrupted_labels, write_task_files
 from utils_cross_task import prediction_file_text, read_labels, read_sentences
 
 SEEDS = (1, 2)
@@ -27,15 +27,6 @@ GRID = [
     ("normalized_joint", {"task_weights": [0.05, 0.05, 0.9]}),
     ("weighted_normalized_joint", {"task_weights": [0.05, 0.05, 0.9], "weighting": "tawt"}),
 ]
-
-
-def corrupted_labels(gold, labels, rate, seed):
-    rng = np.random.default_rng(seed)
-    return [
-        [rng.choice([other for other in labels if other != label]) if rng.random() < rate else label
-         for label in sentence.labels]
-        for sentence in gold
-    ]
 
 
 def write_run(root, data_dir, paradigm, main_task, seed, test_score, dev_score, predicted=None, weights=None, **args):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_rel
 
-from tests.conftest import write_task_files
+from tests.conftest import corrupted_labels, write_task_files
 from sequence_metrics import compute_metrics, metric_family, primary_metric, sentence_scores
 from testing import significance_testing as significance
 from utils_cross_task import TaskDataError, prediction_file_text, read_labels, read_sentences
@@ -18,16 +18,6 @@ from utils_cross_task import TaskDataError, prediction_file_text, read_labels, r
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return write_task_files(tmp_path_factory.mktemp("data"), sizes={"train": 4, "dev": 4, "test": 30}, seed=3)
-
-
-def corrupted(sentences, labels, rate, seed):
-    """Each label replaced, with probability `rate`, by another label of the task."""
-    rng = np.random.default_rng(seed)
-    return [
-        [rng.choice([other for other in labels if other != label]) if rng.random() < rate else label
-         for label in sentence.labels]
-        for sentence in sentences
-    ]
 
 
 def write_predictions(directory, gold_path, predicted, name):
@@ -43,7 +33,7 @@ def test_metric_of_summed_counts_equals_compute_metrics_on_any_resample(data_dir
     gold = read_sentences(os.path.join(data_dir, f"test_{task}.txt"))
     labels = read_labels(data_dir, task)
     family = metric_family(task, labels)
-    predicted = corrupted(gold, labels, 0.3, seed=0)
+    predicted = corrupted_labels(gold, labels, 0.3, seed=0)
     positive = "predicate" if family == "binary" else None
     counts = significance.sentence_counts(family, [s.labels for s in gold], predicted, positive)
     rng = np.random.default_rng(1)
@@ -70,8 +60,8 @@ def test_t_test_is_scipys_ttest_rel_on_per_sentence_scores(data_dir):
     gold_path = os.path.join(data_dir, "test_chunking.txt")
     gold = read_sentences(gold_path)
     labels = read_labels(data_dir, "chunking")
-    baseline = corrupted(gold, labels, 0.4, seed=2)
-    weighted = corrupted(gold, labels, 0.2, seed=3)
+    baseline = corrupted_labels(gold, labels, 0.4, seed=2)
+    weighted = corrupted_labels(gold, labels, 0.2, seed=3)
     gold_labels = [s.labels for s in gold]
     result = significance.compare_counts(
         "span", significance.sentence_counts("span", gold_labels, baseline),
@@ -124,8 +114,8 @@ def test_bootstrap_interval_covers_the_observed_difference_and_p_is_small_for_a_
     gold = read_sentences(gold_path)
     labels = read_labels(data_dir, "pos")
     gold_labels = [s.labels for s in gold]
-    baseline = significance.sentence_counts("tagging", gold_labels, corrupted(gold, labels, 0.5, seed=5))
-    weighted = significance.sentence_counts("tagging", gold_labels, corrupted(gold, labels, 0.05, seed=6))
+    baseline = significance.sentence_counts("tagging", gold_labels, corrupted_labels(gold, labels, 0.5, seed=5))
+    weighted = significance.sentence_counts("tagging", gold_labels, corrupted_labels(gold, labels, 0.05, seed=6))
     result = significance.compare_counts("tagging", baseline, weighted, samples=2000, seed=0)
     assert result["bootstrap_low"] <= result["difference"] <= result["bootstrap_high"]
     assert result["bootstrap_p"] < 0.01 and result["randomization_p"] < 0.01 and result["ttest_p"] < 0.01
@@ -155,7 +145,7 @@ def test_pair_command_reports_each_systems_metric(data_dir, tmp_path, capsys):
     gold_path = os.path.join(data_dir, "test_predicate.txt")
     gold = read_sentences(gold_path)
     labels = read_labels(data_dir, "predicate")
-    baseline = corrupted(gold, labels, 0.3, seed=7)
+    baseline = corrupted_labels(gold, labels, 0.3, seed=7)
     baseline_path = write_predictions(tmp_path, gold_path, baseline, "baseline.txt")
     weighted_path = write_predictions(tmp_path, gold_path, [s.labels for s in gold], "weighted.txt")
     output = tmp_path / "result.json"
@@ -198,12 +188,12 @@ def test_batch_tests_every_weighted_run_against_its_baseline_of_the_same_seed(da
     labels = read_labels(data_dir, "ner")
     root = str(tmp_path / "out")
     for seed in (1, 2):
-        write_run(root, "pretraining", "ner", seed, data_dir, corrupted(gold, labels, 0.3, seed))
+        write_run(root, "pretraining", "ner", seed, data_dir, corrupted_labels(gold, labels, 0.3, seed))
         for inv_constant in (1.0, 10.0):
             write_run(root, "weighted_pretraining", "ner", seed, data_dir,
-                      corrupted(gold, labels, 0.1, int(seed + 10 * inv_constant)), inv_constant=inv_constant)
+                      corrupted_labels(gold, labels, 0.1, int(seed + 10 * inv_constant)), inv_constant=inv_constant)
     # A weighted joint run without its joint baseline is left out, not an error.
-    write_run(root, "weighted_joint", "ner", 1, data_dir, corrupted(gold, labels, 0.1, 99))
+    write_run(root, "weighted_joint", "ner", 1, data_dir, corrupted_labels(gold, labels, 0.1, 99))
     output = tmp_path / "significance.csv"
     significance.main(["batch", root, "--samples", "100", "--output_csv", str(output)])
     rows = list(csv.DictReader(open(output)))
