@@ -8,10 +8,12 @@ A paradigm script (run_*.py) reads as its paradigm: parse arguments -> `start_ru
 import argparse
 import contextlib
 import logging
+import logging.handlers
 import math
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import zlib
@@ -22,17 +24,18 @@ import torch
 from tqdm.auto import tqdm
 
 import distributed
+from errors import TaskDataError, UsageError
 from modeling_multi_bert import MultiTaskTagger
 from output_files import (
-    ALL_RESULTS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, write_json_atomic,
+    ALL_RESULTS_FILE, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, holds_checkpoints,
+    holds_results, previous_run_files, write_json_atomic,
 )
-from utils_cross_task import TaskDataError, load_task_split, read_labels, read_sentences, task_file
+from sequence_metrics import check_labels_fit_metric
+from training_loop import checkpoint_paths, load_checkpoint, remove_checkpoints
+from utils_cross_task import labels_file, load_task_split, read_labels, read_sentences, task_file
+from weighted_training_basics import weight_step_size
 
 logger = logging.getLogger("tawt")
-
-
-class UsageError(ValueError):
-    """A command line that cannot run; the message names the flag and the fix."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -67,7 +70,8 @@ def add_common_arguments(parser):
     training.add_argument("--learning_rate", type=float, default=5e-5, help="AdamW learning rate")
     training.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay (not on biases/norms)")
     training.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon")
-    training.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient-norm clipping")
+    training.add_argument("--max_grad_norm", type=float, default=1.0,
+                          help="clip the gradient's norm to this value; 0: no clipping")
     training.add_argument("--num_train_epochs", type=float, default=4.0, help="training epochs (whole numbers)")
     training.add_argument("--max_steps", type=int, default=-1,
                           help="if > 0: stop after this many optimizer steps (overrides --num_train_epochs)")
@@ -177,13 +181,49 @@ def check_multi_task_arguments(args):
 
 
 def check_weighting_arguments(args):
-    if args.weighting == "tawt" and not args.normalized_gradients and args.inv_constant <= 0:
-        raise UsageError(
-            f"--inv_constant {args.inv_constant} would freeze (or reverse) the TAWT update; give a positive value, "
-            "--normalized_gradients, or --weighting fixed to keep the weights fixed"
-        )
+    check_positive(args.main_task_train_sent_num, "--main_task_train_sent_num", "sentences; leave it out to use all")
+    if not math.isfinite(args.inv_constant):
+        raise UsageError(f"--inv_constant {args.inv_constant}: give a finite number (paper: 1, 10, 30, 100)")
+    if args.weighting == "tawt":
+        if not (math.isfinite(args.weight_lr) and args.weight_lr > 0):
+            raise UsageError(
+                f"--weight_lr {args.weight_lr}: give a finite positive step size (paper: 1); a negative one "
+                "reverses the update. Use --weighting fixed to keep the weights fixed"
+            )
+        if not args.normalized_gradients and args.inv_constant <= 0:
+            raise UsageError(
+                f"--inv_constant {args.inv_constant} would freeze (or reverse) the TAWT update; give a positive "
+                "value, --normalized_gradients, or --weighting fixed to keep the weights fixed"
+            )
+        if not math.isfinite(weight_step_size(args.weight_lr, args.normalized_gradients, args.inv_constant)):
+            raise UsageError(f"--weight_lr {args.weight_lr} times --inv_constant {args.inv_constant} overflows; "
+                             "give smaller values")
     if args.gradient_sampling_batch_size < 1:
         raise UsageError("--gradient_sampling_batch_size must be at least 1")
+
+
+def check_positive(value, flag, fix):
+    """A count flag that, when given, must be at least 1 (0 or less would silently mean something else)."""
+    if value is not None and value < 1:
+        raise UsageError(f"{flag} {value}: give at least 1 {fix}")
+
+
+def check_training_arguments(args):
+    """The flags every script shares whose bad values would otherwise run to a meaningless end."""
+    if not (args.do_train or args.do_eval or args.do_predict):
+        raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    if args.num_train_epochs != int(args.num_train_epochs) or args.num_train_epochs < 1:
+        raise UsageError(f"--num_train_epochs {args.num_train_epochs}: give a whole number of epochs (>= 1)")
+    check_positive(args.per_gpu_train_batch_size, "--per_gpu_train_batch_size", "sentence per batch (paper: 32)")
+    check_positive(args.per_gpu_eval_batch_size, "--per_gpu_eval_batch_size", "sentence per batch")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise UsageError(f"--learning_rate {args.learning_rate}: give a finite positive value (paper: 5e-5)")
+    if not (math.isfinite(args.max_grad_norm) and args.max_grad_norm >= 0):
+        raise UsageError(
+            f"--max_grad_norm {args.max_grad_norm}: give a finite value >= 0 (paper: 1.0; 0 turns clipping off)"
+        )
+    if args.max_seq_length < 1:
+        raise UsageError(f"--max_seq_length {args.max_seq_length}: give a positive length (paper: 128)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -213,12 +253,6 @@ def package_versions():
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     return versions
-
-
-def _holds_results(output_dir):
-    if not os.path.isdir(output_dir):
-        return False
-    return any(name.endswith("_results.txt") for name in os.listdir(output_dir))
 
 
 def resolve_data_dir(data_dir):
@@ -286,10 +320,11 @@ def set_seed(seed):
     torch.manual_seed(seed)
 
 
-def _configure_logging(output_dir):
-    """Log to the console and to OUTPUT_DIR/run.log (the main process; the others report warnings only).
+def _configure_logging():
+    """Log to the console, and keep the records for OUTPUT_DIR/run.log until `open_output_dir` writes it.
 
-    Only the handlers added by an earlier run in this process are replaced, not anyone else's.
+    The main process logs at INFO, the others report warnings only. Only the handlers added by an earlier
+    run in this process are replaced, not anyone else's.
     """
     root = logging.getLogger()
     for handler in [handler for handler in root.handlers if getattr(handler, "added_by_tawt", False)]:
@@ -298,8 +333,8 @@ def _configure_logging(output_dir):
     main = distributed.is_main_process()
     root.setLevel(logging.INFO if main else logging.WARNING)
     handlers = [logging.StreamHandler()]
-    if main:
-        handlers.append(logging.FileHandler(os.path.join(output_dir, "run.log")))
+    if main:  # nothing is written before the run has passed its checks: held until open_output_dir
+        handlers.append(logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1))
     for handler in handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.added_by_tawt = True
@@ -313,24 +348,42 @@ def _configure_logging(output_dir):
     transformers.logging.disable_progress_bar()
 
 
+def _start_log_file(path):
+    """Send the held records, and everything after them, to `path`."""
+    root = logging.getLogger()
+    file_handler = logging.FileHandler(path)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    file_handler.added_by_tawt = True
+    for held in [handler for handler in root.handlers if isinstance(handler, logging.handlers.MemoryHandler)
+                 and getattr(handler, "added_by_tawt", False)]:
+        held.setTarget(file_handler)
+        held.flush()
+        root.removeHandler(held)
+    root.addHandler(file_handler)
+
+
 def start_run(args, paradigm, main_task, tasks):
-    """Check the command line, prepare the output directory, seed everything, record the arguments."""
-    if not (args.do_train or args.do_eval or args.do_predict):
-        raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
-    if args.num_train_epochs != int(args.num_train_epochs) or args.num_train_epochs < 1:
-        raise UsageError(f"--num_train_epochs {args.num_train_epochs}: give a whole number of epochs (>= 1)")
-    finished = _holds_results(args.output_dir)
-    if finished and not args.overwrite_output_dir:
-        raise UsageError(
-            f"--output_dir {args.output_dir} already holds a run's results; pass --overwrite_output_dir to "
-            "replace them, or choose another directory"
-        )
+    """Check the command line and the output directory, seed everything, find the checkpoint to resume.
+
+    Nothing is written yet: `open_output_dir` does that once the data and the model have passed their
+    checks too, so a command that fails leaves an earlier run's files as they were.
+    """
+    check_training_arguments(args)
     use_cuda = torch.cuda.is_available() and not args.no_cuda
     if args.fp16 and not use_cuda:
         raise UsageError("--fp16 needs a GPU; on the CPU use --bf16 or full precision")
     device = distributed.init_distributed(use_cuda)
-    os.makedirs(args.output_dir, exist_ok=True)
-    _configure_logging(args.output_dir)
+    # The main process decides, so that no process can read the directory after the main one wrote to it.
+    plan = None
+    if distributed.is_main_process():
+        try:
+            plan = ("ok", _checkpoint_to_resume(args))
+        except UsageError as error:
+            plan = ("error", str(error))
+    outcome, value = distributed.broadcast_from_main(plan)
+    if outcome == "error":
+        raise UsageError(value)
+    _configure_logging()
     set_seed(args.seed)
     run = Run(
         args=args, paradigm=paradigm, main_task=main_task, tasks=list(tasks), device=device,
@@ -338,42 +391,84 @@ def start_run(args, paradigm, main_task, tasks):
         model_name_or_path=resolve_model_name_or_path(args.model_name_or_path),
         gradient_sampling_generator=torch.Generator().manual_seed(args.seed + 7919),
     )
-    if args.do_train:
-        _find_checkpoint_to_resume(run, finished)
-    if distributed.is_main_process():
-        _record_run(run)
+    if value is not None:
+        run.resume = load_checkpoint(value, args)
+        run.completed_stages = dict(run.resume["completed_stages"])
+        run.checkpoint_number = run.resume["checkpoint_number"]
+        logger.info("resuming from %s (stage %s, epoch %d)", value, run.resume["stage"], run.resume["epoch"] + 1)
     logger.info("%s: tasks %s, main task %s, device %s (%d process%s), output %s", paradigm, tasks, main_task,
                 device, distributed.world_size(), "es" if distributed.world_size() > 1 else "", args.output_dir)
     return run
 
 
-def _find_checkpoint_to_resume(run, finished):
-    """Continue from --resume_from_checkpoint, or from the newest checkpoint of an unfinished run here."""
-    from training_loop import checkpoint_paths, load_checkpoint, remove_checkpoints
+def _evaluates_model_in_place(args):
+    """An evaluation (no --do_train) of the model saved in --output_dir itself: its model files are input."""
+    model = args.model_name_or_path
+    return (not args.do_train and model is not None and os.path.isdir(model)
+            and os.path.isdir(args.output_dir) and os.path.samefile(model, args.output_dir))
 
-    args = run.args
-    if args.resume_from_checkpoint:
-        path = args.resume_from_checkpoint
-        if os.path.isdir(path):
-            found = checkpoint_paths(os.path.dirname(os.path.abspath(path))) or checkpoint_paths(path)
-            if not found:
-                raise UsageError(f"--resume_from_checkpoint {path}: no checkpoint-*.pt there")
-            path = found[-1]
-        elif not os.path.isfile(path):
-            raise UsageError(f"--resume_from_checkpoint {path}: no such file")
-    elif finished:  # --overwrite_output_dir over a finished run: start afresh
-        if distributed.is_main_process():
-            remove_checkpoints(args.output_dir)
-        return
-    else:
-        found = checkpoint_paths(args.output_dir)
+
+def _checkpoint_to_resume(args):
+    """The checkpoint this run continues from (None: a fresh run), after checking --output_dir can take it.
+
+    A directory that holds a run (a trained model, results or task weights) is refused unless the run is
+    unfinished and left checkpoints (then the same command resumes it), or --overwrite_output_dir is given
+    (then `open_output_dir` removes the earlier run's files before writing anything).
+    """
+    output_dir = args.output_dir
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(f"--output_dir {output_dir} is a file; give a directory (it is created if missing)")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--output_dir {output_dir} cannot be created ({error.strerror}); choose another "
+                         "directory") from None
+    if args.do_train and args.resume_from_checkpoint:
+        return _named_checkpoint(args.resume_from_checkpoint)
+    if args.overwrite_output_dir:
+        return None
+    finished = os.path.isfile(os.path.join(output_dir, ALL_RESULTS_FILE))
+    if args.do_train and not finished and holds_checkpoints(output_dir):
+        return checkpoint_paths(output_dir)[-1]
+    in_place = _evaluates_model_in_place(args)
+    if in_place and any(name.endswith("_results.txt") for name in os.listdir(output_dir)) or (
+            not in_place and holds_results(output_dir)):
+        unfinished = "" if finished or not args.do_train else (
+            " (an unfinished one, without checkpoints to resume from: --save_steps N makes a run resumable)")
+        raise UsageError(
+            f"--output_dir {output_dir} already holds a run{unfinished}; pass --overwrite_output_dir to replace "
+            "it (its files are removed first), or choose another directory"
+        )
+    return None
+
+
+def _named_checkpoint(path):
+    """The checkpoint file --resume_from_checkpoint names (a directory: its newest checkpoint)."""
+    if os.path.isdir(path):
+        found = checkpoint_paths(os.path.dirname(os.path.abspath(path))) or checkpoint_paths(path)
         if not found:
-            return
-        path = found[-1]
-    run.resume = load_checkpoint(path, args)
-    run.completed_stages = dict(run.resume["completed_stages"])
-    run.checkpoint_number = run.resume["checkpoint_number"]
-    logger.info("resuming from %s (stage %s, epoch %d)", path, run.resume["stage"], run.resume["epoch"] + 1)
+            raise UsageError(f"--resume_from_checkpoint {path}: no checkpoint-*.pt there")
+        return found[-1]
+    if not os.path.isfile(path):
+        raise UsageError(f"--resume_from_checkpoint {path}: no such file")
+    return path
+
+
+def open_output_dir(run):
+    """Start writing: a fresh run first removes an earlier run's files; then run.log and run_args.json.
+
+    Called once the arguments, the data and the model have passed every check.
+    """
+    if not distributed.is_main_process():
+        return
+    if run.resume is None:
+        for path in previous_run_files(run.output_dir, keep_model=_evaluates_model_in_place(run.args)):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    _start_log_file(run.path(RUN_LOG_FILE))
+    _record_run(run)
 
 
 def _record_run(run):
@@ -448,6 +543,11 @@ def load_tokenizer(run):
     tokenizer = AutoTokenizer.from_pretrained(run.model_name_or_path)
     if not tokenizer.is_fast:
         raise UsageError(f"{run.model_name_or_path}: tagging needs a fast tokenizer (word_ids); this one is slow")
+    # The special tokens ([CLS], [SEP]) take their places first; a labelled word needs one more.
+    shortest = tokenizer.num_special_tokens_to_add(pair=False) + 1
+    if run.args.max_seq_length < shortest:
+        raise UsageError(f"--max_seq_length {run.args.max_seq_length} leaves no room for a word after the special "
+                         f"tokens; give at least {shortest} (paper: 128)")
     run.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return tokenizer
 
@@ -473,6 +573,11 @@ def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_list
             train_path = task_file(run.data_dir, "train", task)
             train_sentences = None if os.path.isfile(os.path.join(run.data_dir, f"{task}_labels.txt")) else read_sentences(train_path)
             data.labels[task] = read_labels(run.data_dir, task, train_sentences)
+            try:
+                check_labels_fit_metric(task, data.labels[task])
+            except ValueError as error:
+                source = labels_file(run.data_dir, task) if train_sentences is None else task_file(run.data_dir, "train", task)
+                raise TaskDataError(f"{source}: {error}; fix the label set, or rename the task") from None
     for task, limit in tqdm(list(train_sentence_limits.items()), desc="reading training data", disable=len(train_sentence_limits) < 2):
         data.train[task] = load_task_split(run.data_dir, task, "train", tokenizer, data.labels[task], args.max_seq_length, limit)
     for task in eval_tasks:
@@ -495,12 +600,16 @@ def build_model(run, task_labels):
     return model.to(run.device)
 
 
-def prepare_multi_task_run(args, paradigm, tasks, train_limits):
-    """start_run, the tokenizer, the data of every task (train, dev, test) and the model with a head each."""
-    run = start_run(args, paradigm, args.main_task, tasks)
+def prepare_run(args, paradigm, main_task, tasks, train_limits):
+    """Everything before training: `start_run`, the tokenizer, the data (train, dev and test of every task),
+    the model with a head per task, then `open_output_dir`. `train_limits` maps each task to train on to
+    its number of training sentences (None: all)."""
+    run = start_run(args, paradigm, main_task, tasks)
     tokenizer = load_tokenizer(run)
     data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, tasks)
-    return run, tokenizer, data, build_model(run, data.labels)
+    model = build_model(run, data.labels)
+    open_output_dir(run)
+    return run, tokenizer, data, model
 
 
 def start_weight_history(run, tasks, task_weights):
@@ -526,7 +635,6 @@ def finish_run(run, model, tokenizer, data):
     exactly once) while the others wait; it returns the results on the main process, None elsewhere.
     """
     from evaluation import evaluate_and_write
-    from training_loop import remove_checkpoints
 
     summary = None
     if distributed.is_main_process():

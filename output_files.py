@@ -12,6 +12,11 @@ TASK_WEIGHTS_FILE = "task_weights.json"
 TRAINING_LOG_FILE = "training_log.jsonl"
 ALL_RESULTS_FILE = "all_results.json"
 CHECKPOINT_DIR = "checkpoints"
+RUN_LOG_FILE = "run.log"
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "task_heads.safetensors", "task_heads.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
+                   "chat_template.jinja")
 
 
 def results_file(task, split_name):
@@ -23,12 +28,56 @@ def predictions_file(task):
     return f"{task}_test_predictions.txt"
 
 
+def holds_model(output_dir):
+    return any(os.path.isfile(os.path.join(output_dir, name)) for name in ("model.safetensors", "task_heads.json"))
+
+
+def holds_results(output_dir):
+    """True when `output_dir` holds what a run leaves: a trained model, results or task weights."""
+    if not os.path.isdir(output_dir):
+        return False
+    names = os.listdir(output_dir)
+    return holds_model(output_dir) or any(
+        name in (ALL_RESULTS_FILE, TASK_WEIGHTS_FILE) or name.endswith("_results.txt") for name in names
+    )
+
+
+def holds_checkpoints(output_dir):
+    directory = os.path.join(output_dir, CHECKPOINT_DIR)
+    return os.path.isdir(directory) and any(name.startswith("checkpoint-") for name in os.listdir(directory))
+
+
+def previous_run_files(output_dir, keep_model=False):
+    """The paths of the files an earlier run left in `output_dir` (its checkpoint folder included).
+
+    Only names a run writes are listed, so anything else a user keeps there is left alone; `keep_model`
+    leaves the model and tokenizer out (an evaluation of the model saved in that very directory).
+    """
+    if not os.path.isdir(output_dir):
+        return []
+    kept = set(MODEL_FILES + TOKENIZER_FILES) if keep_model else set()
+    run_files = {RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, ALL_RESULTS_FILE, RUN_LOG_FILE, CHECKPOINT_DIR,
+                 *MODEL_FILES, *TOKENIZER_FILES}
+    return [
+        os.path.join(output_dir, name) for name in sorted(os.listdir(output_dir))
+        if name not in kept and (name in run_files or name.endswith(("_results.txt", "_test_predictions.txt")))
+    ]
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path, text):
     """Write a file so that a reader (or a crash) sees either the old file or the whole new one."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
+        # mkstemp makes the file readable by its owner only; a result file gets the umask's permissions.
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
             stream.flush()

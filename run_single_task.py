@@ -10,9 +10,7 @@ import argparse
 
 import numpy as np
 
-from cross_task_training import (
-    add_common_arguments, build_model, finish_run, load_task_data, load_tokenizer, run_main, start_run,
-)
+from cross_task_training import add_common_arguments, check_positive, finish_run, prepare_run, run_main
 from training_loop import train_stage
 
 
@@ -23,15 +21,15 @@ def parse_arguments(argv=None):
     task.add_argument("--task", required=True, help="the task to learn, e.g. ner")
     task.add_argument("--train_sent_num", type=int, default=None,
                       help="use the first N sentences of train_{task}.txt; default: all")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_positive(args.train_sent_num, "--train_sent_num", "sentences; leave it out to use all")
+    return args
 
 
 def main(argv=None):
     args = parse_arguments(argv)
-    run = start_run(args, "single_task", args.task, [args.task])
-    tokenizer = load_tokenizer(run)
-    data = load_task_data(run, tokenizer, {args.task: args.train_sent_num} if args.do_train else {}, [args.task])
-    model = build_model(run, data.labels)
+    run, tokenizer, data, model = prepare_run(args, "single_task", args.task, [args.task],
+                                              {args.task: args.train_sent_num})
 
     if args.do_train:
         train_stage(model, run, "train", data.train, np.ones(1))

@@ -19,7 +19,7 @@ import argparse
 
 from cross_task_training import (
     add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, finish_run, initial_task_weights,
-    paradigm_name, prepare_multi_task_run, run_main, start_weight_history,
+    paradigm_name, prepare_run, run_main, start_weight_history,
 )
 from training_loop import train_stage
 from weighted_training_basics import tawt_update
@@ -38,7 +38,8 @@ def main(argv=None):
     task_weights = initial_task_weights(args.task_weights, tasks)
     train_limits = {task: None for task in args.auxiliary_task_list}
     train_limits[args.main_task] = args.main_task_train_sent_num
-    run, tokenizer, data, model = prepare_multi_task_run(args, paradigm_name("joint", args), tasks, train_limits)
+    run, tokenizer, data, model = prepare_run(args, paradigm_name("joint", args), args.main_task, tasks,
+                                                train_limits)
 
     if args.do_train:
         history = start_weight_history(run, tasks, task_weights)

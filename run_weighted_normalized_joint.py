@@ -23,7 +23,7 @@ import numpy as np
 
 from cross_task_training import (
     UsageError, add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, finish_run,
-    initial_task_weights, paradigm_name, prepare_multi_task_run, run_main, start_weight_history,
+    initial_task_weights, paradigm_name, prepare_run, run_main, start_weight_history,
 )
 from training_loop import train_stage
 from weighted_training_basics import tawt_update
@@ -68,7 +68,7 @@ def main(argv=None):
     train_limits[main_task] = args.main_task_train_sent_num
     # Given weights are still normalized joint training (the paper's grid gives them): no _fixed_weights name.
     paradigm = paradigm_name("normalized_joint", args, fixed_weights_variant=False)
-    run, tokenizer, data, model = prepare_multi_task_run(args, paradigm, tasks, train_limits)
+    run, tokenizer, data, model = prepare_run(args, paradigm, main_task, tasks, train_limits)
 
     if args.do_train:
         if args.task_weights is not None:

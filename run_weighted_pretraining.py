@@ -23,7 +23,7 @@ import numpy as np
 
 from cross_task_training import (
     add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, finish_run, initial_task_weights,
-    paradigm_name, prepare_multi_task_run, run_main, start_weight_history,
+    paradigm_name, prepare_run, run_main, start_weight_history,
 )
 from training_loop import train_stage
 from weighted_training_basics import fit_head_on_frozen_encoder, tawt_update
@@ -44,8 +44,8 @@ def main(argv=None):
     source_weights = initial_task_weights(args.task_weights, sources)
     train_limits = {task: None for task in sources}
     train_limits[main_task] = args.main_task_train_sent_num
-    run, tokenizer, data, model = prepare_multi_task_run(args, paradigm_name("pretraining", args), sources + [main_task],
-                                                         train_limits)
+    run, tokenizer, data, model = prepare_run(args, paradigm_name("pretraining", args), main_task,
+                                              sources + [main_task], train_limits)
 
     if args.do_train:
         history = start_weight_history(run, sources, source_weights)

@@ -46,6 +46,19 @@ def positive_label(labels):
     return positives[0]
 
 
+def check_labels_fit_metric(task, labels):
+    """Raise ValueError, saying why, when `task`'s metric cannot score the label list `labels`."""
+    family = metric_family(task, labels)
+    if family == "span":
+        not_bio = [label for label in labels if not _BIO_LABEL.match(label)]
+        if not_bio:
+            raise ValueError(
+                f"task {task} is scored by span F1, which needs BIO labels (O, B-X, I-X), but {not_bio[:5]} are not"
+            )
+    elif family == "binary":
+        positive_label(labels)
+
+
 def primary_metric(family):
     """The key of the number the paper reports for a family."""
     return "accuracy" if family == "tagging" else "f1"

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 import distributed
+from errors import UsageError
 from output_files import CHECKPOINT_DIR, TRAINING_LOG_FILE
 from utils_cross_task import collate, epoch_batches
 
@@ -178,7 +179,8 @@ class Trainer:
                 )
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+            if args.max_grad_norm > 0:  # 0 turns clipping off, as in Hugging Face's Trainer
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
@@ -271,8 +273,6 @@ def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights):
 
 def load_checkpoint(path, args):
     """Read a checkpoint and check that it was made by the same command (up to harmless flags)."""
-    from cross_task_training import UsageError
-
     try:
         # Our own file: it holds random states and numpy arrays, not only tensors.
         state = torch.load(path, map_location="cpu", weights_only=False)

@@ -7,9 +7,12 @@ ignored) and ``{task}_labels.txt`` (one label per line). Task names are free str
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 
 import torch
+
+from errors import TaskDataError
 
 logger = logging.getLogger(__name__)
 
@@ -17,11 +20,8 @@ logger = logging.getLogger(__name__)
 # It is CrossEntropyLoss's default ignore_index.
 IGNORED_LABEL_ID = -100
 DOCSTART = "-DOCSTART-"
-SPLITS = ("train", "dev", "test")
-
-
-class TaskDataError(ValueError):
-    """A user's data is not usable; the message names the file, the line and the fix."""
+UTF8_BOM = b"\xef\xbb\xbf"
+COLUMN_SEPARATOR = re.compile(r"[ \t]+")
 
 
 @dataclass
@@ -39,15 +39,24 @@ def labels_file(data_dir, task):
     return os.path.join(data_dir, f"{task}_labels.txt")
 
 
-TASK_FILE_HINT = "check --data_dir and the task name ({split}_{task}.txt)"
+def task_files_hint(path):
+    """What to check when a task file is missing: the task files its directory does hold."""
+    directory = os.path.dirname(path) or "."
+    present = sorted(name for name in os.listdir(directory) if name.endswith(".txt")) if os.path.isdir(directory) else []
+    shown = ", ".join(present[:12]) + (", ..." if len(present) > 12 else "")
+    return (f"check --data_dir and the task name ({directory} holds {shown})" if present
+            else f"check --data_dir ({directory} holds no .txt file)")
 
 
-def read_text_lines(path, missing_hint=TASK_FILE_HINT):
-    """The file's lines without line ends, decoded as UTF-8; an undecodable byte is reported with its line."""
+def read_text_lines(path, missing_hint=None):
+    """The file's lines without line ends, decoded as UTF-8; an undecodable byte is reported with its line.
+
+    A byte-order mark at the start of the file (some Windows editors write one) is dropped.
+    """
     if not os.path.isfile(path):
-        raise TaskDataError(f"{path}: file not found; {missing_hint}")
+        raise TaskDataError(f"{path}: file not found; {missing_hint or task_files_hint(path)}")
     with open(path, "rb") as handle:
-        raw_lines = handle.read().splitlines()
+        raw_lines = handle.read().removeprefix(UTF8_BOM).splitlines()
     lines = []
     for line_number, raw in enumerate(raw_lines, start=1):
         try:
@@ -60,10 +69,20 @@ def read_text_lines(path, missing_hint=TASK_FILE_HINT):
     return lines
 
 
+def split_columns(line):
+    """A task-file line's columns, split at spaces and tabs only.
+
+    A word may hold other Unicode spaces (a non-breaking space in "10\u00a0000"): str.split() would cut
+    it in two, and the prediction file would no longer match the test file.
+    """
+    stripped = line.strip(" \t\r\n")
+    return COLUMN_SEPARATOR.split(stripped) if stripped else []
+
+
 def is_sentence_break(line):
     """True for the lines that separate sentences and carry no word: blank lines and -DOCSTART-."""
-    stripped = line.strip()
-    return not stripped or stripped.split()[0] == DOCSTART
+    columns = split_columns(line)
+    return not columns or columns[0] == DOCSTART
 
 
 def read_sentences(path, max_sentences=None):
@@ -78,7 +97,7 @@ def read_sentences(path, max_sentences=None):
                 if max_sentences is not None and len(sentences) >= max_sentences:
                     return sentences
             continue
-        columns = line.split()
+        columns = split_columns(line)
         if len(columns) < 2:
             raise TaskDataError(
                 f"{path} line {line_number}: {line.strip()!r} has no label; each line must be "
@@ -327,7 +346,7 @@ def prediction_file_text(test_path, predictions):
                 sentence_index, word_index = sentence_index + 1, 0
             output.append(line)
             continue
-        columns = line.rstrip("\n").split()
+        columns = split_columns(line)
         separator = "\t" if "\t" in line else " "
         columns[-1] = predictions[sentence_index][word_index]
         output.append(separator.join(columns))

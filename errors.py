@@ -1,0 +1,13 @@
+"""The two kinds of user mistake a run reports in one line (exit status 2) instead of a traceback.
+
+They live below every other module, so that the data reader, the training loop and the scripts can all
+raise them.
+"""
+
+
+class UsageError(ValueError):
+    """A command line that cannot run; the message names the flag and the fix."""
+
+
+class TaskDataError(ValueError):
+    """A user's data is not usable; the message names the file, the line and the fix."""
