@@ -147,3 +147,93 @@ def test_results_are_written_atomically(tmp_path, monkeypatch):
         output_files.write_text_atomic(str(path), "f1 = 0.9\n")
     assert path.read_text() == "f1 = 0.5\n"  # the old file, whole
     assert os.listdir(tmp_path) == ["ner_test_results.txt"]  # no temporary file left behind
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Flag values that would run to a meaningless end: refused before anything is read, trained or written
+
+
+JOINT = ["--auxiliary_task_list", "pos", "--main_task", "ner"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--per_gpu_train_batch_size", "-1"], "--per_gpu_train_batch_size -1: give at least 1"),
+    (["--per_gpu_train_batch_size", "0"], "--per_gpu_train_batch_size 0: give at least 1"),
+    (["--per_gpu_eval_batch_size", "-1"], "--per_gpu_eval_batch_size -1: give at least 1"),
+    (["--per_gpu_eval_batch_size", "0"], "--per_gpu_eval_batch_size 0: give at least 1"),
+    (["--main_task_train_sent_num", "0"], "--main_task_train_sent_num 0: give at least 1"),
+    (["--max_grad_norm", "-1"], "--max_grad_norm -1.0: give a finite value >= 0"),
+    (["--learning_rate", "0"], "--learning_rate 0.0: give a finite positive value"),
+    (["--learning_rate=-1e-3"], "--learning_rate -0.001: give a finite positive value"),
+    (["--max_seq_length", "0"], "--max_seq_length 0: give a positive length"),
+    (["--max_seq_length", "2"], "--max_seq_length 2 leaves no room for a word after the special tokens; give at least 3"),
+    (["--weight_lr", "-1"], "--weight_lr -1.0: give a finite positive step size"),
+    (["--weight_lr", "nan"], "--weight_lr nan: give a finite positive step size"),
+    (["--inv_constant", "nan"], "--inv_constant nan: give a finite number"),
+    (["--inv_constant", "inf"], "--inv_constant inf: give a finite number"),
+    (["--inv_constant", "1e308", "--weight_lr", "10"], "overflows"),
+])
+def test_bad_flag_values_stop_before_training(tiny_data_dir, tiny_model_dir, tmp_path, capsys, extra, message):
+    output = tmp_path / "out"
+    argv = common(tiny_data_dir, tiny_model_dir, output) + JOINT + extra
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: run_weighted_joint.main(argv))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+    assert not output.exists() or os.listdir(output) == []  # nothing written
+
+
+def test_single_task_size_must_be_positive(tiny_data_dir, tiny_model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: single(tiny_data_dir, tiny_model_dir, tmp_path / "out", "--train_sent_num", "0"))
+    assert exit_info.value.code == 2
+    assert "--train_sent_num 0: give at least 1" in capsys.readouterr().err
+
+
+def test_max_grad_norm_zero_turns_clipping_off(tiny_data_dir, tiny_model_dir, tmp_path):
+    """0 means no clipping (as in Hugging Face's Trainer), not clipping every gradient to zero."""
+    unclipped = single(tiny_data_dir, tiny_model_dir, tmp_path / "zero", "--max_grad_norm", "0", "--max_steps", "3")
+    huge = single(tiny_data_dir, tiny_model_dir, tmp_path / "huge", "--max_grad_norm", "1e30", "--max_steps", "3")
+    assert unclipped["pos_test"]["loss"] == huge["pos_test"]["loss"]
+    untrained = single(tiny_data_dir, tiny_model_dir, tmp_path / "none", "--learning_rate", "1e-30", "--max_steps", "3")
+    assert unclipped["pos_test"]["loss"] != untrained["pos_test"]["loss"]
+
+
+def test_huge_step_sizes_still_move_the_weights():
+    """A finite step size, however large, takes the exact step: the weight goes to the most similar task."""
+    cosines = [0.005, 0.5, 0.3, 1.0]
+    updated = exponentiated_gradient_step([0.25] * 4, [-cosine for cosine in cosines], 1e308)
+    assert updated[-1] == pytest.approx(1.0) and np.all(updated[:-1] < 1e-300)
+    # The same step as the plain formula wherever the plain formula does not overflow.
+    step = 300.0
+    plain = 0.25 * np.exp(step * np.array(cosines))
+    assert exponentiated_gradient_step([0.25] * 4, [-c for c in cosines], step) == pytest.approx(plain / plain.sum())
+
+
+@pytest.mark.parametrize("task, labels, message", [
+    ("predicate", "-\npredicate\nother\n", "a binary task needs exactly one label besides '-' or 'O'"),
+    ("ner", "O\nPER\nB-LOC\n", "span F1, which needs BIO labels"),
+])
+def test_labels_that_do_not_fit_the_metric_stop_while_reading(tiny_data_dir, tiny_model_dir, tmp_path, task,
+                                                               labels, message):
+    data = copy_data(tiny_data_dir, tmp_path)
+    (data / f"{task}_labels.txt").write_text(labels)
+    output = tmp_path / "out"
+    with pytest.raises(TaskDataError, match=f"{task}_labels.txt: .*{message}"):
+        run_weighted_joint.main(common(str(data), tiny_model_dir, output) + [
+            "--auxiliary_task_list", "pos", "--main_task", task])
+    assert not output.exists() or os.listdir(output) == []  # stopped before training: no model
+
+
+@pytest.mark.parametrize("make_output, message", [
+    (lambda tmp_path: (tmp_path / "a_file").write_text("x") and tmp_path / "a_file", "is a file; give a directory"),
+    (lambda tmp_path: (tmp_path / "a_file").write_text("x") and tmp_path / "a_file" / "out", "cannot be created"),
+])
+def test_output_dir_that_cannot_be_a_directory(tiny_data_dir, tiny_model_dir, tmp_path, capsys, make_output, message):
+    output = make_output(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: single(tiny_data_dir, tiny_model_dir, output))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--output_dir {output} {message}" in error and "Traceback" not in error

@@ -226,6 +226,24 @@ def test_long_sentences_are_split_at_word_boundaries(tiny_model_dir, tmp_path):
                                  "--model_name_or_path", tiny_model_dir])
 
 
+def test_only_training_files_are_split_unless_asked(tiny_model_dir, tmp_path):
+    long_sentence = "".join(f"{word} O\n" for word in ["the", "dog", "walking", "sees", "a", "cat", "walking", "."])
+    for split in ("train", "dev", "test"):
+        write(tmp_path / "in" / f"{split}_pos.txt", long_sentence)
+    out = tmp_path / "out"
+    preprocess_max_len.main(["--input", str(tmp_path / "in"), "--output_dir", str(out), "--max_seq_length", "6",
+                             "--model_name_or_path", tiny_model_dir])
+    assert len(read_sentences(out / "train_pos.txt")) == 3
+    for split in ("dev", "test"):  # evaluation predicts long sentences in windows: the test set stays as it is
+        assert (out / f"{split}_pos.txt").read_text() == long_sentence
+    with pytest.raises(SystemExit, match="only training files are split by default.*--splits test"):
+        preprocess_max_len.main(["--input", str(tmp_path / "in" / "test_pos.txt"), "--output_dir", str(out),
+                                 "--max_seq_length", "6", "--model_name_or_path", tiny_model_dir])
+    preprocess_max_len.main(["--input", str(tmp_path / "in"), "--output_dir", str(tmp_path / "all"), "--max_seq_length",
+                             "6", "--model_name_or_path", tiny_model_dir, "--splits", "train", "dev", "test"])
+    assert len(read_sentences(tmp_path / "all" / "test_pos.txt")) == 3
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Default data: Brown tags, splits, chunking rule, encoder name, cache
 

@@ -407,3 +407,25 @@ def test_run_experiments_lists_the_grid_from_any_directory(tmp_path):
                              text=True, cwd=tmp_path, timeout=60,
                              env=clean_environment(WORKING_DIR=tmp_path / "nowhere", CUDA_VISIBLE_DEVICES=""))
     assert missing.returncode != 0 and "train_chunking.txt: file not found" in missing.stderr
+
+
+def test_grid_resumes_interrupted_runs_from_their_checkpoints(tmp_path):
+    """Every grid run checkpoints; one with checkpoints resumes (no --overwrite_output_dir, which would start
+    it afresh), one interrupted before its first checkpoint starts again."""
+    settings = paper_settings(tmp_path, MAIN_TASKS="ner", INV_CONSTANTS="1")
+    maker = experiment_grid.JobMaker(settings, echo=lambda message: None)
+    run_dir = os.path.join(settings.output_root, "main", "joint", "ner", "seed_1")
+
+    def joint_command():
+        jobs = experiment_grid.main_section_jobs(maker, settings)
+        return next(job.command for job in jobs if job.name == "main/joint/ner/seed_1")
+
+    assert "--save_steps" in joint_command() and "--overwrite_output_dir" not in joint_command()
+    os.makedirs(os.path.join(run_dir, "checkpoints"))
+    with open(os.path.join(run_dir, "task_weights.json"), "w") as handle:
+        handle.write("{}\n")
+    with open(os.path.join(run_dir, "checkpoints", "checkpoint-00000004.pt"), "wb") as handle:
+        handle.write(b"state")
+    assert "--overwrite_output_dir" not in joint_command()  # the same command resumes it
+    os.remove(os.path.join(run_dir, "checkpoints", "checkpoint-00000004.pt"))
+    assert "--overwrite_output_dir" in joint_command()  # nothing to resume from: start again

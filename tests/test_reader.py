@@ -52,6 +52,31 @@ def test_missing_file_is_a_clear_error(tmp_path):
         read_sentences(str(tmp_path / "train_missing.txt"))
 
 
+def test_missing_file_names_the_files_that_are_there(tmp_path):
+    write(tmp_path / "train_ner.txt", "a O\n")
+    write(tmp_path / "dev_ner.txt", "a O\n")
+    with pytest.raises(TaskDataError, match="train_nerr.txt: file not found") as error:
+        read_sentences(str(tmp_path / "train_nerr.txt"))
+    assert "dev_ner.txt, train_ner.txt" in str(error.value) and "{" not in str(error.value)
+
+
+def test_byte_order_mark_is_ignored(tmp_path):
+    write(tmp_path / "t_labels.txt", "\ufeffO\nB-PER\n", mode="w")
+    assert read_labels(str(tmp_path), "t") == ["O", "B-PER"]
+    path = write(tmp_path / "train_t.txt", "\ufeff-DOCSTART- -X- O\n\nJohn B-PER\n")
+    assert [s.words for s in read_sentences(path)] == [["John"]]
+
+
+def test_a_word_with_a_unicode_space_stays_one_word(tmp_path):
+    """Columns are split at spaces and tabs only: a non-breaking (or other Unicode) space is part of a word."""
+    text = "10\u00a0000 CD\nwords\u2009apart NN\n\nplain NN\n"
+    path = write(tmp_path / "test_t.txt", text)
+    sentences = read_sentences(path)
+    assert sentences[0].words == ["10\u00a0000", "words\u2009apart"] and sentences[0].labels == ["CD", "NN"]
+    predicted = prediction_file_text(path, [["X", "Y"], ["Z"]])
+    assert predicted == "10\u00a0000 X\nwords\u2009apart Y\n\nplain Z\n"
+
+
 def test_labels_from_file_or_derived_from_training_data(tmp_path, caplog):
     write(tmp_path / "train_t.txt", "a Y\nb X\n\nc Y\n")
     assert read_labels(str(tmp_path), "t") == ["X", "Y"]

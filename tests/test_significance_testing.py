@@ -183,6 +183,21 @@ def write_run(root, paradigm, main_task, seed, data_dir, predicted, **args):
     return directory
 
 
+@pytest.mark.parametrize("with_labels_file", [True, False])
+def test_pair_refuses_predictions_of_another_task(data_dir, tmp_path, with_labels_file):
+    """pos predictions passed as ner predictions share every word: their labels give them away."""
+    gold_path = os.path.join(data_dir, "test_ner.txt")
+    if not with_labels_file:  # the gold file's labels are the label set
+        gold_path = str(tmp_path / "test_ner.txt")
+        with open(os.path.join(data_dir, "test_ner.txt")) as source, open(gold_path, "w") as target:
+            target.write(source.read())
+    pos_predictions = os.path.join(data_dir, "test_pos.txt")
+    with pytest.raises(SystemExit, match=r"test_pos.txt line \d+: label '\S+' is not in the task's label list"
+                                         r".*Is this a ner predictions file"):
+        significance.main(["pair", "--gold", gold_path, "--task", "ner", "--baseline", gold_path,
+                           "--weighted", pos_predictions, "--samples", "10"])
+
+
 def test_batch_tests_every_weighted_run_against_its_baseline_of_the_same_seed(data_dir, tmp_path):
     gold = read_sentences(os.path.join(data_dir, "test_ner.txt"))
     labels = read_labels(data_dir, "ner")
