@@ -191,7 +191,7 @@ def _reduced(paper_setting, grid):
 def count_sentences(path):
     """Sentences in a task file: blocks of non-blank lines, -DOCSTART- lines ignored."""
     count, inside = 0, False
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not part of the first line
         for line in handle:
             if line.startswith("-DOCSTART-"):
                 continue

@@ -428,7 +428,8 @@ def parse_args(argv=None):
     pair.add_argument("--task", required=True, help="task name; chooses the metric (see sequence_metrics.py)")
     pair.add_argument(
         "--labels", default=None,
-        help="the task's label file (None: {task}_labels.txt beside --gold, else the labels seen in the files)",
+        help="the task's label file (None: {task}_labels.txt beside --gold, else the gold file's labels); a "
+        "predicted label outside it is refused",
     )
     pair.add_argument("--output_json", default=None, help="also write the numbers to this JSON file")
 

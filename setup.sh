@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set-up in one command: torch for this machine, requirements.txt, and what the embedded default data and
+# encoder need (data/install_default_requirements.sh). Safe to run again: what is there is kept.
+#
+#   bash setup.sh                     PYTHON=/path/to/python bash setup.sh   (default: python3)
+#
+# torch: one already installed within requirements.txt's range is kept (a CUDA build you chose stays).
+# Otherwise torch 2.13.0: the CPU build where there is no GPU (no working nvidia-smi), the CUDA build where
+# there is one. On Linux the plain PyPI wheel is the CUDA one; for the CPU build without a local wheel, set
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+PYTHON="${PYTHON:-python3}"
+TORCH_VERSION=2.13.0
+
+if "$PYTHON" - <<'EOF_PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    major, minor = (int(part) for part in version("torch").split(".")[:2])
+except PackageNotFoundError:
+    sys.exit(1)
+sys.exit(0 if (2, 11) <= (major, minor) < (2, 16) else 1)  # requirements.txt: torch>=2.11,<2.16
+EOF_PY
+then
+    echo "torch: $("$PYTHON" -c 'import torch; print(torch.__version__)') already installed"
+else
+    # The same pin either way; which build pip finds is what differs (see above).
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+        echo "installing torch==$TORCH_VERSION (a GPU is present: the CUDA build)"
+    else
+        echo "installing torch==$TORCH_VERSION (no GPU found: the CPU build)"
+    fi
+    "$PYTHON" -m pip install --quiet "torch==$TORCH_VERSION"
+fi
+
+echo "installing requirements.txt"
+"$PYTHON" -m pip install --quiet -r requirements.txt
+PYTHON="$PYTHON" bash data/install_default_requirements.sh
+echo "set-up done; run the tests with: $PYTHON -m pytest -q tests"
