@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 import distributed
+from data.make_default_data import ensure_default_data, resolve_model_name_or_path
 from errors import TaskDataError, UsageError
 from modeling_multi_bert import MultiTaskTagger
 from output_files import (
@@ -260,19 +261,7 @@ def resolve_data_dir(data_dir):
         if not os.path.isdir(data_dir):
             raise UsageError(f"--data_dir {data_dir}: no such directory")
         return data_dir
-    from data.make_default_data import ensure_default_data
-
     return ensure_default_data()
-
-
-def resolve_model_name_or_path(model_name_or_path):
-    try:
-        from data.make_default_data import resolve_model_name_or_path as resolve_default
-    except ImportError:
-        if model_name_or_path is None:
-            raise UsageError("--model_name_or_path is required (the embedded default encoder is not available)")
-        return model_name_or_path
-    return resolve_default(model_name_or_path)
 
 
 @dataclass

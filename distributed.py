@@ -36,11 +36,6 @@ def init_distributed(use_cuda):
     return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
 
 
-def barrier():
-    if world_size() > 1:
-        dist.barrier()
-
-
 def broadcast_from_main(value):
     """The main process's `value` (any picklable object), on every process."""
     if world_size() == 1:

@@ -144,34 +144,3 @@ def compute_metrics(task, labels, gold, predicted):
     if family == "binary":
         return binary_metrics(gold, predicted, positive_label(labels))
     return tagging_metrics(gold, predicted)
-
-
-def _has_nothing_to_find(family, labels, gold_sentence, predicted_sentence):
-    """True for a sentence where the span/binary metric has nothing to score: no gold and no predicted
-    span (or positive label)."""
-    if family == "span":
-        from seqeval.metrics.sequence_labeling import get_entities
-
-        return not get_entities(gold_sentence) and not get_entities(predicted_sentence)
-    if family == "binary":
-        positive = positive_label(labels)
-        return positive not in gold_sentence and positive not in predicted_sentence
-    return False
-
-
-def sentence_scores(task, labels, gold, predicted):
-    """The task's primary metric on each sentence alone (the per-sentence scores of SPEC §8).
-
-    A sentence with no gold and no predicted span (or positive label) scores 1.0: there was nothing to
-    find and nothing was invented. (seqeval's 0/0 would give 0.0, penalising a correct empty output.)
-    testing/significance_testing.py computes the same scores from per-sentence counts, much faster.
-    """
-    family = metric_family(task, labels)
-    key = primary_metric(family)
-    scores = []
-    for gold_sentence, predicted_sentence in zip(gold, predicted):
-        if _has_nothing_to_find(family, labels, gold_sentence, predicted_sentence):
-            scores.append(1.0)
-        else:
-            scores.append(compute_metrics(task, labels, [gold_sentence], [predicted_sentence])[key])
-    return np.array(scores, dtype=np.float64)

@@ -10,6 +10,7 @@ batch reached, the task weights and their history, and the random states. The ep
 not stored: it is a function of (seed, stage, epoch), so the resumed run draws the same one.
 """
 
+import contextlib
 import glob
 import json
 import logging
@@ -295,3 +296,5 @@ def load_checkpoint(path, args):
 def remove_checkpoints(output_dir):
     for path in checkpoint_paths(output_dir) + glob.glob(os.path.join(output_dir, CHECKPOINT_DIR, ".tmp-*")):
         os.remove(path)
+    with contextlib.suppress(OSError):  # the folder goes too, unless something else was put there
+        os.rmdir(os.path.join(output_dir, CHECKPOINT_DIR))

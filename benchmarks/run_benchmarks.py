@@ -1,4 +1,4 @@
-"""Issue 6's performance figures: this implementation against the original's approach, side by side.
+"""The performance figures of the README: this implementation against the original's approach, side by side.
 
     python benchmarks/run_benchmarks.py            # the full figures (about 7 minutes on 2 CPU cores)
     python benchmarks/run_benchmarks.py --quick    # smaller batches, one repetition (a few minutes)
@@ -41,10 +41,7 @@ from weighted_training_basics import (  # noqa: E402
     gradient_batch_chunks, similarities_to_main_task,
 )
 
-try:
-    from training_loop import Trainer  # noqa: E402
-except ImportError:  # the training loop used to live in cross_task_training
-    from cross_task_training import Trainer  # noqa: E402
+from training_loop import Trainer  # noqa: E402
 
 from benchmarks import reference_original  # noqa: E402
 from benchmarks.workloads import (  # noqa: E402

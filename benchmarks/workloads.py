@@ -1,4 +1,5 @@
-"""What the benchmarks run on: Brown-length sentences for four tasks, and the encoders of issue 6.
+"""What the benchmarks run on: Brown-length sentences for four tasks, and the encoders of the README's
+performance figures.
 
 Sentences come from the embedded default data when it is built (real Brown sentences with their spaCy
 labels), else straight from the Brown tarball in the cache (real sentences, labels derived from Brown's
@@ -33,19 +34,15 @@ class Workload:
 
 
 def _default_data_dir():
-    try:
-        from data.make_default_data import default_data_dir, is_complete_build
-    except ImportError:
-        return None
+    from data.make_default_data import default_data_dir, is_complete_build
+
     directory = default_data_dir()
     return directory if is_complete_build(directory) else None
 
 
 def _brown_tarball():
-    try:
-        from data.make_default_data import BROWN_TARBALL, cache_root
-    except ImportError:
-        return None
+    from data.make_default_data import BROWN_TARBALL, cache_root
+
     path = os.path.join(cache_root(), "downloads", BROWN_TARBALL)
     return path if os.path.isfile(path) else None
 

@@ -94,6 +94,28 @@ def corrupted_labels(sentences, labels, rate, seed):
     ]
 
 
+def sentence_scores_by_hand(task, labels, gold, predicted):
+    """Each sentence's primary metric, computed on that sentence alone with compute_metrics: the reference
+    for the significance test's per-sentence scores. A sentence with no gold and no predicted span (or
+    positive label) scores 1.0."""
+    import numpy as np
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from sequence_metrics import compute_metrics, metric_family, positive_label, primary_metric
+
+    family = metric_family(task, labels)
+    scores = []
+    for gold_sentence, predicted_sentence in zip(gold, predicted):
+        if family == "span":
+            nothing_there = not get_entities(gold_sentence) and not get_entities(predicted_sentence)
+        else:
+            positive = positive_label(labels) if family == "binary" else None
+            nothing_there = family == "binary" and positive not in gold_sentence + predicted_sentence
+        scores.append(1.0 if nothing_there else compute_metrics(task, labels, [gold_sentence],
+                                                                [predicted_sentence])[primary_metric(family)])
+    return np.array(scores)
+
+
 def write_tiny_bert(model_dir, seed=0, **config_overrides):
     """Save a 2-layer randomly initialised BERT and its tokenizer (vocabulary written here)."""
     import torch

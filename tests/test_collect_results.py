@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_rel
 
-from sequence_metrics import sentence_scores
 from testing import collect_results
 from testing.output_tree import OutputTreeError
-from tests.conftest import corrupted_labels, write_task_files
+from tests.conftest import corrupted_labels, sentence_scores_by_hand, write_task_files
 from utils_cross_task import prediction_file_text, read_labels, read_sentences
 
 SEEDS = (1, 2)
@@ -167,7 +166,7 @@ def test_significance_marks_pool_the_seeds_paired_t_test(tree, collected):
     baseline_scores, weighted_scores = [], []
     for seed in SEEDS:
         joint = read_sentences(os.path.join(root, "joint", "ner", "default", f"seed_{seed}", "ner_test_predictions.txt"))
-        baseline_scores.extend(sentence_scores("ner", labels, gold_labels, [s.labels for s in joint]))
+        baseline_scores.extend(sentence_scores_by_hand("ner", labels, gold_labels, [s.labels for s in joint]))
         weighted_scores.extend([1.0] * len(gold))
     expected = ttest_rel(weighted_scores, baseline_scores).pvalue
     assert float(table["weighted_joint", "ner"]["p_value_vs_baseline"]) == pytest.approx(expected)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from sequence_metrics import compute_metrics, metric_family, sentence_scores
+from sequence_metrics import compute_metrics, metric_family
+from testing.significance_testing import per_sentence_scores, sentence_counts
 
 
 def test_families():
@@ -50,17 +51,20 @@ def test_binary_f1_and_accuracy_by_hand():
     assert metrics["accuracy"] == pytest.approx(0.5)
 
 
+def sentence_scores(family, gold, predicted, positive=None):
+    return per_sentence_scores(family, sentence_counts(family, gold, predicted, positive))
+
+
 def test_sentence_scores_use_the_primary_metric():
-    scores = sentence_scores("pos", ["A", "B"], [["A", "B"], ["A", "A"]], [["A", "B"], ["B", "A"]])
+    scores = sentence_scores("tagging", [["A", "B"], ["A", "A"]], [["A", "B"], ["B", "A"]])
     assert scores.tolist() == [1.0, 0.5]
 
 
 def test_sentence_with_nothing_to_find_scores_one():
-    labels = ["O", "B-PER", "I-PER"]
-    scores = sentence_scores("ner", labels, [["O", "O"], ["O", "O"], ["B-PER", "O"]],
+    scores = sentence_scores("span", [["O", "O"], ["O", "O"], ["B-PER", "O"]],
                              [["O", "O"], ["B-PER", "O"], ["O", "O"]])
     assert scores.tolist() == [1.0, 0.0, 0.0]
-    binary = sentence_scores("predicate", ["-", "predicate"], [["-"], ["predicate"]], [["-"], ["-"]])
+    binary = sentence_scores("binary", [["-"], ["predicate"]], [["-"], ["-"]], positive="predicate")
     assert binary.tolist() == [1.0, 0.0]
 
 

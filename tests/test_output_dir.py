@@ -101,7 +101,7 @@ def test_run_killed_during_its_final_evaluation_resumes(tiny_data_dir, tiny_mode
     assert json.loads((output / "run_args.json").read_text())["resumed_from_checkpoint"] is not None
     assert (output / "pos_test_predictions.txt").read_text() == (
         tmp_path / "uninterrupted" / "pos_test_predictions.txt").read_text()
-    assert not os.listdir(output / "checkpoints")  # removed once the results were written
+    assert not (output / "checkpoints").exists()  # removed once the results were written
 
 
 def test_result_files_get_the_umask_permissions(tmp_path):

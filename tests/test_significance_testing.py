@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_rel
 
-from tests.conftest import corrupted_labels, write_task_files
-from sequence_metrics import compute_metrics, metric_family, primary_metric, sentence_scores
+from tests.conftest import corrupted_labels, sentence_scores_by_hand, write_task_files
+from sequence_metrics import compute_metrics, metric_family, primary_metric
 from testing import significance_testing as significance
 from utils_cross_task import TaskDataError, prediction_file_text, read_labels, read_sentences
 
@@ -52,7 +52,7 @@ def test_per_sentence_f1_is_one_for_a_sentence_with_nothing_to_find_and_nothing_
     scores = significance.per_sentence_scores("span", counts)
     # Sentence 2 has no span either side: 1.0 (seqeval's zero_division would give 0.0).
     assert scores.tolist() == [1.0, 1.0, 0.0, 0.0]
-    reference = sentence_scores("ner", ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"], gold, predicted)
+    reference = sentence_scores_by_hand("ner", ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"], gold, predicted)
     assert scores.tolist() == reference.tolist()
 
 
@@ -67,8 +67,8 @@ def test_t_test_is_scipys_ttest_rel_on_per_sentence_scores(data_dir):
         "span", significance.sentence_counts("span", gold_labels, baseline),
         significance.sentence_counts("span", gold_labels, weighted), tests=("ttest",),
     )
-    baseline_scores = sentence_scores("chunking", labels, gold_labels, baseline)
-    weighted_scores = sentence_scores("chunking", labels, gold_labels, weighted)
+    baseline_scores = sentence_scores_by_hand("chunking", labels, gold_labels, baseline)
+    weighted_scores = sentence_scores_by_hand("chunking", labels, gold_labels, weighted)
     # Every test sentence of the tiny language has a chunk, so the 0/0 rule does not apply here.
     expected = ttest_rel(weighted_scores, baseline_scores)
     assert result["ttest_statistic"] == pytest.approx(expected.statistic)
