@@ -32,7 +32,7 @@ from output_files import (
     holds_results, previous_run_files, write_json_atomic,
 )
 from sequence_metrics import check_labels_fit_metric
-from training_loop import checkpoint_paths, load_checkpoint, remove_checkpoints
+from training_loop import checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint
 from utils_cross_task import labels_file, load_task_split, read_labels, read_sentences, task_file
 from weighted_training_basics import weight_step_size
 
@@ -277,7 +277,10 @@ class Run:
     model_name_or_path: str
     gradient_sampling_generator: torch.Generator = field(default=None)
     pad_token_id: int = 0  # set by load_tokenizer
-    resume: dict = None  # the checkpoint this run continues from, until its stage has been restored
+    checkpoint: dict = None  # the checkpoint this run continues from, until restore_checkpoint has read it
+    resume: "ResumePoint" = None  # where the interrupted stage continues, until train_stage has used it
+    resumed_from_checkpoint: int = None
+    restored_weight_history: list = None
     completed_stages: dict = field(default_factory=dict)  # stage -> its final task weights
     checkpoint_number: int = 0
     weight_history: "TaskWeightHistory" = None  # set by start_weight_history; saved in checkpoints
@@ -381,10 +384,9 @@ def start_run(args, paradigm, main_task, tasks):
         gradient_sampling_generator=torch.Generator().manual_seed(args.seed + 7919),
     )
     if value is not None:
-        run.resume = load_checkpoint(value, args)
-        run.completed_stages = dict(run.resume["completed_stages"])
-        run.checkpoint_number = run.resume["checkpoint_number"]
-        logger.info("resuming from %s (stage %s, epoch %d)", value, run.resume["stage"], run.resume["epoch"] + 1)
+        run.checkpoint = load_checkpoint(value, args)  # read now: a different command is refused before the data
+        logger.info("resuming from %s (stage %s, epoch %d)", value, run.checkpoint["stage"],
+                    run.checkpoint["epoch"] + 1)
     logger.info("%s: tasks %s, main task %s, device %s (%d process%s), output %s", paradigm, tasks, main_task,
                 device, distributed.world_size(), "es" if distributed.world_size() > 1 else "", args.output_dir)
     return run
@@ -450,7 +452,7 @@ def open_output_dir(run):
     """
     if not distributed.is_main_process():
         return
-    if run.resume is None:
+    if run.resumed_from_checkpoint is None:
         for path in previous_run_files(run.output_dir, keep_model=_evaluates_model_in_place(run.args)):
             if os.path.isdir(path):
                 shutil.rmtree(path)
@@ -473,7 +475,7 @@ def _record_run(run):
         "args": vars(args),
         "device": str(run.device),
         "world_size": distributed.world_size(),
-        "resumed_from_checkpoint": None if run.resume is None else run.resume["checkpoint_number"],
+        "resumed_from_checkpoint": run.resumed_from_checkpoint,
         "versions": package_versions(),
         "git_commit": _git_commit(),
     })
@@ -584,8 +586,6 @@ def build_model(run, task_labels):
                                              unpadded=not run.args.padded_forward)
     else:
         model = MultiTaskTagger.from_pretrained(run.model_name_or_path, unpadded=not run.args.padded_forward)
-    if run.resume is not None:
-        model.load_state_dict(run.resume["model"])
     return model.to(run.device)
 
 
@@ -597,6 +597,9 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
     tokenizer = load_tokenizer(run)
     data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, tasks)
     model = build_model(run, data.labels)
+    if run.checkpoint is not None:
+        restore_checkpoint(run, model, run.checkpoint)
+        run.checkpoint = None
     open_output_dir(run)
     return run, tokenizer, data, model
 
@@ -604,8 +607,8 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
 def start_weight_history(run, tasks, task_weights):
     """task_weights.json with the starting weights, or, when resuming, the history up to the checkpoint."""
     history = TaskWeightHistory(run.path(TASK_WEIGHTS_FILE), tasks, run.args.weighting)
-    if run.resume is not None and run.resume["history"] is not None:
-        history.history = list(run.resume["history"])
+    if run.restored_weight_history is not None:
+        history.history = list(run.restored_weight_history)
         history.write()
     else:
         history.record("initial", 0, task_weights)

@@ -18,6 +18,7 @@ import math
 import os
 import random
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -64,19 +65,18 @@ def train_stage(model, run, stage, task_splits, task_weights, history=None, upda
     given) moves the weights and `history` records them. Returns the final weights. A stage that a resumed
     run had already finished is skipped; one it was in the middle of continues where it stopped.
     """
-    resume = run.resume
-    if resume is not None and stage in resume["completed_stages"]:
+    if stage in run.completed_stages:  # only a resumed run can have finished a stage before it began
         logger.info("stage %s was finished before the interruption: skipping it", stage)
-        return np.array(resume["completed_stages"][stage])
+        return np.array(run.completed_stages[stage])
     epochs, total_steps = training_schedule(run.args, task_splits)
     trainer = Trainer(model, run, total_steps, stage)
     task_weights = np.asarray(task_weights, dtype=np.float64)
     start_epoch, start_batch = 0, 0
-    if resume is not None and resume["stage"] == stage:
-        trainer.load_state_dict(resume["trainer"])
-        task_weights = np.array(resume["task_weights"])
-        start_epoch, start_batch = resume["epoch"], resume["batches_done"]
-        restore_random_states(run, resume["random_states"])
+    resume = run.resume
+    if resume is not None and resume.stage == stage:
+        trainer.load_state_dict(resume.trainer_state)
+        task_weights = np.array(resume.task_weights)
+        start_epoch, start_batch = resume.epoch, resume.batches_done
         run.resume = None  # consumed: later stages start fresh
         logger.info("resuming stage %s at epoch %d, batch %d (step %d)", stage, start_epoch + 1, start_batch,
                     trainer.global_step)
@@ -208,6 +208,34 @@ class Trainer:
 
 # ---------------------------------------------------------------------------------------------------------
 # Checkpoints
+
+
+@dataclass
+class ResumePoint:
+    """Where the interrupted stage continues (the rest of a checkpoint is restored at once)."""
+
+    stage: str
+    epoch: int
+    batches_done: int
+    task_weights: list
+    trainer_state: dict  # optimizer, scheduler, scaler, step: loaded when the stage's Trainer exists
+
+
+def restore_checkpoint(run, model, state):
+    """Put back everything a checkpoint holds: the one place that reads one (see `save_checkpoint`).
+
+    The model's weights, the finished stages, the weight history (`run.restored_weight_history`, for
+    `start_weight_history`) and the random states are restored now; the interrupted stage's optimizer,
+    epoch, batch and weights wait in `run.resume` until `train_stage` reaches that stage. Nothing between
+    this call and that point draws random numbers.
+    """
+    model.load_state_dict(state["model"])
+    run.completed_stages = dict(state["completed_stages"])
+    run.checkpoint_number = run.resumed_from_checkpoint = state["checkpoint_number"]
+    run.restored_weight_history = state["history"]
+    restore_random_states(run, state["random_states"])
+    run.resume = ResumePoint(state["stage"], state["epoch"], state["batches_done"], state["task_weights"],
+                             state["trainer"])
 
 
 def random_states(run):

@@ -87,7 +87,7 @@ def test_resume_refuses_a_different_command(tiny_data_dir, tiny_model_dir, tmp_p
     # A finished run removes its checkpoints; leave one behind as an interrupted run would.
     os.remove(output / "ner_test_results.txt")
     for name in os.listdir(output):
-        if name.endswith("_results.txt"):
+        if name.endswith("_results.txt") or name == "all_results.json":
             os.remove(output / name)
     os.makedirs(output / "checkpoints", exist_ok=True)
     import torch
