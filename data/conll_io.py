@@ -7,15 +7,10 @@ a blank line between sentences, ``-DOCSTART-`` lines ignored; ``{task}_labels.tx
 import os
 import random
 import shutil
-import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # the scripts in data/ also run as plain files (python data/process_data.py)
-    sys.path.insert(0, ROOT)
-
-import utils_cross_task  # noqa: E402  (after the sys.path fix above)
-from utils_cross_task import TaskDataError  # noqa: E402
+import utils_cross_task
+from utils_cross_task import TaskDataError
 
 SPLITS = ("train", "dev", "test")
 

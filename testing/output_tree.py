@@ -10,14 +10,9 @@ import csv
 import io
 import json
 import os
-import sys
 from dataclasses import dataclass
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from output_files import (  # noqa: E402,F401
+from output_files import (  # noqa: F401
     RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file, write_text_atomic,
 )
 

@@ -195,3 +195,13 @@ def test_padded_forward_gives_the_same_run(tiny_data_dir, tmp_path):
     for task in ("ner", "pos", "chunking"):
         predictions = [(tmp_path / name / f"{task}_test_predictions.txt").read_text() for name in runs]
         assert predictions[0] == predictions[1]
+
+
+@pytest.mark.parametrize("entry_point", ["data/process_data.py", "data/preprocess_max_len.py",
+                                         "data/make_default_data.py", "testing/significance_testing.py",
+                                         "testing/collect_results.py", "scripts/experiment_grid.py"])
+def test_entry_points_in_folders_run_from_any_directory(tmp_path, entry_point):
+    completed = subprocess.run([sys.executable, os.path.join(ROOT, entry_point), "--help"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "usage:" in completed.stdout
