@@ -40,7 +40,7 @@ logger = logging.getLogger("tawt")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Arguments (the original scripts' names, SPEC §3 defaults)
+# Arguments (the original scripts' names, the paper's defaults)
 
 
 def add_common_arguments(parser):
@@ -65,7 +65,7 @@ def add_common_arguments(parser):
     data.add_argument("--do_predict", action="store_true",
                       help="evaluate on test_{task}.txt and write {task}_test_predictions.txt")
 
-    training = parser.add_argument_group("training (SPEC §3 defaults)")
+    training = parser.add_argument_group("training (the paper's defaults)")
     training.add_argument("--per_gpu_train_batch_size", type=int, default=32, help="sentences per training batch")
     training.add_argument("--per_gpu_eval_batch_size", type=int, default=64, help="sentences per evaluation batch")
     training.add_argument("--learning_rate", type=float, default=5e-5, help="AdamW learning rate")
@@ -114,7 +114,7 @@ def add_multi_task_arguments(parser, main_task_weighted=True):
                        help="use the first N sentences of train_{main_task}.txt (paper: pos 100, chunking 100, "
                             "predicate 300, ner 500); default: all")
 
-    weighting = parser.add_argument_group("task weights (SPEC §4, §5)")
+    weighting = parser.add_argument_group("task weights and the TAWT update")
     order = "sources in order, main task last" if main_task_weighted else "one per source, in order"
     weighting.add_argument("--task_weights", nargs="+", type=float, default=None,
                            help=f"starting task weights ({order}); normalised to sum 1; default: uniform")
@@ -621,7 +621,7 @@ def start_weight_history(run, tasks, task_weights):
 
 
 def finish_run(run, model, tokenizer, data):
-    """Save the model (when trained), then evaluate every task with a head on dev and test (SPEC §7).
+    """Save the model (when trained), then evaluate every task with a head on dev and test.
 
     In a multi-process run the main process evaluates the whole dev and test sets alone (each sentence
     exactly once) while the others wait; it returns the results on the main process, None elsewhere.

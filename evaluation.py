@@ -1,4 +1,8 @@
-"""Evaluation: predict a task's split, score it (SPEC §1), write results and predictions (SPEC §7)."""
+"""Evaluation: predict a task's split, score it (sequence_metrics), write results and predictions.
+
+The files written are those of the README's Outputs section: {task}_{eval|test}_results.txt and
+{task}_test_predictions.txt.
+"""
 
 import logging
 

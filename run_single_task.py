@@ -1,4 +1,4 @@
-"""Single-task learning: fine-tune the encoder and one head on the main task alone (SPEC §6).
+"""Single-task learning: fine-tune the encoder and one head on the main task alone.
 
 The original's run_single.py, and run_single_analysis.py with --train_sent_num:
 

@@ -1,4 +1,4 @@
-"""Joint training of the sources and the main task, with fixed or TAWT-learned task weights (SPEC §6).
+"""Joint training of the sources and the main task, with fixed or TAWT-learned task weights.
 
 Every batch holds one task's sentences; task t's loss is multiplied by w_t * K (K tasks), so uniform
 weights are plain joint training. The two knobs --task_weights and --weighting give every variant:
@@ -8,8 +8,8 @@ weights are plain joint training. The two knobs --task_weights and --weighting g
   weighted joint training (TAWT)  --weighting tawt                        (the default; starts uniform)
 
 Weights are given sources first, in --auxiliary_task_list order, main task last. With --weighting tawt
-they are updated once per epoch by the exponentiated-gradient step of SPEC §5; the main task is itself
-weighted, and its own cosine is 1.
+they are updated once per epoch by the TAWT exponentiated-gradient step, w_t <- w_t * exp(weight_lr * s *
+cos(G_main, G_t)) renormalised (see the README); the main task is itself weighted, and its own cosine is 1.
 
     python run_weighted_joint.py --auxiliary_task_list pos chunking predicate --main_task ner \\
         --main_task_train_sent_num 500 --output_dir out/weighted_joint_ner --do_train --do_eval --do_predict

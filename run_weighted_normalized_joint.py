@@ -5,7 +5,7 @@ the sizes actually read (after --main_task_train_sent_num), and printed; --task_
 (the paper's grid gives them, e.g. 0.05 0.05 0.05 0.85). Then, as in run_weighted_joint.py:
 
   normalized joint training            --weighting fixed
-  weighted normalized joint training   --weighting tawt   (the default: SPEC §5 from the normalized weights)
+  weighted normalized joint training   --weighting tawt   (the default: the TAWT update from the normalized weights)
 
 Ratio analysis: --auxiliary_main_ratio r cuts every source to its first r * n_main sentences (n_main =
 --main_task_train_sent_num) and starts from the weights [1/r, ..., 1/r, 1] / (S/r + 1), with either

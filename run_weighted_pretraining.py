@@ -1,4 +1,4 @@
-"""Pre-training on the sources with fixed or TAWT-learned source weights, then fine-tuning (SPEC §6).
+"""Pre-training on the sources with fixed or TAWT-learned source weights, then fine-tuning.
 
 Stage 1 trains on all sources pooled, task t's loss multiplied by w_t * S (S sources); stage 2
 fine-tunes the whole model on the main task for the full number of epochs, with a fresh optimizer and
@@ -9,7 +9,7 @@ schedule. The weights are over the sources only (the main task is not trained in
   weighted pre-training (TAWT)  --weighting tawt                        (the default; starts uniform)
 
 Weighted pre-training, after each pre-training epoch: fit the main task's head on the frozen encoder for
-one epoch, then take the weight step of SPEC §5 with that head (paper: --inv_constant 1, 10, 30, 100).
+one epoch, then take the TAWT weight step with that head (paper: --inv_constant 1, 10, 30, 100).
 --pre_train_only stops after stage 1.
 
     python run_weighted_pretraining.py --auxiliary_task_list pos chunking predicate --main_task ner \\

@@ -1,4 +1,4 @@
-"""Metrics of SPEC §1, on lists of label sequences (one list of labels per sentence).
+"""The tasks' metrics, on lists of label sequences (one list of labels per sentence).
 
 Three families, chosen per task by `metric_family`:
 

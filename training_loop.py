@@ -1,8 +1,8 @@
 """The training loop every paradigm shares: weighted one-task batches in stages, checkpoints, resume.
 
 A paradigm is a sequence of *stages* (joint training; or pre-training then fine-tuning), each a
-`train_stage` call: AdamW + linear schedule over the stage's epochs (SPEC §3), task t's batch loss
-multiplied by w_t * K (SPEC §4), and after each epoch an optional weight update (TAWT, SPEC §5).
+`train_stage` call: AdamW + linear schedule over the stage's epochs, task t's batch loss multiplied by
+w_t * K (K weighted tasks), and after each epoch an optional weight update (TAWT).
 
 With --save_steps N a checkpoint is written every N steps and after every epoch's weight update. It holds
 everything needed to continue exactly: the model, optimizer, scheduler and scaler, the stage, epoch and
@@ -102,7 +102,7 @@ def train_stage(model, run, stage, task_splits, task_weights, history=None, upda
 
 
 class Trainer:
-    """AdamW + linear schedule over one training stage (SPEC §3), with one-task batches and weighted losses."""
+    """AdamW + linear schedule over one training stage, with one-task batches and weighted losses."""
 
     def __init__(self, model, run, total_steps, stage):
         self.model, self.run, self.stage = model, run, stage
@@ -143,7 +143,7 @@ class Trainer:
         self.global_step = state["global_step"]
 
     def train_epoch(self, task_splits, task_weights, epoch, start_batch=0, checkpoint=None):
-        """One epoch over shuffled one-task batches; task t's loss is multiplied by w_t * K (SPEC §4).
+        """One epoch over shuffled one-task batches; task t's loss is multiplied by w_t * K.
 
         `task_weights` maps each task to its weight; K is the number of weighted tasks, so uniform weights
         reproduce plain training. Batches before `start_batch` were trained before an interruption.

@@ -316,7 +316,7 @@ def epoch_batches(task_sizes, batch_size, generator, task_lengths=None):
     """The batches of one epoch: each a (task, feature indices) pair holding one task only.
 
     Every task's examples are shuffled and cut into batches, and all tasks' batches are shuffled together,
-    so each task contributes batches in proportion to its size (SPEC §4). With `task_lengths` (task ->
+    so each task contributes batches in proportion to its size. With `task_lengths` (task ->
     each example's length; --group_by_length), each run of LENGTH_GROUP_BATCHES batches' worth of the
     shuffled examples is sorted by length before it is cut, so a batch holds sentences of similar length
     and little padding is computed; the batches are still drawn at random.

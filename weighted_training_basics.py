@@ -1,4 +1,4 @@
-"""Target-aware weighted training (TAWT, SPEC §5): task gradients, their similarities, the weight update.
+"""Target-aware weighted training (TAWT): task gradients, their similarities, the weight update.
 
 Once per epoch, each weighted task t gets a gradient G_t of its loss on one randomly drawn batch, taken
 with respect to the shared encoder's parameters only: the heads are task-specific, so only the encoder
@@ -103,7 +103,7 @@ def similarities_to_main_task(model, main_task, weighted_tasks, batches, autocas
 
 
 def weight_step_size(weight_lr, normalized_gradients, inv_constant):
-    """The multiplier of g_t in the exponent: weight_lr * s, s = 1 or --inv_constant (SPEC §5)."""
+    """The multiplier of g_t in the exponent: weight_lr * s, s = 1 (--normalized_gradients) or --inv_constant."""
     scale = 1.0 if normalized_gradients else inv_constant
     return weight_lr * scale
 
@@ -159,7 +159,7 @@ def sample_gradient_batches(task_splits, batch_size, generator, pad_token_id, de
 
 
 def tawt_update(model, run, weights, weighted_tasks, main_task, task_splits):
-    """The whole weight update of SPEC §5: sample, compare with the main task, step. Returns (w, cos).
+    """The whole TAWT weight update: sample, compare with the main task, step. Returns (w, cos).
 
     `weights` are over `weighted_tasks` (which hold the main task in joint training, not in weighted
     pre-training); `run` gives the arguments, device, precision and the sampler's own generator.
@@ -226,7 +226,7 @@ def labelled_token_features(model, split, batch_size, device, pad_token_id, auto
 
 
 def fit_head_on_frozen_encoder(model, task, split, run, generator, epochs=1):
-    """Train `task`'s head for one epoch on the frozen encoder (weighted pre-training, SPEC §6).
+    """Train `task`'s head for one epoch on the frozen encoder (weighted pre-training, before each update).
 
     The encoder's states for the task's training set are computed once, with the encoder in eval mode,
     and the head is trained on them: the encoder runs once instead of at every step. Relative to

@@ -110,7 +110,7 @@ def weight_gradients(similarities):
 
 
 def make_run(device, output_dir, pad_token_id, bf16=False, **overrides):
-    """A Run with the paradigm scripts' defaults (SPEC §3), as the core's Trainer and head fit take it."""
+    """A Run with the paradigm scripts' defaults (the paper's), as the core's Trainer and head fit take it."""
     parser = add_multi_task_arguments(add_common_arguments(argparse.ArgumentParser()))
     args = parser.parse_args(["--output_dir", output_dir, "--auxiliary_task_list", *AUXILIARY_TASKS,
                               "--main_task", MAIN_TASK])
@@ -513,7 +513,7 @@ def parse_arguments(argv=None):
     parser.add_argument("--output", default=None,
                         help="JSON file for the results; default benchmarks/results-<host>.json")
     parser.add_argument("--no_cuda", action="store_true", help="measure on the CPU only, even with a GPU present")
-    parser.add_argument("--memory-child", nargs=2, metavar=("SPEC", "IMPLEMENTATION"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs=2, metavar=("WORKLOAD", "IMPLEMENTATION"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

@@ -1,1 +1,1 @@
-"""The experiment scripts: one shell script per paradigm, the job queue and the grid of SPEC §9."""
+"""The experiment scripts: one shell script per paradigm, the job queue and the paper's experiment grid."""

@@ -1,7 +1,7 @@
 # What every paradigm script in scripts/ shares; sourced, not run. POSIX sh (dash works).
 #
-# The settings the original scripts hard-coded are read from the environment instead, with its values
-# (SPEC §3) as defaults:
+# The settings the original scripts hard-coded are read from the environment instead, with the paper's
+# values as defaults:
 #
 #   WORKING_DIR   unset: the embedded default data and encoder (MiniLM; data built on first use).
 #                 Set: the data is $WORKING_DIR/data and the encoder bert-base-cased, as in the paper.
@@ -39,7 +39,7 @@ SEED=${SEED:-1}
 GRADIENT_SAMPLING_BATCH_SIZE=${GRADIENT_SAMPLING_BATCH_SIZE:-64}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 
-# The paper's default setting (SPEC §9), used by the scripts whose original took no task arguments.
+# The paper's default setting, used by the scripts whose original took no task arguments.
 PAPER_SOURCES="pos chunking predicate"
 PAPER_MAIN_TASK=ner
 PAPER_MAIN_SIZE=500

@@ -1,4 +1,4 @@
-"""The paper's experiment grid (SPEC §9) as jobs of scripts/job_queue.py; `sh scripts/run_experiments.sh` runs it.
+"""The paper's experiment grid as jobs of scripts/job_queue.py; `sh scripts/run_experiments.sh` runs it.
 
 Every job is one of the paradigm scripts of scripts/ with its positional arguments, e.g.
 `SEED=1 OUTPUT_DIR=outputs/main/joint/ner/seed_1 sh scripts/run_joint_training_multi.sh pos chunking predicate ner 500`;
@@ -91,7 +91,7 @@ PAPER_GRID = Grid(
     single_task_sizes=[500, 1000, 2000, 4000, 8000],
     training={"MAX_LENGTH": "128", "BATCH_SIZE": "32", "NUM_EPOCHS": "4", "GRADIENT_SAMPLING_BATCH_SIZE": "64",
               "EXTRA_ARGS": ""},
-    description="the paper's grid (SPEC §9)",
+    description="the paper's grid",
 )
 
 # The grid on the embedded default data when no WORKING_DIR is given: every section and paradigm, scaled

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The paper's experiment grid (SPEC §9) through a job queue, then the Table-1 summary and the weight plots.
+# The paper's experiment grid through a job queue, then the Table-1 summary and the weight plots.
 #
 #   sh scripts/run_experiments.sh [SECTION...] [--list]
 #

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Joint training with fixed task weights (SPEC §6), e.g. the final weights of a weighted run.
+# Joint training with fixed task weights, e.g. the final weights of a weighted run.
 #
 #   sh scripts/run_joint_training_fixed_weights_multi.sh SOURCE... MAIN_TASK WEIGHT... N_MAIN
 #   e.g. sh scripts/run_joint_training_fixed_weights_multi.sh pos chunking predicate ner 0.04 0.04 0.05 0.87 500

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Joint training (SPEC §6): the sources and the main task trained together, uniform weights.
+# Joint training: the sources and the main task trained together, uniform weights.
 #
 #   sh scripts/run_joint_training_multi.sh [SOURCE... MAIN_TASK [N_MAIN]]
 #   e.g. sh scripts/run_joint_training_multi.sh pos chunking predicate ner 500

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Normalized joint training (SPEC §6): joint training with weights that equalise each task's contribution.
+# Normalized joint training: joint training with weights that equalise each task's contribution.
 #
 #   sh scripts/run_joint_training_multi_normalized.sh SOURCE... MAIN_TASK [WEIGHT...] N_MAIN
 #   e.g. sh scripts/run_joint_training_multi_normalized.sh pos chunking predicate ner 0.05 0.05 0.05 0.85 500

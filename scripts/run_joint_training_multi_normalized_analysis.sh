@@ -1,5 +1,5 @@
 #!/bin/sh
-# Ratio analysis, normalized joint training (SPEC §6): every source cut to RATIO x N_MAIN sentences.
+# Ratio analysis, normalized joint training: every source cut to RATIO x N_MAIN sentences.
 #
 #   sh scripts/run_joint_training_multi_normalized_analysis.sh N_MAIN RATIO [SOURCE... MAIN_TASK]
 #   e.g. sh scripts/run_joint_training_multi_normalized_analysis.sh 500 8 pos predicate ner

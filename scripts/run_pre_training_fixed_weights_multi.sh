@@ -1,5 +1,5 @@
 #!/bin/sh
-# Pre-training with fixed source weights (SPEC §6), e.g. the final weights of a weighted pre-training run.
+# Pre-training with fixed source weights , e.g. the final weights of a weighted pre-training run.
 #
 #   sh scripts/run_pre_training_fixed_weights_multi.sh SOURCE... MAIN_TASK SOURCE_WEIGHT... N_MAIN
 #   e.g. sh scripts/run_pre_training_fixed_weights_multi.sh pos chunking predicate ner 0.92 0.05 0.04 500

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Pre-training (SPEC §6): train on the sources pooled (uniform weights), then fine-tune on the main task.
+# Pre-training: train on the sources pooled (uniform weights), then fine-tune on the main task.
 #
 #   sh scripts/run_pre_training_multi.sh [SOURCE... MAIN_TASK [N_MAIN]]
 #   e.g. sh scripts/run_pre_training_multi.sh pos chunking predicate ner 500

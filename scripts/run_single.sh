@@ -1,5 +1,5 @@
 #!/bin/sh
-# Single-task learning (SPEC §6): fine-tune the encoder and one head on the main task alone.
+# Single-task learning: fine-tune the encoder and one head on the main task alone.
 #
 #   sh scripts/run_single.sh [TASK [TRAIN_SENT_NUM]]
 #   e.g. sh scripts/run_single.sh ner 500

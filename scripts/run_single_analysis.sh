@@ -1,5 +1,5 @@
 #!/bin/sh
-# Single-task learning with a given number of training sentences (the size analysis of SPEC §9).
+# Single-task learning with a given number of training sentences (the paper's size analysis).
 #
 #   sh scripts/run_single_analysis.sh TRAIN_SENT_NUM [TASK]
 #   e.g. sh scripts/run_single_analysis.sh 2000 ner

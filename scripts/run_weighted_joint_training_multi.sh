@@ -1,5 +1,5 @@
 #!/bin/sh
-# Weighted joint training, TAWT (SPEC §6): joint training whose weights follow SPEC §5, from uniform.
+# Weighted joint training, TAWT: joint training whose weights follow the TAWT update, from uniform.
 #
 #   sh scripts/run_weighted_joint_training_multi.sh [SOURCE... MAIN_TASK [N_MAIN]]
 #   e.g. sh scripts/run_weighted_joint_training_multi.sh pos chunking predicate ner 500

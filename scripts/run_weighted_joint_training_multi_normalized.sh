@@ -1,5 +1,5 @@
 #!/bin/sh
-# Weighted normalized joint training, TAWT (SPEC §6): SPEC §5 starting from the normalized weights.
+# Weighted normalized joint training, TAWT: the TAWT update starting from the normalized weights.
 #
 #   sh scripts/run_weighted_joint_training_multi_normalized.sh SOURCE... MAIN_TASK [WEIGHT...] N_MAIN
 #   e.g. sh scripts/run_weighted_joint_training_multi_normalized.sh pos chunking predicate ner 0.05 0.05 0.05 0.85 500

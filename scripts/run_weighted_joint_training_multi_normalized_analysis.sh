@@ -1,5 +1,5 @@
 #!/bin/sh
-# Ratio analysis, weighted normalized joint training (SPEC §6): the ratio analysis with the TAWT update.
+# Ratio analysis, weighted normalized joint training: the ratio analysis with the TAWT update.
 #
 #   sh scripts/run_weighted_joint_training_multi_normalized_analysis.sh N_MAIN RATIO [SOURCE... MAIN_TASK]
 #   e.g. sh scripts/run_weighted_joint_training_multi_normalized_analysis.sh 500 8 pos predicate ner

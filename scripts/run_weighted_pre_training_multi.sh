@@ -1,5 +1,5 @@
 #!/bin/sh
-# Weighted pre-training, TAWT (SPEC §6): pre-training whose source weights follow the update of SPEC §5.
+# Weighted pre-training, TAWT: pre-training whose source weights follow the TAWT update.
 #
 #   sh scripts/run_weighted_pre_training_multi.sh INV_CONSTANT [SOURCE... MAIN_TASK [N_MAIN]]
 #   e.g. sh scripts/run_weighted_pre_training_multi.sh 10 pos chunking predicate ner 500

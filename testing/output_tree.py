@@ -16,7 +16,7 @@ from output_files import (  # noqa: F401
     RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file, write_text_atomic,
 )
 
-# Each weighted paradigm and the baseline the paper tests it against (SPEC §8).
+# Each weighted paradigm and the baseline the paper tests it against.
 BASELINE_OF = {
     "weighted_pretraining": "pretraining",
     "weighted_joint": "joint",
@@ -127,7 +127,7 @@ class Run:
 
     @property
     def updates_weights(self):
-        """True for the paradigms with the TAWT weight update (SPEC §5)."""
+        """True for the paradigms with the TAWT weight update."""
         return self.paradigm.startswith("weighted_")
 
     @property

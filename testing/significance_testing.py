@@ -4,7 +4,7 @@ Given the gold test file and two prediction files (the test file with the predic
 gold one), this reports each system's metric (the task's, as in `sequence_metrics`) and three paired tests
 of the difference `weighted - baseline`, all two-sided:
 
-* **paired t-test** on per-sentence scores (SPEC §8): `scipy.stats.ttest_rel` between the two systems'
+* **paired t-test** on per-sentence scores (the paper's test): `scipy.stats.ttest_rel` between the two systems'
   scores of each sentence alone.
 * **paired bootstrap** (Berg-Kirkpatrick et al. 2012; Koehn 2004): resample the test sentences with
   replacement, recompute the corpus-level metric of both systems on each sample, and count the samples
