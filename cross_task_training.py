@@ -37,6 +37,7 @@ from utils_cross_task import labels_file, load_task_split, read_labels, read_sen
 from weighted_training_basics import weight_step_size
 
 logger = logging.getLogger("tawt")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -328,7 +329,7 @@ def _configure_logging():
     if main:  # nothing is written before the run has passed its checks: held until open_output_dir
         handlers.append(logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1))
     for handler in handlers:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
         handler.added_by_tawt = True
         root.addHandler(handler)
     for noisy in ("urllib3", "filelock", "huggingface_hub"):
@@ -344,7 +345,7 @@ def _start_log_file(path):
     """Send the held records, and everything after them, to `path`."""
     root = logging.getLogger()
     file_handler = logging.FileHandler(path)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     file_handler.added_by_tawt = True
     for held in [handler for handler in root.handlers if isinstance(handler, logging.handlers.MemoryHandler)
                  and getattr(handler, "added_by_tawt", False)]:
@@ -421,9 +422,11 @@ def _checkpoint_to_resume(args):
     finished = os.path.isfile(os.path.join(output_dir, ALL_RESULTS_FILE))
     if args.do_train and not finished and holds_checkpoints(output_dir):
         return checkpoint_paths(output_dir)[-1]
-    in_place = _evaluates_model_in_place(args)
-    if in_place and any(name.endswith("_results.txt") for name in os.listdir(output_dir)) or (
-            not in_place and holds_results(output_dir)):
+    if _evaluates_model_in_place(args):  # the model files are its input: only results count
+        held = any(name.endswith("_results.txt") for name in os.listdir(output_dir))
+    else:
+        held = holds_results(output_dir)
+    if held or holds_checkpoints(output_dir):  # checkpoints not resumed here are still a run's
         unfinished = "" if finished or not args.do_train else (
             " (an unfinished one, without checkpoints to resume from: --save_steps N makes a run resumable)")
         raise UsageError(
