@@ -33,7 +33,9 @@ from output_files import (
 )
 from sequence_metrics import check_labels_fit_metric
 from training_loop import checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint
-from utils_cross_task import labels_file, load_task_split, read_labels, read_sentences, task_file
+from utils_cross_task import (
+    labels_file, load_task_split, read_labels, read_sentences, task_file, training_order_seed,
+)
 from weighted_training_basics import weight_step_size
 
 logger = logging.getLogger("tawt")
@@ -61,6 +63,17 @@ def add_common_arguments(parser):
     data.add_argument("--max_seq_length", type=int, default=128,
                       help="sub-tokens per sentence, special tokens included; longer training sentences are cut "
                            "(and counted), longer evaluation sentences are predicted in windows")
+    data.add_argument("--keep_order", action="store_true",
+                      help="keep the training files' sentence order: --main_task_train_sent_num / --train_sent_num "
+                           "N (and the ratio analysis' cut) then take a file's first N sentences. By default each "
+                           "task's training file is shuffled first, with an order of its own drawn from "
+                           "--data_seed, as the original's data converter did")
+    data.add_argument("--data_seed", type=int, default=42,
+                      help="seed of the training files' sentence order (not of training: runs with different "
+                           "--seed train on the same sentences); recorded in run_args.json")
+    data.add_argument("--eval_main_task_only", action="store_true",
+                      help="evaluate and predict the main task only (the sources' dev and test sets are not read); "
+                           "by default every task with a head is evaluated. Single-task runs have only one task")
     data.add_argument("--do_train", action="store_true", help="train")
     data.add_argument("--do_eval", action="store_true", help="evaluate on dev_{task}.txt")
     data.add_argument("--do_predict", action="store_true",
@@ -573,7 +586,9 @@ def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_list
                 source = labels_file(run.data_dir, task) if train_sentences is None else task_file(run.data_dir, "train", task)
                 raise TaskDataError(f"{source}: {error}; fix the label set, or rename the task") from None
     for task, limit in tqdm(list(train_sentence_limits.items()), desc="reading training data", disable=len(train_sentence_limits) < 2):
-        data.train[task] = load_task_split(run.data_dir, task, "train", tokenizer, data.labels[task], args.max_seq_length, limit)
+        order_seed = None if args.keep_order else training_order_seed(args.data_seed, task)
+        data.train[task] = load_task_split(run.data_dir, task, "train", tokenizer, data.labels[task], args.max_seq_length,
+                                           limit, shuffle_seed=order_seed)
     for task in eval_tasks:
         if args.do_eval:
             data.dev[task] = load_task_split(run.data_dir, task, "dev", tokenizer, data.labels[task], args.max_seq_length)
@@ -598,7 +613,8 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
     its number of training sentences (None: all)."""
     run = start_run(args, paradigm, main_task, tasks)
     tokenizer = load_tokenizer(run)
-    data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, tasks)
+    eval_tasks = [main_task] if args.eval_main_task_only else tasks
+    data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, eval_tasks)
     model = build_model(run, data.labels)
     if run.checkpoint is not None:
         restore_checkpoint(run, model, run.checkpoint)
