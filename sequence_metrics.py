@@ -23,13 +23,18 @@ NEGATIVE_LABELS = ("-", "O")
 _BIO_LABEL = re.compile(r"^(O|[BIES]-.+)$")
 
 
+def is_bio_label(label):
+    """O, or a tag with a B-, I-, E- or S- prefix."""
+    return bool(_BIO_LABEL.match(label))
+
+
 def metric_family(task, labels):
     """Which family of metrics scores `task`, whose label list is `labels`."""
     if task in SPAN_TASKS:
         return "span"
     if task in BINARY_TASKS:
         return "binary"
-    if labels and all(_BIO_LABEL.match(label) for label in labels) and any(
+    if labels and all(is_bio_label(label) for label in labels) and any(
         label.startswith("B-") for label in labels
     ):
         return "span"
@@ -50,7 +55,7 @@ def check_labels_fit_metric(task, labels):
     """Raise ValueError, saying why, when `task`'s metric cannot score the label list `labels`."""
     family = metric_family(task, labels)
     if family == "span":
-        not_bio = [label for label in labels if not _BIO_LABEL.match(label)]
+        not_bio = [label for label in labels if not is_bio_label(label)]
         if not_bio:
             raise ValueError(
                 f"task {task} is scored by span F1, which needs BIO labels (O, B-X, I-X), but {not_bio[:5]} are not"

@@ -57,6 +57,7 @@ def read_text_lines(path, missing_hint=None):
     A file may be stored gzip-compressed, as PATH.gz: archived results keep their test and prediction files so.
     A byte-order mark at the start of the file (some Windows editors write one) is dropped.
     """
+    path = os.fspath(path)
     if not os.path.isfile(path) and os.path.isfile(path + ".gz"):
         path += ".gz"
     if not os.path.isfile(path):

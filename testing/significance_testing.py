@@ -49,11 +49,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from sequence_metrics import metric_family, positive_label, primary_metric  # noqa: E402
+from sequence_metrics import is_bio_label, metric_family, positive_label, primary_metric  # noqa: E402
 from testing.output_tree import (  # noqa: E402
     BASELINE_OF, OutputTreeError, csv_text, find_runs, write_text_atomic,
 )
-from utils_cross_task import TaskDataError, check_labels, labels_file, read_sentences, read_text_lines  # noqa: E402
+from utils_cross_task import TaskDataError, labels_file, read_sentences, read_text_lines  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ def read_aligned_predictions(gold_path, predictions_path):
 
 
 def task_labels(task, gold_path, gold_sentences, labels_path=None):
-    """The task's label list: `labels_path`, else `{task}_labels.txt` beside the gold file, else the gold file's.
+    """(the task's label list, whether it is complete): `labels_path`, else `{task}_labels.txt` beside the
+    gold file (complete), else the labels of the gold file (which may miss a rare one).
 
     It chooses the family of the metric and the positive class of a binary task, and a prediction outside
     it means the file is not this task's predictions.
@@ -122,17 +123,27 @@ def task_labels(task, gold_path, gold_sentences, labels_path=None):
         labels = [line.strip() for line in read_text_lines(labels_path) if line.strip()]
         if not labels:
             raise TaskDataError(f"{labels_path}: holds no label; write one label per line")
-        return labels
-    return sorted({label for sentence in gold_sentences for label in sentence.labels})
+        return labels, True
+    return sorted({label for sentence in gold_sentences for label in sentence.labels}), False
 
 
-def check_predicted_labels(predictions_path, predicted_sentences, labels, task):
-    """Fail on the first predicted label that is not one of the task's labels (a file of another task)."""
-    try:
-        check_labels(predictions_path, predicted_sentences, labels)
-    except TaskDataError as error:
-        raise TaskDataError(f"{error}. Is this a {task} predictions file? Pass --labels with the task's label "
-                            "file if the label list is incomplete") from None
+def check_predicted_labels(task, predictions_path, predicted_sentences, labels, complete):
+    """Fail on the first predicted label that does not belong to the task (a file of another task).
+
+    Without the task's labels file (`complete` False), a span task's prediction may also be any BIO label
+    the gold file happens not to hold (B-X, I-X, ...).
+    """
+    span = metric_family(task, labels) == "span"
+    known = set(labels)
+    for sentence in predicted_sentences:
+        for label, line_number in zip(sentence.labels, sentence.line_numbers):
+            if label in known or (not complete and span and is_bio_label(label)):
+                continue
+            where = "the task's labels file" if complete else "the gold file"
+            raise TaskDataError(
+                f"{predictions_path} line {line_number}: label {label!r} is not one of the {len(labels)} labels of "
+                f"{where}; is this a {task} predictions file? (--labels names the task's labels file)"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -285,8 +296,8 @@ def compare_counts(family, baseline_counts, weighted_counts, tests=TESTS, sample
 def system_counts(task, gold_path, predictions_path, labels_path=None):
     """(family, per-sentence counts) of one system's predictions file scored against the gold file."""
     gold, predicted_sentences = read_aligned_predictions(gold_path, predictions_path)
-    labels = task_labels(task, gold_path, gold, labels_path)
-    check_predicted_labels(predictions_path, predicted_sentences, labels, task)
+    labels, complete = task_labels(task, gold_path, gold, labels_path)
+    check_predicted_labels(task, predictions_path, predicted_sentences, labels, complete)
     predicted = [sentence.labels for sentence in predicted_sentences]
     family = metric_family(task, labels)
     positive = None

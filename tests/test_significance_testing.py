@@ -217,8 +217,9 @@ def test_pair_refuses_predictions_of_another_task(data_dir, tmp_path, with_label
         with open(os.path.join(data_dir, "test_ner.txt")) as source, open(gold_path, "w") as target:
             target.write(source.read())
     pos_predictions = os.path.join(data_dir, "test_pos.txt")
-    with pytest.raises(SystemExit, match=r"test_pos.txt line \d+: label '\S+' is not in the task's label list"
-                                         r".*Is this a ner predictions file"):
+    source = "the task's labels file" if with_labels_file else "the gold file"
+    with pytest.raises(SystemExit, match=rf"test_pos.txt line \d+: label '\S+' is not one of the \d+ labels of "
+                                         rf"{source}; is this a ner predictions file"):
         significance.main(["pair", "--gold", gold_path, "--task", "ner", "--baseline", gold_path,
                            "--weighted", pos_predictions, "--samples", "10"])
 
