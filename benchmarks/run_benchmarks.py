@@ -7,7 +7,9 @@
 By default the figures are measured on the embedded default (its data and the MiniLM encoder);
 --data_dir and --model_name_or_path measure on others, and --random_bert_base on a randomly initialised
 BERT-base built here on the tokenizer of --model_name_or_path (timing and memory do not depend on the
-weights; BERT-base is the paper's encoder size). Every figure runs both implementations in this one process (memory: in two fresh subprocesses),
+weights; BERT-base is the paper's encoder size).
+
+Every figure runs both implementations in this one process (memory: in two fresh subprocesses),
 interleaved, over several repetitions, and reports medians and their ratio: the machine may be shared
 and noisy, and noise that hits both sides cancels in the ratio. The baselines live in
 benchmarks/reference_original.py. Results are printed as a table and written to
@@ -173,7 +175,7 @@ def weight_update_speed(model, run, splits, size):
         results["reference"], results["reference_outside"] = reference_original.weight_update(
             model, batches_128, AUXILIARY_TASKS, MAIN_TASK, weights, autocast=run.autocast)
 
-    encoder_gradient(model, MAIN_TASK, batches[MAIN_TASK][:1], run.autocast)  # warm-up
+    ours()  # warm-up: the allocator, and the kernels of every chunk's shape (on a GPU, picked at first use)
     times = interleaved({"ours": ours, "reference": reference}, size["update_repetitions"], device)
     # The part of our update outside the forward/backward passes: the main gradient's zero check, three
     # cosines and the step, timed on real gradients.
