@@ -12,7 +12,7 @@ Sections (run in this order; final_weights after the others, since it reads thei
                  ratio analysis, the main-task-size analysis, and single-task runs of the main task with the
                  same sizes and with as many sentences as main task plus sources
   final_weights  the weighted runs re-run with their final weights held fixed (the mean over the seeds of
-                 the last entry of task_weights.json): weighted joint -> joint with fixed weights, weighted
+                 the weights in effect during the last epoch, the entry before the last of task_weights.json): weighted joint -> joint with fixed weights, weighted
                  pre-training -> pre-training with fixed weights, weighted normalized joint -> joint with
                  fixed weights. A re-run whose weighted runs have not finished is skipped with a message.
 
@@ -370,8 +370,18 @@ def analysis_section_jobs(maker, settings):
     return jobs
 
 
+def weights_of_last_epoch(history):
+    """The weights that trained the last epoch: the entry before the update that followed it.
+
+    The last entry of a TAWT run's history is the update made after its last epoch, which no training
+    step used (the original's published final weights, e.g. 0.87 = e^3 / (e^3 + 3) after four epochs,
+    are those in effect during the fourth epoch).
+    """
+    return history[-2]["weights"] if len(history) >= 2 else history[-1]["weights"]
+
+
 def final_weights(settings, run_path):
-    """The mean over the finished seeds of the last weights in run_path/seed_*/task_weights.json."""
+    """The mean over the finished seeds of the weights that trained the last epoch (run_path/seed_*)."""
     collected = []
     for seed in settings.seeds:
         directory = os.path.join(settings.output_root, run_path, f"seed_{seed}")
@@ -382,7 +392,7 @@ def final_weights(settings, run_path):
             continue
         with open(weights_path, encoding="utf-8") as handle:
             history = json.load(handle)["history"]
-        collected.append(history[-1]["weights"])
+        collected.append(weights_of_last_epoch(history))
     if not collected:
         return None
     mean = [sum(column) / len(collected) for column in zip(*collected)]

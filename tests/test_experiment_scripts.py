@@ -35,8 +35,10 @@ FAKE_PYTHON = textwrap.dedent("""\
     tasks = (values("--auxiliary_task_list") or []) + ([main_task] if "pretraining" not in script else [])
     seed = int(values("--seed")[0])
     final = [float(seed + index + ("normalized" in script)) for index in range(len(tasks))]
+    # Two epochs: the weights of the first update trained the last epoch; the second update trained nothing.
     history = [{{"stage": "initial", "epoch": 0, "weights": [1 / len(tasks)] * len(tasks)}},
-               {{"stage": "epoch", "epoch": 0, "weights": [weight / sum(final) for weight in final]}}]
+               {{"stage": "epoch", "epoch": 1, "weights": [weight / sum(final) for weight in final]}},
+               {{"stage": "epoch", "epoch": 2, "weights": [weight / sum(final) for weight in reversed(final)]}}]
     with open(os.path.join(output_dir, "task_weights.json"), "w") as handle:
         json.dump({{"tasks": tasks, "history": history}}, handle)
     with open(os.path.join(output_dir, main_task + "_test_results.txt"), "w") as handle:
