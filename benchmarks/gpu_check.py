@@ -42,12 +42,12 @@ import torch  # noqa: E402
 
 from benchmarks.run_benchmarks import (  # noqa: E402
     AUXILIARY_TASKS, SIZES, format_row, machine_description, print_table, row, run_suite, sentences_needed,
-    write_results,
+    table_text, write_results,
 )
 from benchmarks.workloads import MAIN_TASK, TASKS, load_tokenizer, load_workload, random_encoder  # noqa: E402
 from cross_task_training import UsageError, package_versions, resolve_data_dir, resolve_model_name_or_path  # noqa: E402
 from data.conll_io import labels_file_text, sample_sentences, task_file_text, write_files_atomically  # noqa: E402
-from output_files import TASK_WEIGHTS_FILE, TRAINING_LOG_FILE  # noqa: E402
+from output_files import TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, write_text_atomic  # noqa: E402
 from utils_cross_task import SPLITS, TaskDataError, read_labels, read_sentences, task_file  # noqa: E402
 
 PACK_DIR = os.path.join(ROOT, "gpu_pack")
@@ -205,13 +205,16 @@ def run_check(args, argv):
     if not evaluate:
         print("seqeval is not installed: the joint runs train only (no dev/test evaluation)", flush=True)
     output = args.output or os.path.join(ROOT, "benchmarks", f"results-{device_name(device)}-gpu-check.json")
+    table_path = os.path.splitext(output)[0] + ".txt"
     started = time.perf_counter()
-    results = {"command": shlex.join(["python", "benchmarks/gpu_check.py", *argv]), "pack": info,
+    results = {"command": shlex.join(["python", "benchmarks/gpu_check.py", *argv]), "finished": False, "pack": info,
                "versions": versions, "sizes": size, "joint": joint, "suites": []}
 
-    def report(suite):
+    def report(suite, finished=False):
         results["suites"], results["seconds"] = [suite], time.perf_counter() - started
+        results["finished"] = finished
         write_results(output, results)
+        write_text_atomic(table_path, table_text(suite))
 
     data_dir, tokenizer_dir = os.path.join(pack_dir, "data"), os.path.join(pack_dir, "tokenizer")
     workload = load_workload(sentences_needed(size), data_dir=data_dir)
@@ -230,8 +233,10 @@ def run_check(args, argv):
                 print(f"[{device.type}] {format_row(entry)} {entry.get('error') or entry.get('skipped') or ''}",
                       flush=True)
             report(suite)
+    report(suite, finished=True)
     print_table(suite)
-    print(f"\n{results['command']}: {(time.perf_counter() - started) / 60:.1f} minutes; results written to {output}")
+    print(f"\n{results['command']}: {(time.perf_counter() - started) / 60:.1f} minutes; results written to {output} "
+          f"and {table_path}")
     return results
 
 
@@ -257,7 +262,8 @@ def parse_arguments(argv):
     running = commands.add_parser("run", help="measure on the GPU, offline, from the pack")
     running.add_argument("--pack_dir", default=PACK_DIR, help="the folder `pack` wrote; default gpu_pack/")
     running.add_argument("--output", default=None,
-                         help="JSON file for the results; default benchmarks/results-<gpu>-gpu-check.json")
+                         help="JSON file for the results (the table goes beside it, .txt); default "
+                              "benchmarks/results-<gpu>-gpu-check.json")
     running.add_argument("--no_cuda", action="store_true", help="run on the CPU (with --tiny: a smoke test)")
     running.add_argument("--tiny", action="store_true", help="a tiny random encoder and a few steps (the test's size)")
     return parser.parse_args(argv)

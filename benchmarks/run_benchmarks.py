@@ -561,12 +561,14 @@ def format_value(value, unit):
 
 
 def print_table(suite):
-    print(f"\n{suite['device']}: {suite['machine']}\nencoder: {suite['encoder']}\ndata: {suite['data']}")
+    print("\n" + table_text(suite), end="")
+
+
+def table_text(suite):
     header = f"{'figure':<62} {'ours':>10} {'reference':>10} {'ratio':>9}  {'target':<32} met"
-    print(header)
-    print("-" * len(header))
-    for entry in suite["rows"]:
-        print(format_row(entry))
+    lines = [f"{suite['device']}: {suite['machine']}", f"encoder: {suite['encoder']}", f"data: {suite['data']}",
+             header, "-" * len(header)]
+    return "\n".join(lines + [format_row(entry) for entry in suite["rows"]]) + "\n"
 
 
 def format_row(entry):

@@ -66,7 +66,10 @@ def check_results(completed, output):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "figure" in completed.stdout and "weighted joint run --bf16" in completed.stdout  # the table
     assert "seqeval is not installed" in completed.stdout
-    rows = {entry["figure"].strip(): entry for entry in json.loads(output.read_text())["suites"][0]["rows"]}
+    results = json.loads(output.read_text())
+    assert results["finished"]
+    assert output.with_suffix(".txt").read_text().splitlines()[3].startswith("figure")  # the table, beside it
+    rows = {entry["figure"].strip(): entry for entry in results["suites"][0]["rows"]}
     for expected in ("weight update", "ceiling", "training throughput", "same loss", "TFLOP/s", "TAWT overhead",
                      "head fit", "evaluation time"):
         assert any(figure.startswith(expected) or expected in figure for figure in rows), expected
