@@ -61,7 +61,7 @@ GPU_SIZE = dict(encoder="bert-base", memory_encoder="bert-base", update_batch=64
                 memory_batch=8, train_batch=32, train_batches_per_task=8, train_repetitions=3,
                 head_sentences=300, head_repetitions=3, eval_sentences=128, eval_repetitions=3)
 # The joint runs: the paper's 500 main-task sentences and batch 32; with sources of 1,000 sentences an
-# epoch is 110 steps, so 300 steps make three TAWT updates.
+# epoch is 3 x 32 + 16 = 112 steps, so 300 steps make three TAWT updates.
 JOINT = dict(steps=300, main_task_sentences=500, batch=32, logging_steps=25)
 TINY_JOINT = dict(steps=12, main_task_sentences=8, batch=4, logging_steps=2)
 PACK_SENTENCES = dict(train=1000, dev=200, test=200)
