@@ -135,10 +135,10 @@ def predict_with_np_append(model, task, split, batch_size, device, pad_token_id)
         eval_loss += loss.item()
         steps += 1
         if preds is None:
-            preds = logits.detach().cpu().numpy()
+            preds = logits.detach().float().cpu().numpy()  # numpy has no bfloat16
             out_label_ids = batch["labels"].detach().cpu().numpy()
         else:
-            preds = np.append(preds, logits.detach().cpu().numpy(), axis=0)
+            preds = np.append(preds, logits.detach().float().cpu().numpy(), axis=0)
             out_label_ids = np.append(out_label_ids, batch["labels"].detach().cpu().numpy(), axis=0)
     preds = np.argmax(preds, axis=2)
     preds_list = [[] for _ in range(out_label_ids.shape[0])]
