@@ -50,6 +50,7 @@ def read_text_lines(path, missing_hint=TASK_FILE_HINT):
 
     A file may be stored gzip-compressed, as PATH.gz: archived results keep their test and prediction files so.
     """
+    path = os.fspath(path)
     if not os.path.isfile(path) and os.path.isfile(path + ".gz"):
         path += ".gz"
     if not os.path.isfile(path):
