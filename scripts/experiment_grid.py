@@ -24,10 +24,14 @@ Output tree (OUTPUT_ROOT: $WORKING_DIR/outputs, or ./outputs with the embedded d
   analysis/<normalized_joint|weighted_normalized_joint>_n<n_main>_r<ratio>/<main task>/seed_<seed>/
   analysis/single_task_n<sentences>/<main task>/seed_<seed>/   (the main section's size: main/single_task)
   logs/<the run directory's path below OUTPUT_ROOT>.log         (the queue's log of each run)
-  summary/                                                      (testing/collect_results.py: table1.md, plots)
+  summary/                                (testing/collect_results.py: table1.md, plots; significance.csv)
+  slurm/<date-time>/                      (with BACKEND=slurm: the job array's scripts, scripts/slurm_grid.py)
 
 A job is skipped when its directory already holds its main task's `{main}_test_results.txt`, so running
 the same command again after an interruption (or with more SEEDS) runs only what is missing.
+
+BACKEND=local (the default) runs the jobs here through scripts/job_queue.py; BACKEND=slurm submits those
+not done as a Slurm job array, with the summary as a job after it (scripts/slurm_grid.py).
 
 With WORKING_DIR: the paper's grid on $WORKING_DIR/data (bert-base-cased, 4 epochs, length 128, batch 32).
 Without: a reduced grid on a small slice of the embedded default data (see REDUCED_GRID), sized to finish

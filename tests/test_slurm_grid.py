@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT
+from tests.test_reliability import checkpoint_numbers
 from tests.test_experiment_scripts import SCRIPTS, clean_environment, fake_python, flags, write_data_dir  # noqa: F401
 
 SLURM_CLUSTER = os.path.join(ROOT, "tests", "slurm_cluster.sh")
@@ -163,9 +164,9 @@ def test_slurm_grid_resumes_a_cancelled_run_and_collects_the_table(slurm_cluster
     weighted = output_root / "normalized" / "weighted_normalized_joint" / "pos" / "seed_1"
     first = run_grid("normalized", "--no_summary", cwd=tmp_path, environment=environment)
     assert first.returncode == 0, first.stdout + first.stderr
-    # Pre-empted: cancelled once it has written a checkpoint
+    # Pre-empted: cancelled once it has written a checkpoint (a whole one, not the temporary file of one)
     deadline = time.time() + 240
-    while not (weighted / "checkpoints").is_dir() or not os.listdir(weighted / "checkpoints"):
+    while not checkpoint_numbers(weighted):
         assert time.time() < deadline, "no checkpoint after 240 s"
         time.sleep(0.1)
     subprocess.run(["scancel", "--name", "tawt-grid"], check=True, timeout=60)
