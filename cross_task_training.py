@@ -26,7 +26,9 @@ from modeling_multi_bert import MultiTaskTagger
 from output_files import (
     ALL_RESULTS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, write_json_atomic,
 )
-from utils_cross_task import TaskDataError, load_task_split, read_labels, read_sentences, task_file
+from utils_cross_task import (
+    TaskDataError, load_task_split, read_labels, read_sentences, task_file, training_order_seed,
+)
 
 logger = logging.getLogger("tawt")
 
@@ -56,6 +58,14 @@ def add_common_arguments(parser):
     data.add_argument("--max_seq_length", type=int, default=128,
                       help="sub-tokens per sentence, special tokens included; longer training sentences are cut "
                            "(and counted), longer evaluation sentences are predicted in windows")
+    data.add_argument("--keep_order", action="store_true",
+                      help="keep the training files' sentence order: --main_task_train_sent_num / --train_sent_num "
+                           "N (and the ratio analysis' cut) then take a file's first N sentences. By default each "
+                           "task's training file is shuffled first, with an order of its own drawn from "
+                           "--data_seed, as the original's data converter did")
+    data.add_argument("--data_seed", type=int, default=42,
+                      help="seed of the training files' sentence order (not of training: runs with different "
+                           "--seed train on the same sentences); recorded in run_args.json")
     data.add_argument("--do_train", action="store_true", help="train")
     data.add_argument("--do_eval", action="store_true", help="evaluate on dev_{task}.txt")
     data.add_argument("--do_predict", action="store_true",
@@ -108,6 +118,9 @@ def add_multi_task_arguments(parser, main_task_weighted=True):
     tasks.add_argument("--main_task_train_sent_num", type=int, default=None,
                        help="use the first N sentences of train_{main_task}.txt (paper: pos 100, chunking 100, "
                             "predicate 300, ner 500); default: all")
+    tasks.add_argument("--eval_main_task_only", action="store_true",
+                       help="evaluate and predict the main task only (the sources' dev and test sets are not "
+                            "read); by default every task with a head is evaluated")
 
     weighting = parser.add_argument_group("task weights (SPEC §4, §5)")
     order = "sources in order, main task last" if main_task_weighted else "one per source, in order"
@@ -474,7 +487,9 @@ def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_list
             train_sentences = None if os.path.isfile(os.path.join(run.data_dir, f"{task}_labels.txt")) else read_sentences(train_path)
             data.labels[task] = read_labels(run.data_dir, task, train_sentences)
     for task, limit in tqdm(list(train_sentence_limits.items()), desc="reading training data", disable=len(train_sentence_limits) < 2):
-        data.train[task] = load_task_split(run.data_dir, task, "train", tokenizer, data.labels[task], args.max_seq_length, limit)
+        order_seed = None if args.keep_order else training_order_seed(args.data_seed, task)
+        data.train[task] = load_task_split(run.data_dir, task, "train", tokenizer, data.labels[task], args.max_seq_length,
+                                           limit, shuffle_seed=order_seed)
     for task in eval_tasks:
         if args.do_eval:
             data.dev[task] = load_task_split(run.data_dir, task, "dev", tokenizer, data.labels[task], args.max_seq_length)
@@ -499,7 +514,8 @@ def prepare_multi_task_run(args, paradigm, tasks, train_limits):
     """start_run, the tokenizer, the data of every task (train, dev, test) and the model with a head each."""
     run = start_run(args, paradigm, args.main_task, tasks)
     tokenizer = load_tokenizer(run)
-    data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, tasks)
+    eval_tasks = [args.main_task] if args.eval_main_task_only else tasks
+    data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, eval_tasks)
     return run, tokenizer, data, build_model(run, data.labels)
 
 

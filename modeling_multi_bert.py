@@ -77,6 +77,22 @@ class MultiTaskTagger(nn.Module):
         except ValueError:
             raise KeyError(f"the model has no head for task {task!r}; it has {self.task_names}") from None
 
+    @contextlib.contextmanager
+    def replaced_heads(self, heads):
+        """Run a block with some tasks' heads replaced ({task: head}), then put the model's own back.
+
+        Weighted pre-training takes its TAWT gradients through a throw-away copy of the main task's head,
+        fitted for the occasion, without touching the head that fine-tuning starts from.
+        """
+        own = {task: self.head(task) for task in heads}
+        for task, head in heads.items():
+            self.heads[self.task_names.index(task)] = head
+        try:
+            yield self
+        finally:
+            for task, head in own.items():
+                self.heads[self.task_names.index(task)] = head
+
     def encoder_parameters(self):
         """The shared encoder's trainable parameters: what TAWT compares tasks on."""
         return [parameter for parameter in self.encoder.parameters() if parameter.requires_grad]

@@ -99,6 +99,28 @@ def train_stage(model, run, stage, task_splits, task_weights, history=None, upda
     return task_weights
 
 
+def adamw_with_linear_schedule(parameters, args, total_steps, device):
+    """AdamW (weight decay on matrices only, not on biases and LayerNorm) and a linear schedule: warm-up
+    over --warmup_steps, then decay to 0 at `total_steps`. Training stages and the head fit both use it."""
+    parameters = [parameter for parameter in parameters if parameter.requires_grad]
+    decay = [parameter for parameter in parameters if parameter.ndim >= 2]
+    no_decay = [parameter for parameter in parameters if parameter.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.learning_rate, eps=args.adam_epsilon,
+        # The fused kernel (CPU and CUDA) is several times faster than the per-tensor default on a CPU.
+        fused=device.type in ("cpu", "cuda"),
+    )
+    warmup = args.warmup_steps
+
+    def linear_decay(step):
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, linear_decay)
+
+
 class Trainer:
     """AdamW + linear schedule over one training stage (SPEC §3), with one-task batches and weighted losses."""
 
@@ -107,24 +129,9 @@ class Trainer:
         self.training_model = distributed.wrap_for_training(model, run.device)
         self.total_steps = total_steps
         self.global_step = 0
-        args = run.args
-        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]  # biases, LayerNorm
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=args.learning_rate, eps=args.adam_epsilon,
-            # The fused kernel (CPU and CUDA) is several times faster than the per-tensor default on a CPU.
-            fused=run.device.type in ("cpu", "cuda"),
-        )
-        warmup = args.warmup_steps
-
-        def linear_decay(step):
-            if step < warmup:
-                return step / max(1, warmup)
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_decay)
-        self.scaler = torch.amp.GradScaler(run.device.type, enabled=args.fp16)
+        self.optimizer, self.scheduler = adamw_with_linear_schedule(model.parameters(), run.args, total_steps,
+                                                                    run.device)
+        self.scaler = torch.amp.GradScaler(run.device.type, enabled=run.args.fp16)
 
     @property
     def done(self):

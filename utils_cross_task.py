@@ -5,10 +5,13 @@ and the label last, space- or tab-separated, a blank line between sentences, ``-
 ignored) and ``{task}_labels.txt`` (one label per line). Task names are free strings.
 """
 
+import gzip
 import logging
 import os
+import zlib
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -43,10 +46,15 @@ TASK_FILE_HINT = "check --data_dir and the task name ({split}_{task}.txt)"
 
 
 def read_text_lines(path, missing_hint=TASK_FILE_HINT):
-    """The file's lines without line ends, decoded as UTF-8; an undecodable byte is reported with its line."""
+    """The file's lines without line ends, decoded as UTF-8; an undecodable byte is reported with its line.
+
+    A file may be stored gzip-compressed, as PATH.gz: archived results keep their test and prediction files so.
+    """
+    if not os.path.isfile(path) and os.path.isfile(path + ".gz"):
+        path += ".gz"
     if not os.path.isfile(path):
         raise TaskDataError(f"{path}: file not found; {missing_hint}")
-    with open(path, "rb") as handle:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as handle:
         raw_lines = handle.read().splitlines()
     lines = []
     for line_number, raw in enumerate(raw_lines, start=1):
@@ -259,9 +267,19 @@ class TaskSplit:
         return len(self.features)
 
 
-def load_task_split(data_dir, task, split, tokenizer, labels, max_seq_length, max_sentences=None):
+def load_task_split(data_dir, task, split, tokenizer, labels, max_seq_length, max_sentences=None, shuffle_seed=None):
+    """Read, check and tokenise one task file: its first `max_sentences` sentences (None: all).
+
+    With `shuffle_seed` the file's sentences are first put in an order drawn from that seed, so "the first
+    N" are a random N (see `training_order_seed`).
+    """
     path = task_file(data_dir, split, task)
-    sentences = read_sentences(path, max_sentences=max_sentences)
+    if shuffle_seed is None:
+        sentences = read_sentences(path, max_sentences=max_sentences)
+    else:
+        sentences = read_sentences(path)
+        order = np.random.default_rng(shuffle_seed).permutation(len(sentences))
+        sentences = [sentences[index] for index in order[:max_sentences]]
     if max_sentences is not None and len(sentences) < max_sentences:
         logger.warning(
             "%s holds %d sentences, fewer than the %d asked for: using all of them", path, len(sentences), max_sentences
@@ -273,6 +291,16 @@ def load_task_split(data_dir, task, split, tokenizer, labels, max_seq_length, ma
     )
     logger.info(report.describe(path))
     return TaskSplit(task, split, path, sentences, features, report)
+
+
+def training_order_seed(data_seed, task):
+    """The seed of `task`'s training-file order: each task gets its own order.
+
+    The original's data converter shuffled every training file once, each independently, so the main
+    task's first N sentences were a random N, and in the ratio analysis they were not simply the first
+    sentences of the cut sources. A seed of its own per task keeps both true here.
+    """
+    return [data_seed, zlib.crc32(task.encode("utf-8"))]
 
 
 def collate(features, pad_token_id):

@@ -12,6 +12,7 @@ at most two encoder gradients (the main task's and the current task's) exist at 
 """
 
 import contextlib
+import copy
 import logging
 import math
 
@@ -20,6 +21,7 @@ import torch
 
 import distributed
 from modeling_multi_bert import dropout_off, token_classification_loss
+from training_loop import adamw_with_linear_schedule
 from utils_cross_task import IGNORED_LABEL_ID, collate, epoch_batches
 
 logger = logging.getLogger(__name__)
@@ -163,7 +165,8 @@ def tawt_update(model, run, weights, weighted_tasks, main_task, task_splits):
     in the last bits between GPUs, and would not be cheaper).
     """
     if distributed.is_main_process():
-        update = _tawt_update(model, run, weights, weighted_tasks, main_task, task_splits)
+        with untouched_random_state(run.device):  # nothing here may change what training draws next
+            update = _tawt_update(model, run, weights, weighted_tasks, main_task, task_splits)
     else:
         update = None
     return distributed.broadcast_from_main(update)
@@ -220,45 +223,59 @@ def labelled_token_features(model, split, batch_size, device, pad_token_id, auto
             torch.cat([labels_by_feature[p] for p in positions]), offsets)
 
 
-def fit_head_on_frozen_encoder(model, task, split, run, generator, epochs=1):
-    """Train `task`'s head for one epoch on the frozen encoder (weighted pre-training, SPEC §6).
+def fit_head_on_frozen_encoder(model, task, split, run, generator):
+    """A copy of `task`'s head, trained for one epoch on the frozen encoder (weighted pre-training).
+
+    As in the original, the model's own head is left as it is: every epoch's fit starts from the untouched
+    head, and fine-tuning later starts from it too (a head trained here for extra epochs would give
+    weighted pre-training a head start that plain pre-training never gets). The copy is trained like a
+    training stage of its own: AdamW with --learning_rate, --weight_decay (default 0) and a linear decay
+    to 0 over the fit's steps; `generator` orders the batches; the global random state (the dropout
+    masks) is left as it was, so later training sees the same randomness as in an unweighted run.
 
     The encoder's states for the task's training set are computed once, with the encoder in eval mode,
     and the head is trained on them: the encoder runs once instead of at every step. Relative to
     re-running a frozen encoder in training mode at each step, the only difference is the encoder's own
     dropout: its states are the deterministic, dropout-free ones, while the head's dropout still applies
-    to them, so the head sees the same kind of noise as during training of the head itself.
-    `generator` orders the batches. Returns the mean training loss of the last epoch. In a multi-process
-    run the main process fits the head and broadcasts it, so every process holds the same head.
+    to them. In a multi-process run the main process fits the copy and broadcasts it, so every process
+    holds the same one. Returns (fitted head, mean training loss of the fit).
     """
+    head = copy.deepcopy(model.head(task))
     mean_loss = None
     if distributed.is_main_process():
-        mean_loss = _fit_head_on_frozen_encoder(model, task, split, run, generator, epochs)
-    distributed.broadcast_parameters(model.head(task))
-    return mean_loss
+        with untouched_random_state(run.device):
+            mean_loss = _fit_head(model, head, task, split, run, generator)
+    distributed.broadcast_parameters(head)
+    return head, mean_loss
 
 
-def _fit_head_on_frozen_encoder(model, task, split, run, generator, epochs):
+def untouched_random_state(device):
+    """A block whose random draws (dropout) leave the global generators as they were before it."""
+    return torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else [])
+
+
+def _fit_head(model, head, task, split, run, generator):
     args = run.args
     features, labels, offsets = labelled_token_features(
         model, split, args.per_gpu_eval_batch_size, run.device, run.pad_token_id, run.autocast,
     )
-    head = model.head(task)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=args.learning_rate, eps=args.adam_epsilon)
-    model.train()  # the head's dropout is on, as in training
-    mean_loss = float("nan")
-    for _ in range(epochs):
-        losses = []
-        for batch_indices in epoch_batches({task: len(split)}, args.per_gpu_train_batch_size, generator):
-            rows = torch.cat([torch.arange(offsets[i], offsets[i + 1], device=run.device) for i in batch_indices[1]])
-            if rows.numel() == 0:
-                continue
-            logits = head(model.dropout(features[rows]))
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), args.max_grad_norm)
-            optimizer.step()
-            losses.append(loss.detach())
-        mean_loss = torch.stack(losses).mean().item() if losses else float("nan")
-    return mean_loss
+    batches = epoch_batches({task: len(split)}, args.per_gpu_train_batch_size, generator)
+    optimizer, scheduler = adamw_with_linear_schedule(head.parameters(), args, len(batches), run.device)
+    was_training = model.training
+    model.train()  # the dropout before the head is on, as in training
+    losses = []
+    for _, indices in batches:
+        rows = torch.cat([torch.arange(offsets[i], offsets[i + 1], device=run.device) for i in indices])
+        if rows.numel() == 0:
+            scheduler.step()
+            continue
+        logits = head(model.dropout(features[rows]))
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels[rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(head.parameters(), args.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.detach())
+    model.train(was_training)
+    return torch.stack(losses).mean().item() if losses else float("nan")

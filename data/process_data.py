@@ -47,7 +47,7 @@ ONTONOTES_COLUMNS = (
     "11.. predicate arguments, last: coreference"
 )
 ONTONOTES_MIN_COLUMNS = 12
-WORD_NUMBER, WORD, POS, PREDICATE_LEMMA, NAMED_ENTITY = 2, 3, 4, 6, 10
+WORD_NUMBER, WORD, POS, PREDICATE_FRAMESET, NAMED_ENTITY = 2, 3, 4, 7, 10
 
 CONLL2000_COLUMNS = "word, part-of-speech tag, chunk tag (B-NP, I-VP, O, ...)"
 CHUNK_TAG = re.compile(r"^(O|[BI]-[A-Za-z_]+)$")
@@ -143,7 +143,9 @@ def read_ontonotes(path):
         labels = {
             "pos": [columns[POS] for columns in rows],
             "ner": bracketed_ner_to_bio([columns[NAMED_ENTITY] for columns in rows], path, line_numbers),
-            "predicate": ["-" if columns[PREDICATE_LEMMA] == "-" else "predicate" for columns in rows],
+            # A predicate is a word with a PropBank frameset. The lemma column alone is not enough: it is
+            # also filled for words that only carry a word-sense annotation (many nouns).
+            "predicate": ["-" if columns[PREDICATE_FRAMESET] == "-" else "predicate" for columns in rows],
         }
         sentences.append(OntoNotesSentence(words, labels))
     return sentences

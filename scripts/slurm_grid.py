@@ -27,10 +27,10 @@ from scripts.job_queue import say, write_job_list
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The grid's settings, written into next.sh so that the follow-up plans the same grid whoever runs it.
-GRID_VARIABLES = ("WORKING_DIR", "DATA_DIR", "OUTPUT_ROOT", "SEEDS", "MAIN_TASKS", "INV_CONSTANTS", "BERT_MODEL",
-                  "MAX_LENGTH", "BATCH_SIZE", "NUM_EPOCHS", "GRADIENT_SAMPLING_BATCH_SIZE", "EXTRA_ARGS", "PYTHON",
-                  "SBATCH_ARGS", "SBATCH_SUMMARY_ARGS")
+# The grid's settings, written into next.sh so that the follow-up plans the same grid whoever runs it (with
+# the grid's training settings, MAX_LENGTH and the like).
+GRID_VARIABLES = ("GRID", "WORKING_DIR", "DATA_DIR", "OUTPUT_ROOT", "SEEDS", "MAIN_TASKS", "INV_CONSTANTS",
+                  "BERT_MODEL", "PYTHON", "SBATCH_ARGS", "SBATCH_SUMMARY_ARGS")
 
 
 def sbatch_options(environ, name):
@@ -88,7 +88,7 @@ def write_submission(jobs, settings, summary_commands, follow_up_sections, envir
          f'exec {command_line(queue)} "$SLURM_ARRAY_TASK_ID"'],
         [f"--array=0-{len(jobs) - 1}"]))
     if follow_up_sections:
-        exports = {name: environ[name] for name in GRID_VARIABLES if environ.get(name)}
+        exports = {name: environ[name] for name in (*GRID_VARIABLES, *settings.grid.training) if environ.get(name)}
         exports.update(OUTPUT_ROOT=settings.output_root, BACKEND="slurm")
         if settings.data_dir:
             exports["DATA_DIR"] = settings.data_dir

@@ -92,7 +92,13 @@ class Experiment:
 
     @property
     def dev_mean(self):
-        known = [score for score in self.dev_scores if score is not None]
+        return self.dev_mean_on(None)
+
+    def dev_mean_on(self, seeds):
+        """Mean dev score over `seeds` (None: all). Configurations are compared on the seeds they share, so
+        a sweep run with one seed is compared with the chosen configuration's run of that seed."""
+        known = [score for seed, score in zip(self.seeds, self.dev_scores)
+                 if score is not None and (seeds is None or seed in seeds)]
         return float(np.mean(known)) if known else float("nan")
 
 
@@ -100,6 +106,7 @@ class Experiment:
 class Cell:
     experiment: Experiment
     chosen_from: list = field(default_factory=list)  # the other configurations the dev score beat
+    chosen_on_seeds: set = None  # the seeds the configurations shared, on which the dev scores were compared
     p_value: float = None
     significant: bool = False
 
@@ -185,10 +192,11 @@ def build_table1(experiments, train_sizes):
             candidates[run.paradigm, run.main_task].append(experiment)
     cells = {}
     for key, options in candidates.items():
-        if any(np.isnan(option.dev_mean) for option in options) and len(options) > 1:
+        shared = set.intersection(*(set(option.seeds) for option in options)) or None
+        if any(np.isnan(option.dev_mean_on(shared)) for option in options) and len(options) > 1:
             logger.warning("%s %s: some configurations have no dev results; they rank last", *key)
-        options.sort(key=lambda option: -np.nan_to_num(option.dev_mean, nan=-np.inf))
-        cells[key] = Cell(options[0], chosen_from=options[1:])
+        options.sort(key=lambda option: -np.nan_to_num(option.dev_mean_on(shared), nan=-np.inf))
+        cells[key] = Cell(options[0], chosen_from=options[1:], chosen_on_seeds=shared if len(options) > 1 else None)
     return cells
 
 
@@ -279,11 +287,13 @@ def table1_markdown(cells, tasks, rows, mark_test, alpha):
             options = [cell.experiment] + cell.chosen_from
             names = varying_settings(options) or list(CONFIGURATION_ARGS)
             alternatives = ", ".join(
-                f"{describe_settings(option, names)}: {100 * option.dev_mean:.2f}" for option in options
+                f"{describe_settings(option, names)}: {100 * option.dev_mean_on(cell.chosen_on_seeds):.2f}"
+                for option in options
             )
+            seeds = ", ".join(map(str, sorted(cell.chosen_on_seeds or [])))
             notes.append(
                 f"{TABLE1_ROWS[paradigm]}, {task}: {describe_settings(cell.experiment, names)}, chosen by mean dev "
-                f"score ({alternatives})."
+                f"score on seed{'s' if len(cell.chosen_on_seeds or []) > 1 else ''} {seeds} ({alternatives})."
             )
     return markdown_table(header, lines) + "\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
 
@@ -396,6 +406,7 @@ def parse_args(argv=None):
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="samples of the bootstrap/randomization marks (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap/randomization marks (default: %(default)s)")
     parser.add_argument("--no_plots", action="store_true", help="skip the task-weight plots")
+    parser.add_argument("--note", default="", help="a line written under the title of table1.md (what the runs are)")
     args = parser.parse_args(argv)
     args.main_train_size = parse_train_sizes(args.main_train_size, parser)
     args.output_dir = args.output_dir or os.path.join(args.output_root, "summary")
@@ -414,7 +425,7 @@ def collect(args):
     rows = table1_rows(cells, tasks)
     rest = other_rows(experiments, cells)
 
-    markdown = "# Table 1\n\n" + table1_markdown(cells, tasks, rows, args.mark_test, args.alpha)
+    markdown = "# Table 1\n\n" + (f"{args.note}\n\n" if args.note else "") + table1_markdown(cells, tasks, rows, args.mark_test, args.alpha)
     if rest:
         markdown += "\n# Other runs\n\n" + other_runs_markdown(rest)
     write_text_atomic(os.path.join(args.output_dir, "table1.md"), markdown)

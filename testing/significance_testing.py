@@ -24,8 +24,9 @@ metric is then the metric of summed counts, one matrix product per batch of samp
 Per-sentence score (for the t-test): the task's primary metric on the sentence alone, accuracy for tagging
 tasks and F1 for span and binary tasks. A sentence with no gold and no predicted span (or, for binary
 tasks, no gold and no predicted positive label) scores 1.0: nothing was there to find and nothing was
-wrongly found. (Scoring it 0.0, as seqeval's zero_division does, would not penalise a system that invents a
-span there, and would count every empty sentence as a failure of both systems.) A sentence with gold spans
+wrongly found. (Scoring it 0.0, as seqeval's zero_division does and as the original code's tests did, would
+not penalise a system that invents a span there, and would count every empty sentence as a failure of both
+systems; `--empty_sentence_score 0` gives those tests.) A sentence with gold spans
 and no prediction, or with predictions and no gold span, scores 0.0, as F1 does.
 
 Usage:
@@ -171,12 +172,13 @@ def corpus_scores(family, summed_counts):
         return np.where(denominator > 0, numerator / np.maximum(denominator, 1), 0.0)
 
 
-def per_sentence_scores(family, counts):
-    """Each sentence's score alone; a sentence with nothing to find and nothing found scores 1.0 (see above)."""
+def per_sentence_scores(family, counts, empty_sentence_score=1.0):
+    """Each sentence's score alone; a sentence with nothing to find and nothing found scores
+    `empty_sentence_score` (1.0, see above; the original code's tests gave it 0)."""
     scores = corpus_scores(family, counts)
     if family != "tagging":
         nothing_there = (counts[:, 1] + counts[:, 2]) == 0
-        scores = np.where(nothing_there, 1.0, scores)
+        scores = np.where(nothing_there, empty_sentence_score, scores)
     return scores
 
 
@@ -244,7 +246,8 @@ def approximate_randomization(family, baseline_counts, weighted_counts, samples=
     return float((as_extreme + 1) / (samples + 1))
 
 
-def compare_counts(family, baseline_counts, weighted_counts, tests=TESTS, samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+def compare_counts(family, baseline_counts, weighted_counts, tests=TESTS, samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED,
+                   empty_sentence_score=1.0):
     """Both systems' corpus metrics and the requested tests, as a flat dict (the report and the CSV row)."""
     baseline_score = float(corpus_scores(family, baseline_counts.sum(0)))
     weighted_score = float(corpus_scores(family, weighted_counts.sum(0)))
@@ -256,8 +259,8 @@ def compare_counts(family, baseline_counts, weighted_counts, tests=TESTS, sample
         "difference": weighted_score - baseline_score,
     }
     if "ttest" in tests:
-        baseline_scores = per_sentence_scores(family, baseline_counts)
-        weighted_scores = per_sentence_scores(family, weighted_counts)
+        baseline_scores = per_sentence_scores(family, baseline_counts, empty_sentence_score)
+        weighted_scores = per_sentence_scores(family, weighted_counts, empty_sentence_score)
         result["ttest_statistic"], result["ttest_p"] = paired_t_test(baseline_scores, weighted_scores)
     if "bootstrap" in tests:
         result["bootstrap_p"], (result["bootstrap_low"], result["bootstrap_high"]) = paired_bootstrap(
@@ -407,6 +410,11 @@ def parse_args(argv=None):
         help="bootstrap samples and randomization shuffles (10,000 is the usual choice)",
     )
     common.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the resampling tests")
+    common.add_argument(
+        "--empty_sentence_score", type=float, default=1.0, choices=(0.0, 1.0),
+        help="t-test score of a sentence with no gold and no predicted span (or positive label): 1 (nothing to "
+        "find, nothing invented), or 0 as in the original code's tests, which does not penalise a span invented there",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     pair = commands.add_parser(
@@ -446,7 +454,8 @@ def parse_args(argv=None):
 def main(argv=None):
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     args = parse_args(argv)
-    test_options = {"tests": tuple(args.tests), "samples": args.samples, "seed": args.seed}
+    test_options = {"tests": tuple(args.tests), "samples": args.samples, "seed": args.seed,
+                    "empty_sentence_score": args.empty_sentence_score}
     try:
         if args.command == "pair":
             run_pair(args, test_options)

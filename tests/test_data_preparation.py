@@ -17,11 +17,13 @@ from utils_cross_task import TaskDataError, read_sentences
 # OntoNotes 5.0 (CoNLL-2012 *_conll columns)
 
 
-def ontonotes_line(number, word, pos, lemma="-", entity="*", predicates=("*",), document="bc/cnn/00/cnn_0001"):
+def ontonotes_line(number, word, pos, lemma="-", entity="*", predicates=("*",), document="bc/cnn/00/cnn_0001",
+                   frameset=None, sense="-"):
     """One CoNLL-2012 line: document, part, word number, word, pos, parse, lemma, frameset, sense, speaker,
-    named entity, one column per predicate, coreference."""
-    frameset = "01" if lemma != "-" else "-"
-    columns = [document, "0", str(number), word, pos, "*", lemma, frameset, "-", "Speaker#1", entity]
+    named entity, one column per predicate, coreference. A lemma gets frameset 01 unless one is given."""
+    if frameset is None:
+        frameset = "01" if lemma != "-" else "-"
+    columns = [document, "0", str(number), word, pos, "*", lemma, frameset, sense, "Speaker#1", entity]
     return "   ".join(columns + list(predicates) + ["-"])
 
 
@@ -71,6 +73,20 @@ def test_ontonotes_bracketed_file_gives_pos_ner_predicate(tmp_path):
     )
     assert (out / "predicate_labels.txt").read_text().split() == ["-", "predicate"]
     assert not [name for name in os.listdir(out) if name.startswith(".")]  # no staging folder left
+
+
+def test_ontonotes_predicates_are_words_with_a_frameset_not_sense_annotated_nouns(tmp_path):
+    # "talks" (a noun) carries a lemma and a word sense but no PropBank frameset; "began" is a predicate.
+    rows = [
+        ontonotes_line(0, "The", "DT"),
+        ontonotes_line(1, "talks", "NNS", lemma="talk", frameset="-", sense="2"),
+        ontonotes_line(2, "began", "VBD", lemma="begin", frameset="01", sense="1"),
+        ontonotes_line(3, ".", "."),
+    ]
+    source = write(tmp_path / "in" / "a_gold_conll", "\n".join(rows) + "\n\n")
+    out = tmp_path / "out"
+    process_data.main(["ontonotes", "--train", source, "--output_dir", str(out)])
+    assert read_sentences(out / "train_predicate.txt")[0].labels == ["-", "-", "predicate", "-"]
 
 
 def test_ontonotes_bio_input_passes_through_and_folders_are_searched(tmp_path):

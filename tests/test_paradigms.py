@@ -90,7 +90,7 @@ def test_ratio_analysis_cuts_sources_and_sets_weights(tiny_data_dir, tiny_model_
     assert paradigm_of(output) == "weighted_normalized_joint"
 
 
-def test_head_fit_on_frozen_encoder_changes_only_the_head(tiny_data_dir, tiny_model_dir, tmp_path):
+def test_head_fit_trains_a_copy_and_leaves_the_model_alone(tiny_data_dir, tiny_model_dir, tmp_path):
     from argparse import Namespace
 
     from cross_task_training import Run, load_task_data, load_tokenizer
@@ -99,17 +99,21 @@ def test_head_fit_on_frozen_encoder_changes_only_the_head(tiny_data_dir, tiny_mo
 
     args = Namespace(max_seq_length=32, do_eval=False, do_predict=False, per_gpu_eval_batch_size=8,
                      per_gpu_train_batch_size=4, learning_rate=1e-2, adam_epsilon=1e-8, max_grad_norm=1.0,
-                     seed=1, bf16=False, fp16=False)
+                     weight_decay=0.0, warmup_steps=0, seed=1, bf16=False, fp16=False, keep_order=True, data_seed=1)
     run = Run(args=args, paradigm="test", main_task="ner", tasks=["pos", "ner"], device=torch.device("cpu"),
               data_dir=tiny_data_dir, model_name_or_path=tiny_model_dir)
     data = load_task_data(run, load_tokenizer(run), {"ner": 10}, [])
     model = MultiTaskTagger.from_encoder(tiny_model_dir, {"pos": ["NN"], "ner": data.labels["ner"]})
-    encoder_before = {name: p.detach().clone() for name, p in model.encoder.named_parameters()}
-    head_before = model.head("ner").weight.detach().clone()
-    other_head_before = model.head("pos").weight.detach().clone()
-    loss = fit_head_on_frozen_encoder(model, "ner", data.train["ner"], run, torch.Generator().manual_seed(0))
+    model_before = {name: p.detach().clone() for name, p in model.state_dict().items()}
+    random_state_before = torch.get_rng_state()
+    head, loss = fit_head_on_frozen_encoder(model, "ner", data.train["ner"], run, torch.Generator().manual_seed(0))
     assert np.isfinite(loss)
-    assert all(torch.equal(encoder_before[name], p) for name, p in model.encoder.named_parameters())
-    assert not torch.equal(head_before, model.head("ner").weight)
-    assert torch.equal(other_head_before, model.head("pos").weight)
-    assert all(p.grad is None for p in model.encoder.parameters())
+    # The model, its main head included, is exactly as it was: the fit trained a copy.
+    assert all(torch.equal(model_before[name], p) for name, p in model.state_dict().items())
+    assert head is not model.head("ner") and not torch.equal(head.weight, model.head("ner").weight)
+    assert all(p.grad is None for p in model.parameters())
+    # The fit's dropout did not advance the global generator that training draws from.
+    assert torch.equal(random_state_before, torch.get_rng_state())
+    with model.replaced_heads({"ner": head}):
+        assert model.head("ner") is head
+    assert model.head("ner") is not head and torch.equal(model.head("ner").weight, model_before["heads.1.weight"])

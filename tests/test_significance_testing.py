@@ -56,6 +56,31 @@ def test_per_sentence_f1_is_one_for_a_sentence_with_nothing_to_find_and_nothing_
     assert scores.tolist() == reference.tolist()
 
 
+def test_empty_sentence_score_zero_gives_the_original_codes_t_test(tmp_path):
+    # Sentences 2-4 have no gold entity; the weighted system invents one in sentence 3 only.
+    gold = [["B-PER", "O"], ["O", "O"], ["O", "O"], ["O", "O"]]
+    baseline = [["O", "O"], ["O", "O"], ["O", "O"], ["O", "O"]]
+    weighted = [["B-PER", "O"], ["O", "O"], ["B-LOC", "O"], ["O", "O"]]
+    paths = {}
+    for name, sentences in (("gold", gold), ("baseline", baseline), ("weighted", weighted)):
+        paths[name] = tmp_path / f"{name}.txt"
+        paths[name].write_text("\n\n".join("\n".join(f"w{i} {label}" for i, label in enumerate(sentence))
+                                           for sentence in sentences) + "\n")
+    results = {}
+    for score in ("1", "0"):
+        output = tmp_path / f"empty_{score}.json"
+        significance.main(["pair", "--gold", str(paths["gold"]), "--task", "ner", "--baseline", str(paths["baseline"]),
+                           "--weighted", str(paths["weighted"]), "--tests", "ttest", "--empty_sentence_score", score,
+                           "--output_json", str(output)])
+        results[score] = json.loads(output.read_text())
+    # Scored 1, the invented span costs the weighted system sentence 3: per-sentence differences (1, 0, -1, 0).
+    assert results["1"]["ttest_statistic"] == pytest.approx(0.0)
+    # Scored 0 (the original's), empty sentences are 0 for both, the invented span goes unnoticed: (1, 0, 0, 0).
+    expected = ttest_rel([1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0])
+    assert results["0"]["ttest_statistic"] == pytest.approx(expected.statistic)
+    assert results["0"]["ttest_p"] == pytest.approx(expected.pvalue)
+
+
 def test_t_test_is_scipys_ttest_rel_on_per_sentence_scores(data_dir):
     gold_path = os.path.join(data_dir, "test_chunking.txt")
     gold = read_sentences(gold_path)
