@@ -60,6 +60,8 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# Start a job as soon as resources free up, not on the next pass 3 s later (the tests' runs last seconds).
+SchedulerParameters=batch_sched_delay=0
 MpiDefault=none
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
