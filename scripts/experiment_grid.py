@@ -149,7 +149,7 @@ MEDIUM_GRID = Grid(
     analysis_settings=[],
     single_task_sizes=[],
     training={"MAX_LENGTH": "64", "BATCH_SIZE": "8", "NUM_EPOCHS": "5", "GRADIENT_SAMPLING_BATCH_SIZE": "64",
-              "EXTRA_ARGS": "--learning_rate 5e-4 --eval_main_task_only"},
+              "EXTRA_ARGS": "--learning_rate 5e-4 --per_gpu_eval_batch_size 64 --eval_main_task_only"},
     data_slice={"train": 2 * MEDIUM_MAIN_SIZE, "dev": 500, "test": 2000},
     description="the medium grid on the embedded default data",
     sections=("main", "normalized"),

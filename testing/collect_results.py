@@ -234,8 +234,9 @@ def markdown_table(header, rows):
     return "\n".join(lines)
 
 
-def table1_rows(cells, tasks):
-    """One dict per cell (and per row's average), the CSV's rows; the Markdown is built from these."""
+def table1_rows(cells, tasks, output_root):
+    """One dict per cell (and per row's average), the CSV's rows; the Markdown is built from these. Run
+    directories are given relative to `output_root`, so an archived tree's table reads the same anywhere."""
     rows = []
     for paradigm, title in TABLE1_ROWS.items():
         means = []
@@ -251,7 +252,7 @@ def table1_rows(cells, tasks):
                 "main_train_size": experiment.first.main_train_size,
                 "settings": describe_settings(experiment, CONFIGURATION_ARGS),
                 "p_value_vs_baseline": cell.p_value, "significant": cell.significant,
-                "run_dirs": " ".join(run.directory for run in experiment.runs),
+                "run_dirs": " ".join(os.path.relpath(run.directory, output_root) for run in experiment.runs),
             })
         if means and len(means) == len(tasks):
             rows.append({"row": title, "paradigm": paradigm, "main_task": "average", "mean": float(np.mean(means))})
@@ -422,7 +423,7 @@ def collect(args):
     cells = build_table1(experiments, train_sizes)
     mark_significance(cells, args.data_dir, args.mark_test, args.alpha, args.samples, args.seed)
     tasks = ordered_tasks({task for _, task in cells})
-    rows = table1_rows(cells, tasks)
+    rows = table1_rows(cells, tasks, args.output_root)
     rest = other_rows(experiments, cells)
 
     markdown = "# Table 1\n\n" + (f"{args.note}\n\n" if args.note else "") + table1_markdown(cells, tasks, rows, args.mark_test, args.alpha)
