@@ -24,10 +24,14 @@ Output tree (OUTPUT_ROOT: $WORKING_DIR/outputs, or ./outputs with the embedded d
   analysis/<normalized_joint|weighted_normalized_joint>_n<n_main>_r<ratio>/<main task>/seed_<seed>/
   analysis/single_task_n<sentences>/<main task>/seed_<seed>/   (the main section's size: main/single_task)
   logs/<the run directory's path below OUTPUT_ROOT>.log         (the queue's log of each run)
-  summary/                                                      (testing/collect_results.py: table1.md, plots)
+  summary/                                (testing/collect_results.py: table1.md, plots; significance.csv)
+  slurm/<date-time>/                      (with BACKEND=slurm: the job array's scripts, scripts/slurm_grid.py)
 
 A job is skipped when its directory already holds its main task's `{main}_test_results.txt`, so running
 the same command again after an interruption (or with more SEEDS) runs only what is missing.
+
+BACKEND=local (the default) runs the jobs here through scripts/job_queue.py; BACKEND=slurm submits those
+not done as a Slurm job array, with the summary as a job after it (scripts/slurm_grid.py).
 
 With WORKING_DIR: the paper's grid on $WORKING_DIR/data (bert-base-cased, 4 epochs, length 128, batch 32).
 Without: a reduced grid on a small slice of the embedded default data (see REDUCED_GRID), sized to finish
@@ -48,11 +52,13 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from output_files import holds_checkpoints, holds_results, results_file  # noqa: E402
+from scripts import slurm_grid  # noqa: E402
 from scripts.job_queue import Job, detect_slots, run_jobs, say, summarize  # noqa: E402
 
 SCRIPTS_DIR = os.path.join(ROOT, "scripts")
 SECTIONS = ("main", "normalized", "analysis", "final_weights")
 GRID_SAVE_STEPS = 1000
+BACKENDS = ("local", "slurm")  # local: scripts/job_queue.py on this machine; slurm: scripts/slurm_grid.py
 
 
 @dataclass
@@ -509,13 +515,23 @@ def plan(maker, settings, sections):
     return jobs
 
 
-def collect_results(settings, echo=say):
-    """Print the Table-1 summary and write the weight plots (testing/collect_results.py)."""
-    command = [sys.executable, os.path.join(ROOT, "testing", "collect_results.py"), settings.output_root]
+def summary_commands(settings):
+    """The Table-1 summary with the weight plots, and the significance tests of every weighted run."""
+    collect = [sys.executable, os.path.join(ROOT, "testing", "collect_results.py"), settings.output_root]
     if settings.grid.note:
-        command += ["--note", settings.grid.note]
-    echo("[grid] " + " ".join(map(shlex.quote, command)))
-    return subprocess.run(command).returncode
+        collect += ["--note", settings.grid.note]
+    significance = [sys.executable, os.path.join(ROOT, "testing", "significance_testing.py"), "batch",
+                    settings.output_root, "--output_csv", os.path.join(settings.output_root, "summary", "significance.csv")]
+    return [collect, significance]
+
+
+def run_summary(settings, echo=say):
+    """Run summary_commands (each, even when one fails); return whether all succeeded."""
+    succeeded = True
+    for command in summary_commands(settings):
+        echo("[grid] " + " ".join(map(shlex.quote, command)))
+        succeeded = subprocess.run(command).returncode == 0 and succeeded
+    return succeeded
 
 
 def parse_args(argv=None):
@@ -524,7 +540,11 @@ def parse_args(argv=None):
                         help=f"any of {', '.join(SECTIONS)} (default: the grid's, in that order: all of them, "
                              "or main and normalized with GRID=medium)")
     parser.add_argument("--list", action="store_true", help="print the jobs (the commands) and run nothing")
-    parser.add_argument("--no_summary", action="store_true", help="skip testing/collect_results.py at the end")
+    parser.add_argument("--no_summary", action="store_true",
+                        help="skip the summary at the end (testing/collect_results.py, the significance batch)")
+    parser.add_argument("--no_submit", action="store_true",
+                        help="with BACKEND=slurm: write the job array and its submit.sh, submit nothing")
+    parser.add_argument("--after_array", action="store_true", help=argparse.SUPPRESS)  # run by next.sh in Slurm
     args = parser.parse_args(argv)
     unknown = [section for section in args.sections if section not in SECTIONS]
     if unknown:
@@ -535,11 +555,17 @@ def parse_args(argv=None):
 
 def main(argv=None, environ=None):
     args = parse_args(argv)
+    environ = os.environ if environ is None else environ
     try:
+        backend = environ.get("BACKEND", "").strip() or "local"
+        if backend not in BACKENDS:
+            raise GridError(f"BACKEND={backend!r}: choose {' or '.join(BACKENDS)}")
+        if args.no_submit and backend != "slurm":
+            raise GridError("--no_submit writes a Slurm job array; give it with BACKEND=slurm")
         settings = settings_from_environment(environ)
         args.sections = args.sections or [section for section in SECTIONS if section in settings.grid.sections]
         check_data(settings, args.sections)
-        slots = detect_slots(environ)
+        slots = detect_slots(environ) if backend == "local" else None
     except ValueError as error:  # GridError, JobListError, the default data's DefaultDataError: a message to show
         sys.exit(f"error: {error}")
     say(f"[grid] {settings.grid.description}: sections {' '.join(args.sections)}, seeds {' '.join(settings.seeds)}; "
@@ -548,10 +574,12 @@ def main(argv=None, environ=None):
     # final_weights reads what the other sections learned, so it is planned (and run) after them.
     if args.list:
         print(f"# every job runs with {maker.shared_settings}")
-    stages = [[section for section in args.sections if section != "final_weights"],
-              [section for section in args.sections if section == "final_weights"]]
+    stages = [stage for stage in ([section for section in args.sections if section != "final_weights"],
+                                  [section for section in args.sections if section == "final_weights"]) if stage]
+    if backend == "slurm" and not args.list:
+        return submit_to_slurm(maker, settings, stages, args, environ)
     failed = False
-    for stage in filter(None, stages):
+    for stage in stages:
         if args.list and stage == ["final_weights"]:
             print("# final_weights: planned from the weighted runs' results once they exist")
         jobs = plan(maker, settings, stage)
@@ -568,8 +596,29 @@ def main(argv=None, environ=None):
         return 0
     say(f"[grid] the runs took {(time.time() - began) / 60:.1f} min")
     if not args.no_summary and os.path.isdir(settings.output_root):
-        failed = collect_results(settings) != 0 or failed
+        failed = not run_summary(settings) or failed
     return 1 if failed else 0
+
+
+def submit_to_slurm(maker, settings, stages, args, environ):
+    """Submit the first stage with runs left as a Slurm job array (see scripts/slurm_grid.py)."""
+    summary = [] if args.no_summary else summary_commands(settings)
+    for position, stage in enumerate(stages):
+        planned = plan(maker, settings, stage)
+        jobs = [job for job in planned if not job.is_done()]
+        say(f"[slurm] {' '.join(stage)}: {len(jobs)} run(s) to submit, {len(planned) - len(jobs)} done already")
+        if jobs:
+            later_sections = [section for later in stages[position + 1:] for section in later]
+            try:
+                submit_script = slurm_grid.write_submission(jobs, settings, summary, later_sections, environ)
+            except ValueError as error:
+                sys.exit(f"error: {error}")
+            return slurm_grid.submit(submit_script, args.no_submit)
+    if args.after_array:  # this is a Slurm job that follows an array: the summary is due now
+        return 0 if args.no_summary or run_summary(settings) else 1
+    say("[slurm] every run is done: nothing submitted. The summary: " + "; ".join(
+        slurm_grid.command_line(command) for command in summary_commands(settings)))
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ Slots (how many jobs run at once, and where):
 The job list (`python scripts/job_queue.py JOBS.jsonl`) has one JSON object per line:
     {"command": "sh scripts/run_single.sh ner 500", "log": "outputs/logs/single_ner.log",
      "done_file": "outputs/single/ner_test_results.txt", "name": "single ner"}
+
+`--task N` runs only the N-th job (from 0), in the slot the caller was given: a task of a Slurm job array
+(scripts/slurm_grid.py) runs its run this way, so it is logged, skipped and checked as in the local queue.
 """
 
 import argparse
@@ -142,6 +145,17 @@ def detect_slots(environ=None, slots=None):
     return [Slot(label=f"GPU {gpus[index % len(gpus)]}", gpu=gpus[index % len(gpus)]) for index in range(count)]
 
 
+def scheduler_slot_label(environ=None):
+    """What a job's log says it ran on when a scheduler placed it: "Slurm job 12_3 on node7"."""
+    environ = os.environ if environ is None else environ
+    if "SLURM_JOB_ID" not in environ:
+        return "this machine"
+    job = environ.get("SLURM_ARRAY_JOB_ID", environ["SLURM_JOB_ID"])
+    if "SLURM_ARRAY_TASK_ID" in environ:
+        job += "_" + environ["SLURM_ARRAY_TASK_ID"]
+    return f"Slurm job {job} on {environ.get('SLURMD_NODENAME', 'its node')}"
+
+
 def _tail(path, lines=5):
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -264,10 +278,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("job_list", help="a JSON-lines file, one job per line")
     parser.add_argument("--slots", type=int, default=None, help="jobs at once (default: one per GPU, else 1)")
+    parser.add_argument("--task", type=int, default=None, metavar="N",
+                        help="run only the N-th job (from 0), leaving CUDA_VISIBLE_DEVICES as it is "
+                        "(a task of a Slurm job array)")
     args = parser.parse_args(argv)
     try:
         jobs = read_job_list(args.job_list)
-        slots = detect_slots(slots=args.slots)
+        if args.task is None:
+            slots = detect_slots(slots=args.slots)
+        elif not 0 <= args.task < len(jobs):
+            raise JobListError(f"{args.job_list}: --task {args.task}, but the list has {len(jobs)} jobs (0 to "
+                               f"{len(jobs) - 1})")
+        else:
+            jobs, slots = [jobs[args.task]], [Slot(label=scheduler_slot_label())]
     except (OSError, JobListError) as error:
         sys.exit(f"error: {error}")
     report = run_jobs(jobs, slots)

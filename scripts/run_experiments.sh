@@ -1,10 +1,12 @@
 #!/bin/sh
 # The paper's experiment grid through a job queue, then the Table-1 summary and the weight plots.
 #
-#   sh scripts/run_experiments.sh [SECTION...] [--list]
+#   sh scripts/run_experiments.sh [SECTION...] [--list] [--no_summary] [--no_submit]
 #
 # SECTION: main, normalized, analysis, final_weights (default: all; final_weights runs last, as it re-runs
 # the weighted runs with their learned weights fixed). --list prints the jobs and runs nothing.
+# BACKEND=slurm submits the runs as a Slurm job array instead of running them here (README, "The grid on a
+# Slurm cluster"; --no_submit writes the array's scripts without submitting them).
 #
 # Without WORKING_DIR: a reduced grid on a slice of the embedded default data and the default MiniLM
 # encoder (about 5 minutes on a 2-core CPU; its scores show the pipeline works, they are not the paper's).
@@ -21,11 +23,14 @@
 #   CUDA_VISIBLE_DEVICES  the GPUs the queue deals jobs to, one job per GPU at a time (default: all;
 #                 none: one job at a time on the CPU)
 #   JOBS_PER_GPU  jobs sharing a GPU (default 1)     SLOTS   jobs at once, overriding both
+#   BACKEND       local (default: the queue above) or slurm
+#   SBATCH_ARGS   with BACKEND=slurm: sbatch options of every job, e.g. "--partition gpu --gres gpu:1"
+#   SBATCH_SUMMARY_ARGS  sbatch options of the summary and follow-up jobs (default: SBATCH_ARGS)
 #
 # Each run has its directory OUTPUT_ROOT/<section>/<paradigm>/<main task>/seed_<seed> and its log
 # OUTPUT_ROOT/logs/<section>/<paradigm>/<main task>/seed_<seed>.log; a run whose main-task test results
 # exist is skipped, so the same command resumes an interrupted grid. The summary (table1.md, table1.csv,
-# task_weights/*.png) goes to OUTPUT_ROOT/summary. Details: scripts/experiment_grid.py.
+# significance.csv, task_weights/*.png) goes to OUTPUT_ROOT/summary. Details: scripts/experiment_grid.py.
 SCRIPT_DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 if [ -z "${PYTHON:-}" ]; then
     if command -v python >/dev/null 2>&1; then PYTHON=python; else PYTHON=python3; fi

@@ -58,7 +58,8 @@ def clean_environment(**settings):
     """The test process's environment without the grid's settings, plus `settings`."""
     names = ("WORKING_DIR", "DATA_DIR", "BERT_MODEL", "MAX_LENGTH", "BATCH_SIZE", "NUM_EPOCHS", "SEED", "SEEDS",
              "OUTPUT_ROOT", "OUTPUT_DIR", "EXTRA_ARGS", "GRADIENT_SAMPLING_BATCH_SIZE", "PYTHON", "MAIN_TASKS",
-             "INV_CONSTANTS", "SLOTS", "JOBS_PER_GPU", "CUDA_VISIBLE_DEVICES", "GRID")
+             "INV_CONSTANTS", "SLOTS", "JOBS_PER_GPU", "CUDA_VISIBLE_DEVICES", "GRID", "BACKEND", "SBATCH_ARGS",
+             "SBATCH_SUMMARY_ARGS")
     environment = {name: value for name, value in os.environ.items() if name not in names}
     environment.update({name: str(value) for name, value in settings.items()})
     return environment
