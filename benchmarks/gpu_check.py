@@ -46,9 +46,11 @@ from benchmarks.run_benchmarks import (  # noqa: E402
 )
 from benchmarks.workloads import MAIN_TASK, TASKS, load_tokenizer, load_workload, random_encoder  # noqa: E402
 from cross_task_training import UsageError, package_versions, resolve_data_dir, resolve_model_name_or_path  # noqa: E402
-from data.conll_io import labels_file_text, sample_sentences, task_file_text, write_files_atomically  # noqa: E402
+from data.conll_io import (  # noqa: E402
+    SPLITS, labels_file_text, sample_sentences, task_file_text, write_files_atomically,
+)
 from output_files import TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, write_text_atomic  # noqa: E402
-from utils_cross_task import SPLITS, TaskDataError, read_labels, read_sentences, task_file  # noqa: E402
+from utils_cross_task import TaskDataError, read_labels, read_sentences, task_file  # noqa: E402
 
 PACK_DIR = os.path.join(ROOT, "gpu_pack")
 PACK_INFO = "pack_info.json"
