@@ -51,11 +51,12 @@ def main(argv=None):
     if args.do_train:
         history = start_weight_history(run, sources, source_weights)
 
-        def fit_main_head_then_tawt_step(weights, epoch):
+        def fit_main_head_then_tawt_step(weights, epoch, step):
             # The gradients are taken through a fitted copy of the main head, then the copy is dropped:
-            # the model's own main head stays as it was for fine-tuning.
-            main_head, _ = fit_head_on_frozen_encoder(model, main_task, data.train[main_task], run,
-                                                      run.data_order_generator("head-fit", epoch))
+            # the model's own main head stays as it was for fine-tuning. An update within the epoch
+            # (--weight_update_steps) orders its fit's batches by its own step.
+            fit_order = run.data_order_generator("head-fit" if step is None else f"head-fit step {step}", epoch)
+            main_head, _ = fit_head_on_frozen_encoder(model, main_task, data.train[main_task], run, fit_order)
             with model.replaced_heads({main_task: main_head}):
                 return tawt_update(model, run, weights, sources, main_task, data.train)
 

@@ -38,7 +38,7 @@ from evaluation import predict  # noqa: E402
 from utils_cross_task import Feature, collate  # noqa: E402
 from weighted_training_basics import (  # noqa: E402
     cosine_similarity, encoder_gradient, exponentiated_gradient_step, fit_head_on_frozen_encoder,
-    gradient_batch_chunks, similarities_to_main_task,
+    gradient_batch_chunks, similarities_to_main_task, weight_gradients,
 )
 
 try:
@@ -106,10 +106,6 @@ def median(values):
 def row(figure, ours, reference, ratio, target, met, unit="", **details):
     return {"figure": figure, "ours": ours, "reference": reference, "ratio": ratio, "target": target,
             "met": met, "unit": unit, **details}
-
-
-def weight_gradients(similarities):
-    return [None if cosine is None else -cosine for cosine in similarities]
 
 
 def make_run(device, output_dir, pad_token_id, bf16=False, **overrides):
