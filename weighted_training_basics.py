@@ -307,8 +307,8 @@ def labelled_token_features(model, split, batch_size, device, pad_token_id, auto
             torch.cat([labels_by_feature[p] for p in positions]), offsets)
 
 
-def fit_head_on_frozen_encoder(model, task, split, run, generator):
-    """A copy of `task`'s head, trained for one epoch on the frozen encoder (weighted pre-training).
+def fit_head_on_frozen_encoder(model, task, split, run, generator, epochs=1):
+    """A copy of `task`'s head, trained for `epochs` epochs (weighted pre-training: one) on the frozen encoder.
 
     As in the original, the model's own head is left as it is: every epoch's fit starts from the untouched
     head, and fine-tuning later starts from it too (a head trained here for extra epochs would give
@@ -322,13 +322,13 @@ def fit_head_on_frozen_encoder(model, task, split, run, generator):
     re-running a frozen encoder in training mode at each step, the only difference is the encoder's own
     dropout: its states are the deterministic, dropout-free ones, while the head's dropout still applies
     to them. In a multi-process run the main process fits the copy and broadcasts it, so every process
-    holds the same one. Returns (fitted head, mean training loss of the fit).
+    holds the same one. Returns (fitted head, mean training loss of the fit's last epoch).
     """
     head = copy.deepcopy(model.head(task))
     mean_loss = None
     if distributed.is_main_process():
         with untouched_random_state(run.device):
-            mean_loss = _fit_head(model, head, task, split, run, generator)
+            mean_loss = _fit_head(model, head, task, split, run, generator, epochs)
     distributed.broadcast_parameters(head)
     return head, mean_loss
 
@@ -338,17 +338,19 @@ def untouched_random_state(device):
     return torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else [])
 
 
-def _fit_head(model, head, task, split, run, generator):
+def _fit_head(model, head, task, split, run, generator, epochs):
     args = run.args
     features, labels, offsets = labelled_token_features(
         model, split, args.per_gpu_eval_batch_size, run.device, run.pad_token_id, run.autocast,
     )
-    batches = epoch_batches({task: len(split)}, args.per_gpu_train_batch_size, generator)
+    batches = [batch for _ in range(epochs)
+               for batch in epoch_batches({task: len(split)}, args.per_gpu_train_batch_size, generator)]
+    last_epoch_start = len(batches) - len(batches) // epochs
     optimizer, scheduler = adamw_with_linear_schedule(head.parameters(), args, len(batches), run.device)
     was_training = model.training
     model.train()  # the dropout before the head is on, as in training
     losses = []
-    for _, indices in batches:
+    for step, (_, indices) in enumerate(batches):
         rows = torch.cat([torch.arange(offsets[i], offsets[i + 1], device=run.device) for i in indices])
         if rows.numel() == 0:
             scheduler.step()
@@ -360,6 +362,7 @@ def _fit_head(model, head, task, split, run, generator):
         torch.nn.utils.clip_grad_norm_(head.parameters(), args.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        losses.append(loss.detach())
+        if step >= last_epoch_start:
+            losses.append(loss.detach())
     model.train(was_training)
     return torch.stack(losses).mean().item() if losses else float("nan")
