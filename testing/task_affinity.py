@@ -84,7 +84,7 @@ def parse_arguments(argv=None):
     parser.add_argument("--head_fit_steps", type=int, default=500,
                         help="optimizer steps of each head's fit, rounded up to whole epochs over its sentences: "
                              "every head gets about as many, whatever its task's size")
-    parser.add_argument("--learning_rate", type=float, default=1e-3,
+    parser.add_argument("--learning_rate", type=float, default=1e-2,
                         help="AdamW learning rate of the head fits (a linear head on frozen states; training's "
                              "5e-5 leaves it nearly untrained)")
     parser.add_argument("--per_gpu_train_batch_size", type=int, default=32, help="sentences per head-fit step")
@@ -198,6 +198,22 @@ def fit_heads(model, run, splits):
     return heads, losses
 
 
+def affinities(model, run, splits, main_tasks):
+    """Fit every task's head copy, sample M rounds of batches, and compare each of `main_tasks` with every
+    other task of `splits` on them. Returns ({main task: TaskSimilarities over the others, in order},
+    {task: its head fit's last-epoch loss})."""
+    args = run.args
+    heads, fit_losses = fit_heads(model, run, splits)
+    batch_rounds = sample_gradient_batches(splits, args.gradient_sampling_batch_size, run.gradient_sampling_generator,
+                                           run.pad_token_id, run.device, args.gradient_sampling_batches)
+    similarities = {}
+    with model.replaced_heads(heads):
+        for main_task in tqdm(main_tasks, desc="comparing gradients", disable=len(main_tasks) == 1):
+            others = [task for task in splits if task != main_task]
+            similarities[main_task] = compare_with_main_task(model, main_task, others, batch_rounds, run.autocast)
+    return similarities, fit_losses
+
+
 def weights_after_updates(cosines, step_size, updates):
     """The weights over the candidates after `updates` TAWT steps from uniform, the cosines held fixed."""
     weights = np.full(len(cosines), 1.0 / len(cosines))
@@ -294,15 +310,7 @@ def main(argv=None):
     tasks = list(splits)  # main task, candidates, control
     candidates = tasks[1:]
     model = MultiTaskTagger(load_encoder(run.model_name_or_path), {task: labels[task] for task in tasks}).to(run.device)
-    heads, fit_losses = fit_heads(model, run, splits)
-    batch_rounds = sample_gradient_batches(splits, args.gradient_sampling_batch_size, run.gradient_sampling_generator,
-                                           run.pad_token_id, run.device, args.gradient_sampling_batches)
-    mains = tasks if args.matrix else [args.main_task]
-    similarities = {}
-    with model.replaced_heads(heads):
-        for main_task in tqdm(mains, desc="comparing gradients", disable=len(mains) == 1):
-            others = [task for task in tasks if task != main_task]
-            similarities[main_task] = compare_with_main_task(model, main_task, others, batch_rounds, run.autocast)
+    similarities, fit_losses = affinities(model, run, splits, tasks if args.matrix else [args.main_task])
     wall_seconds, cpu_seconds = time.perf_counter() - started_wall, time.process_time() - started_cpu
 
     os.makedirs(args.output_dir, exist_ok=True)
