@@ -237,3 +237,13 @@ def test_several_sampled_batches_average_the_gradients_and_record_the_spread(mod
     assert similarities.cosines[2] == 1.0 and similarities.batch_stds[2] == 0.0
     expected = exponentiated_gradient_step(weights, [-cosine for cosine in similarities.cosines], 1.0)
     assert np.allclose(new_weights, expected)
+
+
+@pytest.mark.parametrize("flag, value", [("--gradient_sampling_batches", "0"), ("--weight_update_steps", "-1")])
+def test_sampling_and_schedule_flags_are_checked(flag, value):
+    import run_weighted_joint
+    from cross_task_training import UsageError
+
+    with pytest.raises(UsageError, match=flag):
+        run_weighted_joint.parse_arguments(["--output_dir", "unused", "--auxiliary_task_list", "pos", "--main_task",
+                                            "ner", flag, value])
