@@ -8,9 +8,10 @@ schedule. The weights are over the sources only (the main task is not trained in
   pre-training, fixed weights   --weighting fixed --task_weights 0.5 0.3 0.2
   weighted pre-training (TAWT)  --weighting tawt                        (the default; starts uniform)
 
-Weighted pre-training, after each pre-training epoch: fit a throw-away copy of the main task's head on
-the frozen encoder for one epoch, take the TAWT weight step with that copy (paper: --inv_constant 1, 10,
-30, 100), and drop it; fine-tuning starts from the main head as it was before pre-training.
+Weighted pre-training, after each pre-training epoch (and every --weight_update_steps steps within one):
+fit a throw-away copy of the main task's head on the frozen encoder for one epoch, take the TAWT weight
+step with that copy (paper: --inv_constant 1, 10, 30, 100), and drop it; fine-tuning starts from the main
+head as it was before pre-training.
 --pre_train_only stops after stage 1.
 
     python run_weighted_pretraining.py --auxiliary_task_list pos chunking predicate --main_task ner \\
