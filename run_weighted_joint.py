@@ -9,7 +9,7 @@ weights are plain joint training. The two knobs --task_weights and --weighting g
 
 Weights are given sources first, in --auxiliary_task_list order, main task last. With --weighting tawt
 they are updated after each epoch (and every --weight_update_steps steps) by the exponentiated-gradient
-step of SPEC §5; the main task is itself weighted, and its own cosine is 1.
+step (weighted_training_basics.py); the main task is itself weighted, and its own cosine is 1.
 
     python run_weighted_joint.py --auxiliary_task_list pos chunking predicate --main_task ner \\
         --main_task_train_sent_num 500 --output_dir out/weighted_joint_ner --do_train --do_eval --do_predict

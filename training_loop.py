@@ -2,8 +2,8 @@
 
 A paradigm is a sequence of *stages* (joint training; or pre-training then fine-tuning), each a
 `train_stage` call: AdamW + linear schedule over the stage's epochs (SPEC §3), task t's batch loss
-multiplied by w_t * K (SPEC §4), and after each epoch (and every --weight_update_steps steps) an optional
-weight update (TAWT, SPEC §5).
+multiplied by w_t * K, and after each epoch (and every --weight_update_steps steps) an optional TAWT
+weight update.
 
 With --save_steps N a checkpoint is written every N steps (after an update made at that step) and after
 every epoch's weight update. It holds

@@ -227,7 +227,7 @@ def sample_gradient_batches(task_splits, batch_size, generator, pad_token_id, de
 
 
 def tawt_update(model, run, weights, weighted_tasks, main_task, task_splits):
-    """The whole weight update of SPEC §5: sample, compare with the main task, step.
+    """The whole TAWT weight update: sample, compare with the main task, step.
 
     Returns (new weights, TaskSimilarities). `weights` are over `weighted_tasks` (which hold the main task
     in joint training, not in weighted pre-training); `run` gives the arguments, device, precision and the
