@@ -66,6 +66,9 @@ def add_common_arguments(parser):
     data.add_argument("--data_seed", type=int, default=42,
                       help="seed of the training files' sentence order (not of training: runs with different "
                            "--seed train on the same sentences); recorded in run_args.json")
+    data.add_argument("--eval_main_task_only", action="store_true",
+                      help="evaluate and predict the main task only (the sources' dev and test sets are not read); "
+                           "by default every task with a head is evaluated. Single-task runs have only one task")
     data.add_argument("--do_train", action="store_true", help="train")
     data.add_argument("--do_eval", action="store_true", help="evaluate on dev_{task}.txt")
     data.add_argument("--do_predict", action="store_true",
@@ -118,9 +121,6 @@ def add_multi_task_arguments(parser, main_task_weighted=True):
     tasks.add_argument("--main_task_train_sent_num", type=int, default=None,
                        help="use the first N sentences of train_{main_task}.txt (paper: pos 100, chunking 100, "
                             "predicate 300, ner 500); default: all")
-    tasks.add_argument("--eval_main_task_only", action="store_true",
-                       help="evaluate and predict the main task only (the sources' dev and test sets are not "
-                            "read); by default every task with a head is evaluated")
 
     weighting = parser.add_argument_group("task weights (SPEC §4, §5)")
     order = "sources in order, main task last" if main_task_weighted else "one per source, in order"

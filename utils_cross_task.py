@@ -5,6 +5,7 @@ and the label last, space- or tab-separated, a blank line between sentences, ``-
 ignored) and ``{task}_labels.txt`` (one label per line). Task names are free strings.
 """
 
+import gzip
 import logging
 import os
 import zlib
@@ -45,10 +46,15 @@ TASK_FILE_HINT = "check --data_dir and the task name ({split}_{task}.txt)"
 
 
 def read_text_lines(path, missing_hint=TASK_FILE_HINT):
-    """The file's lines without line ends, decoded as UTF-8; an undecodable byte is reported with its line."""
+    """The file's lines without line ends, decoded as UTF-8; an undecodable byte is reported with its line.
+
+    A file may be stored gzip-compressed, as PATH.gz: archived results keep their test and prediction files so.
+    """
+    if not os.path.isfile(path) and os.path.isfile(path + ".gz"):
+        path += ".gz"
     if not os.path.isfile(path):
         raise TaskDataError(f"{path}: file not found; {missing_hint}")
-    with open(path, "rb") as handle:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as handle:
         raw_lines = handle.read().splitlines()
     lines = []
     for line_number, raw in enumerate(raw_lines, start=1):

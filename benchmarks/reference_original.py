@@ -52,13 +52,16 @@ def get_flatten_vectors(gradients_tensors):
     return flatten_vectors
 
 
-def get_average_feature_gradients(static_model, task, batch):
-    """The original's gradient: a deep copy of the model, dropout off, one batch, encoder parameters."""
+def get_average_feature_gradients(static_model, task, batch, autocast=contextlib.nullcontext):
+    """The original's gradient: a deep copy of the model, dropout off, one batch, encoder parameters.
+
+    `autocast`: the forward's precision context, the same as the implementation it is compared with."""
     model = copy.deepcopy(static_model)
     for param in model.encoder.parameters():
         param.requires_grad = True
     model.eval()
-    loss, _ = model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    with autocast():
+        loss, _ = model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
     return grad(loss, model.encoder.parameters(), retain_graph=False, create_graph=False, allow_unused=True)
 
 
@@ -67,7 +70,8 @@ def get_cosine(a, b):
 
 
 @on_padded_forward
-def weight_update(model, batches, auxiliary_tasks, main_task, task_weights, weight_lr=1.0):
+def weight_update(model, batches, auxiliary_tasks, main_task, task_weights, weight_lr=1.0,
+                  autocast=contextlib.nullcontext):
     """One TAWT weight update of weighted joint training, as the original computed it.
 
     `batches` are padded to 128. Returns (new weights, seconds spent outside the forward/backward passes).
@@ -77,11 +81,11 @@ def weight_update(model, batches, auxiliary_tasks, main_task, task_weights, weig
     outside_gradients = 0.0
     source_gradients = []
     for task in auxiliary_tasks:
-        gradients = get_average_feature_gradients(model, task, batches[task])
+        gradients = get_average_feature_gradients(model, task, batches[task], autocast)
         start = time.perf_counter()
         source_gradients.append(np.array(get_flatten_vectors(list(gradients))))
         outside_gradients += time.perf_counter() - start
-    gradients = get_average_feature_gradients(model, main_task, batches[main_task])
+    gradients = get_average_feature_gradients(model, main_task, batches[main_task], autocast)
     start = time.perf_counter()
     target = np.array(get_flatten_vectors(list(gradients)))
     task_weights_gradients = [-get_cosine(target, source) for source in source_gradients]

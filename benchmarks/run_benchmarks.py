@@ -2,12 +2,19 @@
 
     python benchmarks/run_benchmarks.py            # the full figures (about 7 minutes on 2 CPU cores)
     python benchmarks/run_benchmarks.py --quick    # smaller batches, one repetition (a few minutes)
+    python benchmarks/run_benchmarks.py --data_dir DATA --model_name_or_path TOKENIZER_DIR --random_bert_base
+
+By default the figures are measured on the embedded default (its data and the MiniLM encoder);
+--data_dir and --model_name_or_path measure on others, and --random_bert_base on a randomly initialised
+BERT-base built here on the tokenizer of --model_name_or_path (timing and memory do not depend on the
+weights; BERT-base is the paper's encoder size).
 
 Every figure runs both implementations in this one process (memory: in two fresh subprocesses),
 interleaved, over several repetitions, and reports medians and their ratio: the machine may be shared
 and noisy, and noise that hits both sides cancels in the ratio. The baselines live in
 benchmarks/reference_original.py. Results are printed as a table and written to
-benchmarks/results-<host>.json (or --output). With a GPU present the figures are measured on it too.
+benchmarks/results-<host>.json (or --output). With a GPU present the figures are measured on it too, in
+bf16; benchmarks/gpu_check.py runs them on a bare offline GPU machine.
 """
 
 import argparse
@@ -18,6 +25,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import socket
 import statistics
 import subprocess
@@ -35,6 +43,7 @@ import torch  # noqa: E402
 
 from cross_task_training import Run, add_common_arguments, add_multi_task_arguments  # noqa: E402
 from evaluation import predict  # noqa: E402
+from output_files import write_json_atomic  # noqa: E402
 from utils_cross_task import Feature, collate  # noqa: E402
 from weighted_training_basics import (  # noqa: E402
     cosine_similarity, encoder_gradient, exponentiated_gradient_step, fit_head_on_frozen_encoder,
@@ -61,11 +70,11 @@ WEIGHT_UPDATE_STEPS = 100  # the overhead figure of updates within an epoch
 SIZES = {
     # update_batch: --gradient_sampling_batch_size; train_batch: --per_gpu_train_batch_size;
     # memory_batch: the batch of the memory runs (activations cancel out of that figure, see memory_child)
-    "full": dict(encoder="minilm", memory_encoder="bert-base", update_batch=64, update_repetitions=2,
+    "full": dict(encoder="pretrained", memory_encoder="bert-base", update_batch=64, update_repetitions=2,
                  memory_batch=8, train_batch=32, train_batches_per_task=4, train_repetitions=2,
                  head_sentences=300, head_repetitions=2, eval_sentences=128, eval_repetitions=2, probe_batches=4,
                  probe_head_fit_steps=500),
-    "quick": dict(encoder="minilm", memory_encoder="minilm", update_batch=16, update_repetitions=1,
+    "quick": dict(encoder="pretrained", memory_encoder="pretrained", update_batch=16, update_repetitions=1,
                   memory_batch=4, train_batch=16, train_batches_per_task=1, train_repetitions=1,
                   head_sentences=96, head_repetitions=1, eval_sentences=32, eval_repetitions=1, probe_batches=2,
                   probe_head_fit_steps=100),
@@ -147,9 +156,11 @@ def original_padding(model):
 # The figures
 
 
-def weight_update_speed(model, splits, size, device, pad_token_id):
-    """Gradients for 4 tasks, cosines and the step: core's update against the original's flatten-to-list."""
-    batch_size = size["update_batch"]
+def weight_update_speed(model, run, splits, size):
+    """Gradients for 4 tasks, cosines and the step: core's update against the original's flatten-to-list.
+
+    Both run their forward passes in the run's precision (bf16 autocast on a GPU), as training does."""
+    device, pad_token_id, batch_size = run.device, run.pad_token_id, size["update_batch"]
     # Ours: the sampled batch as the update runs it (length-sorted chunks, see gradient_batch_chunks).
     batches = {task: gradient_batch_chunks(splits[task].features[:batch_size], pad_token_id, device) for task in TASKS}
     batches_128 = {task: on_device(collate_padded_to_max_length(splits[task].features[:batch_size], pad_token_id),
@@ -158,19 +169,19 @@ def weight_update_speed(model, splits, size, device, pad_token_id):
     results = {}
 
     def ours():
-        similarities = similarities_to_main_task(model, MAIN_TASK, TASKS, batches)
+        similarities = similarities_to_main_task(model, MAIN_TASK, TASKS, batches, run.autocast)
         results["ours"] = exponentiated_gradient_step(weights, weight_gradients(similarities), 1.0)
 
     def reference():
         results["reference"], results["reference_outside"] = reference_original.weight_update(
-            model, batches_128, AUXILIARY_TASKS, MAIN_TASK, weights)
+            model, batches_128, AUXILIARY_TASKS, MAIN_TASK, weights, autocast=run.autocast)
 
-    encoder_gradient(model, MAIN_TASK, batches[MAIN_TASK][:1])  # warm-up
+    ours()  # warm-up: the allocator, and the kernels of every chunk's shape (on a GPU, picked at first use)
     times = interleaved({"ours": ours, "reference": reference}, size["update_repetitions"], device)
     # The part of our update outside the forward/backward passes: the main gradient's zero check, three
     # cosines and the step, timed on real gradients.
-    main_gradient = encoder_gradient(model, MAIN_TASK, batches[MAIN_TASK])
-    task_gradient = encoder_gradient(model, AUXILIARY_TASKS[0], batches[AUXILIARY_TASKS[0]])
+    main_gradient = encoder_gradient(model, MAIN_TASK, batches[MAIN_TASK], run.autocast)
+    task_gradient = encoder_gradient(model, AUXILIARY_TASKS[0], batches[AUXILIARY_TASKS[0]], run.autocast)
 
     def ours_outside():
         sum(torch.sum(g.float() * g.float()) for g in main_gradient).item()
@@ -184,7 +195,8 @@ def weight_update_speed(model, splits, size, device, pad_token_id):
     # alone bound the ratio any implementation can reach against this reference.
     tokens = sum(len(feature.input_ids) for task in TASKS for feature in splits[task].features[:batch_size])
     matmul_flops = 6 * non_embedding_parameters(model) * tokens  # forward 2, backward 4 per parameter and token
-    matmul_seconds = matmul_flops / matmul_rate(device)
+    rate = matmul_rate(device, matmul_dtype(run))
+    matmul_seconds = matmul_flops / rate
     return [
         row(f"weight update, 4 tasks x batch {batch_size} (s)", ours_time, reference_time, reference_time / ours_time,
             ">= 20x", reference_time / ours_time >= 20, "s", times=times,
@@ -193,7 +205,7 @@ def weight_update_speed(model, splits, size, device, pad_token_id):
             results["reference_outside"] / median(outside), "(detail)", None, "s"),
         row("  ceiling: the passes' matrix products alone, at peak (s)", matmul_seconds, reference_time,
             reference_time / matmul_seconds, "(the most any code reaches here)", None, "s",
-            matmul_gflop=matmul_flops / 1e9, matmul_gflops_per_second=matmul_rate(device) / 1e9),
+            matmul_gflop=matmul_flops / 1e9, matmul_gflops_per_second=rate / 1e9),
     ]
 
 
@@ -202,24 +214,29 @@ def non_embedding_parameters(model):
     return sum(p.numel() for p in model.encoder_parameters()) - embedding
 
 
+def matmul_dtype(run):
+    return torch.bfloat16 if run.args.bf16 else torch.float16 if run.args.fp16 else torch.float32
+
+
 _MATMUL_RATES = {}
 
 
-def matmul_rate(device):
-    """FLOP/s of a large float32 matrix product on `device` (the best of several): the machine's peak."""
-    if device.type not in _MATMUL_RATES:
-        first = torch.randn(2048, 1024, device=device)
-        second = torch.randn(1024, 1536, device=device)
+def matmul_rate(device, dtype=torch.float32):
+    """FLOP/s of a large matrix product in `dtype` on `device` (the best of several): the machine's peak."""
+    if (device.type, dtype) not in _MATMUL_RATES:
+        first = torch.randn(2048, 1024, device=device, dtype=dtype)
+        second = torch.randn(1024, 1536, device=device, dtype=dtype)
         first @ second  # warm-up
         seconds = min(timed(lambda: [first @ second for _ in range(10)], device)[0] for _ in range(5)) / 10
-        _MATMUL_RATES[device.type] = 2 * 2048 * 1024 * 1536 / seconds
-    return _MATMUL_RATES[device.type]
+        _MATMUL_RATES[device.type, dtype] = 2 * 2048 * 1024 * 1536 / seconds
+    return _MATMUL_RATES[device.type, dtype]
 
 
-def memory_figure(size, tokenizer, labels, splits, workdir):
+def memory_figure(size, tokenizer, labels, splits, workdir, model_name_or_path=None):
     """Peak memory the update adds, each implementation in a fresh subprocess (see memory_child)."""
     batch_size = size["memory_batch"]
-    spec = {"kind": size["memory_encoder"], "vocab_size": len(tokenizer), "labels": labels,
+    spec = {"kind": size["memory_encoder"], "model_name_or_path": model_name_or_path,
+            "vocab_size": len(tokenizer), "labels": labels,
             "pad_token_id": tokenizer.pad_token_id,
             "features": {task: [[f.input_ids, f.label_ids] for f in splits[task].features[:batch_size]] for task in TASKS}}
     spec_path = os.path.join(workdir, "memory_spec.json")
@@ -272,7 +289,8 @@ def memory_child(spec_path, implementation):
     """
     with open(spec_path) as handle:
         spec = json.load(handle)
-    model, description = build_model(spec["kind"], spec["vocab_size"], spec["labels"])
+    model, description = build_model(spec["kind"], spec["vocab_size"], spec["labels"],
+                                     model_name_or_path=spec["model_name_or_path"])
     if implementation == "reference":
         model.unpadded = False  # the original's forward, for its plain gradient too
     pad = spec["pad_token_id"]
@@ -329,25 +347,36 @@ def training_throughput(model, run, splits, size, device):
         finally:
             run.args.group_by_length = False
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     times = interleaved({"ours": ours, "reference": reference, "ours_padded": ours_padded,
                          "ours_grouped": ours_grouped}, size["train_repetitions"], device)
     ours_rate, reference_rate = sentences / median(times["ours"]), sentences / median(times["reference"])
     padded_rate = sentences / median(times["ours_padded"])
     grouped_rate = sentences / median(times["ours_grouped"])
-    details = {"times": times, "sentences_per_repetition": sentences}
-    if device.type == "cuda":
-        details["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        details["share_of_bf16_peak"] = share_of_bf16_peak(model, train_splits, ours_rate, sentences, device)
     rows = [row(f"training throughput, batch {batch_size} (sentences/s)", ours_rate, reference_rate,
-                ours_rate / reference_rate, ">= 2.5x", ours_rate / reference_rate >= 2.5, "sent/s", **details),
+                ours_rate / reference_rate, ">= 2.5x", ours_rate / reference_rate >= 2.5, "sent/s", times=times,
+                sentences_per_repetition=sentences),
             row("  with --padded_forward (per-batch padding only)", padded_rate, reference_rate,
                 padded_rate / reference_rate, "(detail)", None, "sent/s"),
             row("  with --group_by_length (sentences/s)", grouped_rate, reference_rate, grouped_rate / reference_rate,
                 ">= 2.5x", grouped_rate / reference_rate >= 2.5, "sent/s")]
     rows.append(same_loss_check(model, train_splits, run.pad_token_id, device))
+    rows.extend(achieved_flops(model, train_splits, {"ours": ours_rate, "reference": reference_rate}, device))
+    if device.type == "cuda":
+        rows.append(peak_gpu_memory(f"peak GPU memory, joint training batch {batch_size} (MB)",
+                                    {"ours": ours, "reference": reference}, device))
     return rows, ours_rate, reference_rate
+
+
+def peak_gpu_memory(figure, implementations, device):
+    """The GPU memory each implementation holds at its peak (model, optimizer state and activations)."""
+    peaks = {}
+    for name, implementation in implementations.items():
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        implementation()
+        peaks[name] = torch.cuda.max_memory_allocated(device) / 2**20
+    return row(figure, peaks["ours"], peaks["reference"], peaks["reference"] / peaks["ours"], "(detail)", None, "MB")
 
 
 def same_loss_check(model, train_splits, pad_token_id, device):
@@ -370,17 +399,27 @@ def same_loss_check(model, train_splits, pad_token_id, device):
                "<= 1e-5", worst <= 1e-5, "loss", losses=losses)
 
 
-def share_of_bf16_peak(model, train_splits, sentences_per_second, sentences, device):
-    """Model FLOP/s (6 x non-embedding params x tokens + attention, real tokens only) / the GPU's bf16 peak."""
-    name = torch.cuda.get_device_name(device)
-    peak = next((flops for key, flops in BF16_PEAK_FLOPS.items() if key in name), None)
-    if peak is None:
-        return None
+def achieved_flops(model, train_splits, sentences_per_second, device):
+    """The encoder's training FLOP/s, and its share of the device's bf16 peak where that is known.
+
+    Model FLOPs count the real tokens only (6 x non-embedding parameters x tokens, plus attention), so
+    an implementation that computes on padding gets no credit for it.
+    """
     config = model.encoder.config
     non_embedding = non_embedding_parameters(model)
     lengths = [len(f.input_ids) for split in train_splits.values() for f in split.features]
     flops = sum(6 * non_embedding * n + 12 * config.num_hidden_layers * config.hidden_size * n * n for n in lengths)
-    return flops / sentences * sentences_per_second / peak
+    per_sentence = flops / len(lengths)
+    tflops = {name: per_sentence * rate / 1e12 for name, rate in sentences_per_second.items()}
+    rows = [row("encoder achieved TFLOP/s in training (real tokens)", tflops["ours"], tflops["reference"],
+                tflops["ours"] / tflops["reference"], "(detail)", None, "TFLOP/s")]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    peak = next((flops for key, flops in BF16_PEAK_FLOPS.items() if key in name), None)
+    if peak is not None:
+        rows.append(row(f"  share of the {name} dense bf16 peak (%)", 100 * tflops["ours"] * 1e12 / peak,
+                        100 * tflops["reference"] * 1e12 / peak, None, "(detail)", None, "%",
+                        bf16_peak_tflops=peak / 1e12))
+    return rows
 
 
 def subset(split, count):
@@ -434,22 +473,25 @@ def affinity_probe_time(model, run, splits, size):
                None, "(no reference: the original has none)", None, "s")
 
 
-def evaluation_scaling(model, tokenizer, workload, size, device, pad_token_id):
-    """evaluation.predict on N and 4N sentences against the original's np.append loop."""
-    count = size["eval_sentences"]
+def evaluation_scaling(model, run, tokenizer, workload, size):
+    """evaluation.predict on N and 4N sentences against the original's np.append loop (in the run's precision)."""
+    device, pad_token_id, count = run.device, run.pad_token_id, size["eval_sentences"]
     test = workload.sentences[MAIN_TASK][-4 * count:]
     splits = {scale: task_split(MAIN_TASK, test[: scale * count], tokenizer, workload.labels[MAIN_TASK], "test")
               for scale in (1, 4)}
     batch_size = 64
     implementations = {}
+
+    def reference(split):
+        with run.autocast():
+            return reference_original.predict_with_np_append(model, MAIN_TASK, split, batch_size, device, pad_token_id)
+
     for scale, split in splits.items():
         implementations[f"ours_{scale}"] = lambda split=split: predict(
-            model, MAIN_TASK, split, batch_size, device, pad_token_id, contextlib.nullcontext)
-        implementations[f"reference_{scale}"] = lambda split=split: reference_original.predict_with_np_append(
-            model, MAIN_TASK, split, batch_size, device, pad_token_id)
-    ours_predictions, _ = predict(model, MAIN_TASK, splits[1], batch_size, device, pad_token_id, contextlib.nullcontext)
-    reference_predictions, _ = reference_original.predict_with_np_append(model, MAIN_TASK, splits[1], batch_size,
-                                                                         device, pad_token_id)
+            model, MAIN_TASK, split, batch_size, device, pad_token_id, run.autocast)
+        implementations[f"reference_{scale}"] = lambda split=split: reference(split)
+    ours_predictions, _ = predict(model, MAIN_TASK, splits[1], batch_size, device, pad_token_id, run.autocast)
+    reference_predictions, _ = reference(splits[1])
     times = interleaved(implementations, size["eval_repetitions"], device)
     m = {name: median(values) for name, values in times.items()}
     ours_scaling, reference_scaling = m["ours_4"] / m["ours_1"], m["reference_4"] / m["reference_1"]
@@ -479,35 +521,61 @@ def machine_description(device):
     return text
 
 
-def run_suite(device, size, workload, tokenizer, workdir):
+def run_suite(device, size, workload, tokenizer, workdir, model_name_or_path=None, report=None, host_memory=True):
+    """Every figure on `device`, each printed as soon as it is measured; `report(suite)` (when given) is
+    called with the suite so far after each, so an interrupted run still leaves what it measured.
+    `host_memory`: measure the memory the update adds on the CPU (two subprocesses)."""
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    model, description = build_model(size["encoder"], len(tokenizer), workload.labels)
+    model, description = build_model(size["encoder"], len(tokenizer), workload.labels,
+                                     model_name_or_path=model_name_or_path)
     model.to(device)
     splits = {task: task_split(task, sentences, tokenizer, workload.labels[task])
               for task, sentences in workload.sentences.items()}
     pad = tokenizer.pad_token_id
     run = make_run(device, workdir, pad, bf16=bf16, per_gpu_train_batch_size=size["train_batch"])
-    print(f"[{device.type}] encoder: {description}; data: {workload.source}", flush=True)
-    rows = []
+    print(f"[{device.type}] encoder: {description}; data: {workload.source}; bf16: {bf16}", flush=True)
+    suite = {"device": str(device), "machine": machine_description(device), "encoder": description,
+             "data": workload.source, "bf16": bf16, "rows": []}
+    rates = {}
 
-    def measured(new_rows):  # each figure is printed as soon as it is measured
-        for entry in new_rows:
-            rows.append(entry)
+    def throughput():
+        rows, rates["ours"], rates["reference"] = training_throughput(model, run, splits, size, device)
+        return rows
+
+    def update_row():
+        return next(entry for entry in suite["rows"] if entry["figure"].startswith("weight update"))
+
+    figures = [
+        ("weight update", lambda: weight_update_speed(model, run, splits, size)),
+        ("memory", lambda: memory_figure(size, tokenizer, workload.labels, splits, workdir, model_name_or_path)
+         if device.type == "cpu" and host_memory else []),  # on a GPU: the peak GPU memory rows instead
+        ("training throughput", throughput),
+        ("TAWT overhead", lambda: [tawt_overhead(update_row(), rates["ours"], rates["reference"],
+                                                 update_row()["reference"]),
+                                   tawt_overhead_within_epochs(update_row(), rates["ours"], rates["reference"],
+                                                               update_row()["reference"], size["train_batch"])]),
+        ("head fit", lambda: [head_fit(model, run, splits, size, device)]),
+        ("task-affinity probe", lambda: [affinity_probe_time(model, run, splits, size)]),
+        ("evaluation", lambda: evaluation_scaling(model, run, tokenizer, workload, size)),
+    ]
+    for name, measure in figures:
+        print(f"[{device.type}] measuring: {name}", flush=True)
+        for entry in measure():
+            suite["rows"].append(entry)
             print(f"[{device.type}] {format_row(entry)}", flush=True)
+        if report is not None:
+            report(suite)
+    return suite
 
-    measured(weight_update_speed(model, splits, size, device, pad))
-    if device.type == "cpu":
-        measured(memory_figure(size, tokenizer, workload.labels, splits, workdir))
-    throughput_rows, ours_rate, reference_rate = training_throughput(model, run, splits, size, device)
-    measured(throughput_rows)
-    measured([tawt_overhead(rows[0], ours_rate, reference_rate, rows[0]["reference"]),
-              tawt_overhead_within_epochs(rows[0], ours_rate, reference_rate, rows[0]["reference"],
-                                          size["train_batch"])])
-    measured([head_fit(model, run, splits, size, device)])
-    measured([affinity_probe_time(model, run, splits, size)])
-    measured(evaluation_scaling(model, tokenizer, workload, size, device, pad))
-    return {"device": str(device), "machine": machine_description(device), "encoder": description,
-            "data": workload.source, "bf16": bf16, "rows": rows}
+
+def sentences_needed(size):
+    """Training sentences per task that the figures of `size` draw on."""
+    return max(size["update_batch"], size["memory_batch"], size["train_batch"] * size["train_batches_per_task"],
+               size["head_sentences"]) + 4 * size["eval_sentences"]
+
+
+def write_results(path, payload):
+    write_json_atomic(path, json.loads(json.dumps(payload, default=str)))
 
 
 def format_value(value, unit):
@@ -521,12 +589,14 @@ def format_value(value, unit):
 
 
 def print_table(suite):
-    print(f"\n{suite['device']}: {suite['machine']}\nencoder: {suite['encoder']}\ndata: {suite['data']}")
+    print("\n" + table_text(suite), end="")
+
+
+def table_text(suite):
     header = f"{'figure':<62} {'ours':>10} {'reference':>10} {'ratio':>9}  {'target':<32} met"
-    print(header)
-    print("-" * len(header))
-    for entry in suite["rows"]:
-        print(format_row(entry))
+    lines = [f"{suite['device']}: {suite['machine']}", f"encoder: {suite['encoder']}", f"data: {suite['data']}",
+             header, "-" * len(header)]
+    return "\n".join(lines + [format_row(entry) for entry in suite["rows"]]) + "\n"
 
 
 def format_row(entry):
@@ -541,6 +611,15 @@ def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller batches and one repetition")
     parser.add_argument("--tiny", action="store_true", help="a tiny random encoder (the smoke test's size)")
+    parser.add_argument("--data_dir", default=None,
+                        help="a data directory with train_{pos,chunking,predicate,ner}.txt and their labels files; "
+                             "default: the embedded default data")
+    parser.add_argument("--model_name_or_path", default=None,
+                        help="the encoder and tokenizer to measure (with --random_bert_base, only its tokenizer "
+                             "files are needed); default: the MiniLM encoder of the embedded default")
+    parser.add_argument("--random_bert_base", action="store_true",
+                        help="measure a randomly initialised BERT-base (12 layers, 768 hidden) built here on the "
+                             "tokenizer's vocabulary, instead of the encoder's weights")
     parser.add_argument("--output", default=None,
                         help="JSON file for the results; default benchmarks/results-<host>.json")
     parser.add_argument("--no_cuda", action="store_true", help="measure on the CPU only, even with a GPU present")
@@ -549,6 +628,7 @@ def parse_arguments(argv=None):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_arguments(argv)
     if args.memory_child:
         memory_child(*args.memory_child)
@@ -558,28 +638,26 @@ def main(argv=None):
     transformers.logging.set_verbosity_error()
     preset = "tiny" if args.tiny else "quick" if args.quick else "full"
     size = SIZES[preset]
+    if args.random_bert_base:
+        size = dict(size, encoder="bert-base", memory_encoder="bert-base")
     started = time.perf_counter()
-    needed = max(size["update_batch"], size["memory_batch"], size["train_batch"] * size["train_batches_per_task"],
-                 size["head_sentences"]) + 4 * size["eval_sentences"]
-    workload = load_workload(needed)
-    tokenizer = load_tokenizer(workload)
+    workload = load_workload(sentences_needed(size), data_dir=args.data_dir)
+    tokenizer = load_tokenizer(workload, args.model_name_or_path)
     devices = [torch.device("cpu")]
     if torch.cuda.is_available() and not args.no_cuda:
         devices.append(torch.device("cuda"))
     suites = []
     with tempfile.TemporaryDirectory(prefix="tawt-benchmarks-") as workdir:
         for device in devices:
-            suites.append(run_suite(device, size, workload, tokenizer, workdir))
+            suites.append(run_suite(device, size, workload, tokenizer, workdir, args.model_name_or_path))
     elapsed = time.perf_counter() - started
     for suite in suites:
         print_table(suite)
-    command = "python benchmarks/run_benchmarks.py" + {"full": "", "quick": " --quick", "tiny": " --tiny"}[preset]
+    command = shlex.join(["python", "benchmarks/run_benchmarks.py", *argv])
     print(f"\n{command}: {elapsed / 60:.1f} minutes")
     output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                          f"results-{socket.gethostname()}.json")
-    with open(output, "w") as handle:
-        json.dump({"command": command, "preset": preset, "sizes": size, "seconds": elapsed, "suites": suites},
-                  handle, indent=2, default=str)
+    write_results(output, {"command": command, "preset": preset, "sizes": size, "seconds": elapsed, "suites": suites})
     print(f"results written to {output}")
     return suites
 

@@ -1,11 +1,12 @@
 """What the benchmarks run on: Brown-length sentences for four tasks, and the encoders of issue 6.
 
-Sentences come from the embedded default data when it is built (real Brown sentences with their spaCy
-labels), else straight from the Brown tarball in the cache (real sentences, labels derived from Brown's
-gold tags: only the number of labels matters for speed), else from a generator of Brown-like sentences
-(mean 20 words, long tail). The encoder is the default MiniLM when it is installed, else a randomly
-initialised encoder of the same shape; "bert-base" is always a randomly initialised BERT-base
-(`BertConfig()` defaults, 110M parameters) on the same vocabulary.
+Sentences come from --data_dir when given, else from the embedded default data when it is built (real
+Brown sentences with their spaCy labels), else straight from the Brown tarball in the cache (real
+sentences, labels derived from Brown's gold tags: only the number of labels matters for speed), else from
+a generator of Brown-like sentences (mean 20 words, long tail). The "pretrained" encoder is the one of
+--model_name_or_path, by default MiniLM when it is installed, else a randomly initialised encoder of
+MiniLM's shape; "bert-base" is always a randomly initialised BERT-base (`BertConfig()` defaults, 110M
+parameters) on the tokenizer's vocabulary: timing and memory do not depend on the weights.
 """
 
 import os
@@ -74,17 +75,20 @@ def _synthetic_sentences(count, rng):
     return sentences
 
 
-def load_workload(sentences_per_task, seed=0):
-    """`sentences_per_task` random training sentences of each task."""
+def load_workload(sentences_per_task, seed=0, data_dir=None):
+    """`sentences_per_task` random training sentences of each task, from `data_dir` when given."""
     rng = random.Random(seed)
-    data_dir = _default_data_dir()
+    source = f"the sentences of {data_dir}" if data_dir else None
+    if data_dir is None:
+        data_dir = _default_data_dir()
+        source = f"the embedded default data ({data_dir})"
     if data_dir is not None:
         sentences, labels = {}, {}
         for task in TASKS:
             every = read_sentences(task_file(data_dir, "train", task))
             sentences[task] = rng.sample(every, min(sentences_per_task, len(every)))
             labels[task] = read_labels(data_dir, task)
-        return Workload(sentences, labels, f"the embedded default data ({data_dir})")
+        return Workload(sentences, labels, source)
     tarball = _brown_tarball()
     if tarball is not None:
         from data.make_default_data import read_brown
@@ -134,30 +138,45 @@ def _written_tokenizer(workload):
     return BertTokenizer(vocab={token: index for index, token in enumerate(vocabulary)}, do_lower_case=True)
 
 
-def load_tokenizer(workload):
-    path = _minilm_path()
+def load_tokenizer(workload, model_name_or_path=None):
+    """The tokenizer of `model_name_or_path` (a folder of tokenizer files is enough), else of MiniLM."""
+    path = model_name_or_path or _minilm_path()
     return AutoTokenizer.from_pretrained(path) if path else _written_tokenizer(workload)
 
 
-def build_model(kind, vocab_size, task_labels, seed=0):
-    """(MultiTaskTagger, description) for kind 'minilm', 'bert-base' or 'tiny' (for the smoke test)."""
+# The shapes of the randomly initialised encoders (BertConfig's defaults are BERT-base's).
+RANDOM_ENCODER_SHAPES = {
+    "bert-base": ({}, "randomly initialised BERT-base (12 layers, 768 hidden)"),
+    "tiny": (dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+             "tiny random BERT"),
+}
+
+
+def random_encoder(kind, vocab_size, seed=0):
+    """(a randomly initialised BertModel of shape `kind`, its description), built here from a BertConfig."""
+    shape, description = RANDOM_ENCODER_SHAPES[kind]
     torch.manual_seed(seed)
-    if kind == "minilm":
-        path = _minilm_path()
+    return BertModel(BertConfig(vocab_size=vocab_size, **shape), add_pooling_layer=False), description
+
+
+def build_model(kind, vocab_size, task_labels, seed=0, model_name_or_path=None):
+    """(MultiTaskTagger, description) for kind 'pretrained' (the encoder of `model_name_or_path`, default
+    MiniLM), 'bert-base' or 'tiny' (randomly initialised, for the smoke test)."""
+    torch.manual_seed(seed)
+    if kind == "pretrained":
+        path = model_name_or_path or _minilm_path()
         if path:
-            return MultiTaskTagger.from_encoder(path, task_labels), f"MiniLM-L6-H384 ({path})"
+            model = MultiTaskTagger.from_encoder(path, task_labels)
+            config = model.encoder.config
+            return model, (f"MiniLM-L6-H384 ({path})" if not model_name_or_path else
+                           f"{config.model_type}, {config.num_hidden_layers} layers, {config.hidden_size} hidden ({path})")
         config = BertConfig(vocab_size=vocab_size, **MINILM_SHAPE)
         return MultiTaskTagger(BertModel(config, add_pooling_layer=False), task_labels), \
             "randomly initialised MiniLM-shaped BERT (6 layers, 384 hidden; the default encoder is not installed)"
-    if kind == "bert-base":
-        config = BertConfig(vocab_size=vocab_size)
-        return MultiTaskTagger(BertModel(config, add_pooling_layer=False), task_labels), \
-            "randomly initialised BERT-base (12 layers, 768 hidden)"
-    if kind == "tiny":
-        config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=64)
-        return MultiTaskTagger(BertModel(config, add_pooling_layer=False), task_labels), "tiny random BERT"
-    raise ValueError(f"unknown encoder kind {kind!r}: use minilm or bert-base")
+    if kind in RANDOM_ENCODER_SHAPES:
+        encoder, description = random_encoder(kind, vocab_size, seed)
+        return MultiTaskTagger(encoder, task_labels), description
+    raise ValueError(f"unknown encoder kind {kind!r}: use pretrained, bert-base or tiny")
 
 
 def parameter_bytes(model):

@@ -59,6 +59,7 @@ class MainTaskSetting:
     sources: list
     train_size: int  # n_main: the main task's training sentences
     normalized_weights: list = None  # sources..., main; None: the script computes 1/size weights
+    inv_constants: list = None  # weighted pre-training's for this main task; None: the grid's
 
 
 @dataclass
@@ -72,6 +73,9 @@ class Grid:
     training: dict  # defaults of MAX_LENGTH, BATCH_SIZE, NUM_EPOCHS, GRADIENT_SAMPLING_BATCH_SIZE, EXTRA_ARGS
     data_slice: dict = None  # sentences kept per split ({"train": 400, ...}) in the reduced grid's data
     description: str = ""
+    sections: tuple = SECTIONS  # what runs when no section is named
+    inv_constant_sweep: list = field(default_factory=list)  # weighted pre-training's, run with the first seed only
+    note: str = ""  # printed with the summary and written into table1.md
 
 
 PAPER_GRID = Grid(
@@ -113,7 +117,40 @@ REDUCED_GRID = Grid(
               "EXTRA_ARGS": "--learning_rate 2e-4"},
     data_slice={"train": 80, "dev": 40, "test": 80},
     description="a reduced grid on the embedded default data",
+    note="Smoke run (the reduced grid on an 80/40/80-sentence slice of the embedded default data, one seed): "
+         "its scores show only that the pipeline works. For results, see GRID=medium or the paper's grid.",
 )
+
+# GRID=medium: evidence on real text, Table 1 on the embedded default data with three seeds in mind. Two main
+# tasks: ner from pos chunking predicate (the paper's setting; silver labels) and brown_pos (Brown's gold tags)
+# from pos chunking ner, where spaCy's tags of the same text are a strongly related source. Sizes keep one
+# seed of one main task (every Table-1 row) to minutes on a 2-core CPU: MEDIUM_MAIN_SIZE main-task
+# sentences, sources of twice as many (so normalized joint differs from joint), 5 epochs, length 64, batch
+# 8, and a learning rate chosen on dev with seed 1 so that the single-task baseline learns (README: Results
+# on the embedded default). Only the main task is evaluated, on the first 500 dev and 2,000 test sentences. Weighted pre-training's inv_constant is chosen per main task on dev by a sweep
+# over 1, 10 and 100 run with the first seed (the sweep's runs stay in the tree, and Table 1 chooses among
+# them on the seeds they share).
+MEDIUM_MAIN_SIZE = 100
+MEDIUM_GRID = Grid(
+    main_tasks={
+        "ner": MainTaskSetting(["pos", "chunking", "predicate"], MEDIUM_MAIN_SIZE, inv_constants=[10]),
+        "brown_pos": MainTaskSetting(["pos", "chunking", "ner"], MEDIUM_MAIN_SIZE, inv_constants=[10]),
+    },
+    inv_constants=[10],
+    inv_constant_sweep=[1, 10, 100],
+    analysis_main_task="ner",
+    analysis_sources=["pos", "predicate"],
+    analysis_settings=[],
+    single_task_sizes=[],
+    training={"MAX_LENGTH": "64", "BATCH_SIZE": "8", "NUM_EPOCHS": "5", "GRADIENT_SAMPLING_BATCH_SIZE": "64",
+              "EXTRA_ARGS": "--learning_rate 5e-4 --per_gpu_eval_batch_size 64 --eval_main_task_only"},
+    data_slice={"train": 2 * MEDIUM_MAIN_SIZE, "dev": 500, "test": 2000},
+    description="the medium grid on the embedded default data",
+    sections=("main", "normalized"),
+    note="Medium grid on the embedded default data (Brown text; labels from spaCy except brown_pos, which is "
+         "Brown's gold tagging): not comparable with the paper's OntoNotes/CoNLL-2000 numbers.",
+)
+GRIDS = {"paper": PAPER_GRID, "reduced": REDUCED_GRID, "medium": MEDIUM_GRID}
 
 
 class GridError(ValueError):
@@ -139,19 +176,24 @@ def settings_from_environment(environ=None, prepare_data=True):
     """The grid and settings chosen by WORKING_DIR, SEEDS, MAIN_TASKS, INV_CONSTANTS and the script settings."""
     environ = os.environ if environ is None else environ
     working_dir = environ.get("WORKING_DIR", "").strip()
-    grid = PAPER_GRID if working_dir else REDUCED_GRID
+    grid_name = environ.get("GRID", "").strip() or ("paper" if working_dir else "reduced")
+    if grid_name not in GRIDS:
+        raise GridError(f"GRID={grid_name}: no such grid; choose from {' '.join(GRIDS)}")
+    grid = GRIDS[grid_name]
     output_root = os.path.abspath(environ.get("OUTPUT_ROOT") or (os.path.join(working_dir, "outputs") if working_dir
                                                                    else "outputs"))
     main_tasks = words(environ, "MAIN_TASKS")
     if main_tasks:
-        unknown = [task for task in main_tasks if task not in PAPER_GRID.main_tasks]
+        known = {**PAPER_GRID.main_tasks, **grid.main_tasks}
+        unknown = [task for task in main_tasks if task not in known]
         if unknown:
-            raise GridError(f"MAIN_TASKS: {' '.join(unknown)} not in the grid; choose from "
-                            f"{' '.join(PAPER_GRID.main_tasks)}")
+            raise GridError(f"MAIN_TASKS: {' '.join(unknown)} not in the grid; choose from {' '.join(known)}")
         grid = _replace(grid, main_tasks={task: grid.main_tasks.get(task) or _reduced(PAPER_GRID.main_tasks[task], grid)
                                           for task in main_tasks})
-    if words(environ, "INV_CONSTANTS"):
-        grid = _replace(grid, inv_constants=words(environ, "INV_CONSTANTS"))
+    if words(environ, "INV_CONSTANTS"):  # these, for every main task and seed, and no sweep
+        grid = _replace(grid, inv_constants=words(environ, "INV_CONSTANTS"), inv_constant_sweep=[],
+                        main_tasks={task: _replace(setting, inv_constants=None)
+                                    for task, setting in grid.main_tasks.items()})
     seeds = words(environ, "SEEDS") or ["1"]
     for seed in seeds:
         if not seed.isdigit():
@@ -174,8 +216,9 @@ def settings_from_environment(environ=None, prepare_data=True):
     return Settings(grid=grid, output_root=output_root, data_dir=data_dir, seeds=seeds, script_env=script_env)
 
 
-def _replace(grid, **changes):
-    return Grid(**{**grid.__dict__, **changes})
+def _replace(setting, **changes):
+    """A copy of a Grid or MainTaskSetting with some fields changed."""
+    return type(setting)(**{**setting.__dict__, **changes})
 
 
 def _reduced(paper_setting, grid):
@@ -317,7 +360,10 @@ def main_section_jobs(maker, settings):
             jobs.append(maker.job(f"main/weighted_joint/{main_task}", main_task, "run_weighted_joint_training_multi.sh",
                                   tasks, seed))
             jobs.append(maker.job(f"main/pretraining/{main_task}", main_task, "run_pre_training_multi.sh", tasks, seed))
-            for inv_constant in settings.grid.inv_constants:
+            inv_constants = list(setting.inv_constants or settings.grid.inv_constants)
+            if seed == settings.seeds[0]:  # the sweep that chooses the inv_constant on dev
+                inv_constants += [value for value in settings.grid.inv_constant_sweep if value not in inv_constants]
+            for inv_constant in sorted(inv_constants, key=float):
                 jobs.append(maker.job(f"main/weighted_pretraining_ic{inv_constant}/{main_task}", main_task,
                                       "run_weighted_pre_training_multi.sh", [inv_constant, *tasks], seed))
     return jobs
@@ -454,6 +500,8 @@ def plan(maker, settings, sections):
 def collect_results(settings, echo=say):
     """Print the Table-1 summary and write the weight plots (testing/collect_results.py)."""
     command = [sys.executable, os.path.join(ROOT, "testing", "collect_results.py"), settings.output_root]
+    if settings.grid.note:
+        command += ["--note", settings.grid.note]
     echo("[grid] " + " ".join(map(shlex.quote, command)))
     return subprocess.run(command).returncode
 
@@ -461,14 +509,15 @@ def collect_results(settings, echo=say):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sections", nargs="*", metavar="SECTION",
-                        help=f"any of {', '.join(SECTIONS)} (default: all, in that order)")
+                        help=f"any of {', '.join(SECTIONS)} (default: the grid's, in that order: all of them, "
+                             "or main and normalized with GRID=medium)")
     parser.add_argument("--list", action="store_true", help="print the jobs (the commands) and run nothing")
     parser.add_argument("--no_summary", action="store_true", help="skip testing/collect_results.py at the end")
     args = parser.parse_args(argv)
     unknown = [section for section in args.sections if section not in SECTIONS]
     if unknown:
         parser.error(f"unknown section {' '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    args.sections = [section for section in SECTIONS if section in (args.sections or SECTIONS)]
+    args.sections = [section for section in SECTIONS if section in args.sections]  # [] : the grid's own
     return args
 
 
@@ -476,6 +525,7 @@ def main(argv=None, environ=None):
     args = parse_args(argv)
     try:
         settings = settings_from_environment(environ)
+        args.sections = args.sections or [section for section in SECTIONS if section in settings.grid.sections]
         check_data(settings, args.sections)
         slots = detect_slots(environ)
     except ValueError as error:  # GridError, JobListError, the default data's DefaultDataError: a message to show

@@ -92,7 +92,13 @@ class Experiment:
 
     @property
     def dev_mean(self):
-        known = [score for score in self.dev_scores if score is not None]
+        return self.dev_mean_on(None)
+
+    def dev_mean_on(self, seeds):
+        """Mean dev score over `seeds` (None: all). Configurations are compared on the seeds they share, so
+        a sweep run with one seed is compared with the chosen configuration's run of that seed."""
+        known = [score for seed, score in zip(self.seeds, self.dev_scores)
+                 if score is not None and (seeds is None or seed in seeds)]
         return float(np.mean(known)) if known else float("nan")
 
 
@@ -100,6 +106,7 @@ class Experiment:
 class Cell:
     experiment: Experiment
     chosen_from: list = field(default_factory=list)  # the other configurations the dev score beat
+    chosen_on_seeds: set = None  # the seeds the configurations shared, on which the dev scores were compared
     p_value: float = None
     significant: bool = False
 
@@ -185,10 +192,11 @@ def build_table1(experiments, train_sizes):
             candidates[run.paradigm, run.main_task].append(experiment)
     cells = {}
     for key, options in candidates.items():
-        if any(np.isnan(option.dev_mean) for option in options) and len(options) > 1:
+        shared = set.intersection(*(set(option.seeds) for option in options)) or None
+        if any(np.isnan(option.dev_mean_on(shared)) for option in options) and len(options) > 1:
             logger.warning("%s %s: some configurations have no dev results; they rank last", *key)
-        options.sort(key=lambda option: -np.nan_to_num(option.dev_mean, nan=-np.inf))
-        cells[key] = Cell(options[0], chosen_from=options[1:])
+        options.sort(key=lambda option: -np.nan_to_num(option.dev_mean_on(shared), nan=-np.inf))
+        cells[key] = Cell(options[0], chosen_from=options[1:], chosen_on_seeds=shared if len(options) > 1 else None)
     return cells
 
 
@@ -226,8 +234,9 @@ def markdown_table(header, rows):
     return "\n".join(lines)
 
 
-def table1_rows(cells, tasks):
-    """One dict per cell (and per row's average), the CSV's rows; the Markdown is built from these."""
+def table1_rows(cells, tasks, output_root):
+    """One dict per cell (and per row's average), the CSV's rows; the Markdown is built from these. Run
+    directories are given relative to `output_root`, so an archived tree's table reads the same anywhere."""
     rows = []
     for paradigm, title in TABLE1_ROWS.items():
         means = []
@@ -243,7 +252,7 @@ def table1_rows(cells, tasks):
                 "main_train_size": experiment.first.main_train_size,
                 "settings": describe_settings(experiment, CONFIGURATION_ARGS),
                 "p_value_vs_baseline": cell.p_value, "significant": cell.significant,
-                "run_dirs": " ".join(run.directory for run in experiment.runs),
+                "run_dirs": " ".join(os.path.relpath(run.directory, output_root) for run in experiment.runs),
             })
         if means and len(means) == len(tasks):
             rows.append({"row": title, "paradigm": paradigm, "main_task": "average", "mean": float(np.mean(means))})
@@ -279,11 +288,13 @@ def table1_markdown(cells, tasks, rows, mark_test, alpha):
             options = [cell.experiment] + cell.chosen_from
             names = varying_settings(options) or list(CONFIGURATION_ARGS)
             alternatives = ", ".join(
-                f"{describe_settings(option, names)}: {100 * option.dev_mean:.2f}" for option in options
+                f"{describe_settings(option, names)}: {100 * option.dev_mean_on(cell.chosen_on_seeds):.2f}"
+                for option in options
             )
+            seeds = ", ".join(map(str, sorted(cell.chosen_on_seeds or [])))
             notes.append(
                 f"{TABLE1_ROWS[paradigm]}, {task}: {describe_settings(cell.experiment, names)}, chosen by mean dev "
-                f"score ({alternatives})."
+                f"score on seed{'s' if len(cell.chosen_on_seeds or []) > 1 else ''} {seeds} ({alternatives})."
             )
     return markdown_table(header, lines) + "\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
 
@@ -397,6 +408,7 @@ def parse_args(argv=None):
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="samples of the bootstrap/randomization marks (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap/randomization marks (default: %(default)s)")
     parser.add_argument("--no_plots", action="store_true", help="skip the task-weight plots")
+    parser.add_argument("--note", default="", help="a line written under the title of table1.md (what the runs are)")
     args = parser.parse_args(argv)
     args.main_train_size = parse_train_sizes(args.main_train_size, parser)
     args.output_dir = args.output_dir or os.path.join(args.output_root, "summary")
@@ -412,10 +424,10 @@ def collect(args):
     cells = build_table1(experiments, train_sizes)
     mark_significance(cells, args.data_dir, args.mark_test, args.alpha, args.samples, args.seed)
     tasks = ordered_tasks({task for _, task in cells})
-    rows = table1_rows(cells, tasks)
+    rows = table1_rows(cells, tasks, args.output_root)
     rest = other_rows(experiments, cells)
 
-    markdown = "# Table 1\n\n" + table1_markdown(cells, tasks, rows, args.mark_test, args.alpha)
+    markdown = "# Table 1\n\n" + (f"{args.note}\n\n" if args.note else "") + table1_markdown(cells, tasks, rows, args.mark_test, args.alpha)
     if rest:
         markdown += "\n# Other runs\n\n" + other_runs_markdown(rest)
     write_text_atomic(os.path.join(args.output_dir, "table1.md"), markdown)

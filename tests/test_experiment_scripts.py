@@ -58,7 +58,7 @@ def clean_environment(**settings):
     """The test process's environment without the grid's settings, plus `settings`."""
     names = ("WORKING_DIR", "DATA_DIR", "BERT_MODEL", "MAX_LENGTH", "BATCH_SIZE", "NUM_EPOCHS", "SEED", "SEEDS",
              "OUTPUT_ROOT", "OUTPUT_DIR", "EXTRA_ARGS", "GRADIENT_SAMPLING_BATCH_SIZE", "PYTHON", "MAIN_TASKS",
-             "INV_CONSTANTS", "SLOTS", "JOBS_PER_GPU", "CUDA_VISIBLE_DEVICES")
+             "INV_CONSTANTS", "SLOTS", "JOBS_PER_GPU", "CUDA_VISIBLE_DEVICES", "GRID")
     environment = {name: value for name, value in os.environ.items() if name not in names}
     environment.update({name: str(value) for name, value in settings.items()})
     return environment
@@ -318,10 +318,10 @@ def process_lives(pid, seconds=10):
 # The grid
 
 
-def write_data_dir(data_dir, sentences):
-    """Task files of the four tasks with `sentences` one-word sentences each (the grid only counts them)."""
+def write_data_dir(data_dir, sentences, tasks=("pos", "chunking", "predicate", "ner")):
+    """Task files of `tasks` with `sentences` one-word sentences each (the grid only counts them)."""
     os.makedirs(data_dir)
-    for task in ("pos", "chunking", "predicate", "ner"):
+    for task in tasks:
         for split in ("train", "dev", "test"):
             (data_dir / f"{split}_{task}.txt").write_text("word X\n\n" * sentences)
 
@@ -409,3 +409,29 @@ def test_run_experiments_lists_the_grid_from_any_directory(tmp_path):
                              text=True, cwd=tmp_path, timeout=60,
                              env=clean_environment(WORKING_DIR=tmp_path / "nowhere", CUDA_VISIBLE_DEVICES=""))
     assert missing.returncode != 0 and "train_chunking.txt: file not found" in missing.stderr
+
+
+def test_medium_grid_lists_table_1_for_two_main_tasks_with_an_inv_constant_sweep_on_the_first_seed(tmp_path):
+    data = tmp_path / "data"
+    write_data_dir(data, 1, tasks=("pos", "chunking", "predicate", "ner", "brown_pos"))
+    completed = subprocess.run(["sh", os.path.join(SCRIPTS, "run_experiments.sh"), "--list"], capture_output=True,
+                               text=True, cwd=tmp_path, timeout=60,
+                               env=clean_environment(GRID="medium", SEEDS="1 2 3", DATA_DIR=data, BERT_MODEL="m",
+                                                     CUDA_VISIBLE_DEVICES=""))
+    assert completed.returncode == 0, completed.stderr
+    assert "sections main normalized" in completed.stdout  # Table 1 only: no analysis, no re-runs
+    listed = [line for line in completed.stdout.splitlines() if line.startswith("SEED=")]
+    # per main task: 3 seeds x (single, joint, weighted joint, pre-training, weighted pre-training, normalized
+    # joint, weighted normalized joint), and the sweep's two other inv_constants with seed 1
+    assert len(listed) == 2 * (3 * 7 + 2)
+    sweep = [line for line in listed if "run_weighted_pre_training_multi.sh" in line]
+    assert len(sweep) == 2 * (3 + 2)
+    assert [line.split()[0] for line in sweep if "brown_pos/" in line] == ["SEED=1"] * 3 + ["SEED=2", "SEED=3"]
+    assert any(line.endswith("run_weighted_pre_training_multi.sh 100 pos chunking ner brown_pos 100") for line in sweep)
+    assert any(line.endswith("run_single.sh ner 100") for line in listed)
+    shared = next(line for line in completed.stdout.splitlines() if line.startswith("# every job runs with"))
+    assert "--eval_main_task_only" in shared and "MAX_LENGTH=64" in shared and "BATCH_SIZE=8" in shared
+
+    unknown = subprocess.run(["sh", os.path.join(SCRIPTS, "run_experiments.sh"), "--list"], capture_output=True,
+                             text=True, cwd=tmp_path, timeout=60, env=clean_environment(GRID="huge", DATA_DIR=data))
+    assert unknown.returncode != 0 and "GRID=huge: no such grid; choose from paper reduced medium" in unknown.stderr

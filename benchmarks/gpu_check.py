@@ -1,0 +1,286 @@
+"""The GPU check: the benchmark's figures on one GPU in bf16, on a randomly initialised BERT-base, and a
+weighted joint run under --bf16 and under --fp16, on a bare machine with no network.
+
+Here, where the embedded default is installed (or with --data_dir and --model_name_or_path):
+
+    python benchmarks/gpu_check.py pack                                  # writes gpu_pack/ (about 2 MB)
+
+Then, on the GPU machine, in a copy of the repository that holds gpu_pack/ (git ignores it):
+
+    python benchmarks/gpu_check.py run --output results-gpu.json         # a few minutes on one GPU
+
+`pack` writes a slice of the data (enough training sentences for every figure and for the joint runs, and
+small dev and test sets) and the tokenizer files: nothing the GPU machine already has, and no weights,
+since the encoder is built there from a BertConfig (timing and memory do not depend on the weights).
+`run` reads only gpu_pack/ and the repository, and needs only torch, transformers (with tokenizers and
+safetensors), numpy and tqdm. Without seqeval the joint runs train but skip their evaluation (the span F1
+of ner and chunking needs it); spaCy, the MiniLM package, matplotlib and scipy are not used. Every figure
+is printed as it is measured and the JSON rewritten after each, so a run cut short keeps what it
+measured; it ends with one table.
+"""
+
+import argparse
+import gc
+import json
+import math
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+
+# Everything the check needs is on this machine: never wait for a hub that cannot be reached. No progress
+# bars either (tqdm reads this when torch first imports it): the log is read as plain lines.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+from benchmarks.run_benchmarks import (  # noqa: E402
+    AUXILIARY_TASKS, SIZES, format_row, machine_description, print_table, row, run_suite, sentences_needed,
+    table_text, write_results,
+)
+from benchmarks.workloads import MAIN_TASK, TASKS, load_tokenizer, load_workload, random_encoder  # noqa: E402
+from cross_task_training import UsageError, package_versions, resolve_data_dir, resolve_model_name_or_path  # noqa: E402
+from data.conll_io import labels_file_text, sample_sentences, task_file_text, write_files_atomically  # noqa: E402
+from output_files import TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, write_text_atomic  # noqa: E402
+from utils_cross_task import SPLITS, TaskDataError, read_labels, read_sentences, task_file  # noqa: E402
+
+PACK_DIR = os.path.join(ROOT, "gpu_pack")
+PACK_INFO = "pack_info.json"
+PACK_LIMIT_BYTES = 60 * 2**20  # what travels to the GPU machine beside the working tree
+
+# The figures on the GPU: BERT-base, the paper's batch sizes, a few repetitions each (the GPU is not
+# shared, so there is little noise to cancel). The slowest part by far is the original's weight update:
+# 4 x 110M gradient entries turned into Python floats on the host, about a minute, so it runs once.
+GPU_SIZE = dict(encoder="bert-base", memory_encoder="bert-base", update_batch=64, update_repetitions=1,
+                memory_batch=8, train_batch=32, train_batches_per_task=8, train_repetitions=3,
+                head_sentences=300, head_repetitions=3, eval_sentences=128, eval_repetitions=3)
+# The joint runs: the paper's 500 main-task sentences and batch 32; with sources of 1,000 sentences an
+# epoch is 3 x 32 + 16 = 112 steps, so 300 steps make three TAWT updates.
+JOINT = dict(steps=300, main_task_sentences=500, batch=32, logging_steps=25)
+TINY_JOINT = dict(steps=12, main_task_sentences=8, batch=4, logging_steps=2)
+PACK_SENTENCES = dict(train=1000, dev=200, test=200)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pack
+
+
+def pack(args):
+    """Write the data slice and the tokenizer files into args.output_dir (replacing it); return its info."""
+    from transformers import AutoTokenizer
+
+    data_dir = resolve_data_dir(args.data_dir)
+    model_name_or_path = resolve_model_name_or_path(args.model_name_or_path)
+    counts = {"train": args.train_sentences, "dev": args.eval_sentences, "test": args.eval_sentences}
+    needed = sentences_needed(GPU_SIZE)
+    if args.train_sentences < needed:
+        print(f"warning: --train_sentences {args.train_sentences} is below the {needed} the GPU figures draw on; "
+              "they will use fewer", file=sys.stderr)
+    files = {}
+    for task in TASKS:
+        for split in SPLITS:
+            sentences = read_sentences(task_file(data_dir, split, task))
+            chosen = sample_sentences(sentences, counts[split], seed=args.seed)
+            files[f"{split}_{task}.txt"] = task_file_text((s.words, s.labels) for s in chosen)
+        files[f"{task}_labels.txt"] = labels_file_text(read_labels(data_dir, task))
+    output_dir = os.path.abspath(args.output_dir)
+    staging = tempfile.mkdtemp(prefix=".gpu_pack-", dir=os.path.dirname(output_dir))
+    try:
+        write_files_atomically(os.path.join(staging, "data"), files)
+        AutoTokenizer.from_pretrained(model_name_or_path).save_pretrained(os.path.join(staging, "tokenizer"))
+        info = {"data_dir": data_dir, "tokenizer_of": model_name_or_path, "tasks": list(TASKS), "sentences": counts,
+                "seed": args.seed, "bytes": directory_bytes(staging)}
+        with open(os.path.join(staging, PACK_INFO), "w") as handle:
+            json.dump(info, handle, indent=2)
+        if info["bytes"] > PACK_LIMIT_BYTES:
+            raise UsageError(f"the pack would take {info['bytes'] / 2**20:.1f} MiB, over the "
+                             f"{PACK_LIMIT_BYTES // 2**20} MiB that travel to the GPU machine; lower --train_sentences")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the pack is an ordinary folder
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.rename(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"{output_dir}: {info['bytes'] / 2**20:.1f} MiB ({', '.join(f'{n} {s}' for s, n in counts.items())} "
+          f"sentences of {' '.join(TASKS)}; the tokenizer of {model_name_or_path})")
+    return info
+
+
+def directory_bytes(directory):
+    return sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(directory) for name in names)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run
+
+
+def read_pack(pack_dir):
+    info_path = os.path.join(pack_dir, PACK_INFO)
+    if not os.path.isfile(info_path):
+        raise UsageError(f"{info_path} not found: make the pack first with `python benchmarks/gpu_check.py pack` "
+                         "(where the embedded default is installed), or give --pack_dir")
+    with open(info_path) as handle:
+        return json.load(handle)
+
+
+def has_module(name):
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def joint_run(precision, model_dir, data_dir, device, joint, evaluate, workdir):
+    """One weighted joint run of run_weighted_joint.py, in this process, under --bf16 or --fp16.
+
+    Returns its rows: the time, whether every logged loss is finite and every weight vector is on the
+    simplex, and (on a GPU) the peak GPU memory.
+    """
+    import run_weighted_joint
+
+    figure = f"weighted joint run --{precision}, {joint['steps']} steps (s)"
+    target = "finite loss, simplex weights"
+    if precision == "fp16" and device.type != "cuda":
+        return [row(figure, None, None, None, target, None, "s", skipped="--fp16 needs a GPU")]
+    output_dir = os.path.join(workdir, f"joint_{precision}")
+    argv = ["--data_dir", data_dir, "--model_name_or_path", model_dir, "--output_dir", output_dir,
+            "--overwrite_output_dir", "--auxiliary_task_list", *AUXILIARY_TASKS, "--main_task", MAIN_TASK,
+            "--main_task_train_sent_num", str(joint["main_task_sentences"]), "--do_train",
+            "--max_steps", str(joint["steps"]), "--per_gpu_train_batch_size", str(joint["batch"]),
+            "--gradient_sampling_batch_size", str(2 * joint["batch"]), "--logging_steps", str(joint["logging_steps"]),
+            f"--{precision}"]
+    argv += ["--do_eval", "--do_predict"] if evaluate else []
+    argv += ["--no_cuda"] if device.type != "cuda" else []
+    print(f"[{device.type}] weighted joint run: python run_weighted_joint.py {shlex.join(argv)}", flush=True)
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    try:
+        summary = run_weighted_joint.main(argv)
+    except Exception as error:  # one failed run must not lose the figures measured so far
+        return [row(figure, None, None, None, target, False, "s", error=f"{type(error).__name__}: {error}")]
+    seconds = time.perf_counter() - started
+    with open(os.path.join(output_dir, TRAINING_LOG_FILE)) as handle:
+        losses = [json.loads(line)["loss"] for line in handle if line.strip()]
+    with open(os.path.join(output_dir, TASK_WEIGHTS_FILE)) as handle:
+        weights_file = json.load(handle)
+    history = weights_file["history"]
+    on_simplex = all(min(entry["weights"]) >= 0 and abs(sum(entry["weights"]) - 1) <= 1e-6 for entry in history)
+    finite = bool(losses) and all(math.isfinite(loss) for loss in losses)
+    scores = {key: value for key, value in (summary or {}).items() if key.endswith(("_eval", "_test"))}
+    rows = [row(figure, seconds, None, None, target, finite and on_simplex and len(history) > 1, "s",
+                losses=losses, weight_updates=len(history) - 1,
+                final_weights=dict(zip(weights_file["tasks"], history[-1]["weights"])), evaluated=evaluate,
+                scores=scores)]
+    if device.type == "cuda":
+        rows.append(row(f"  peak GPU memory of the --{precision} run (MB)", torch.cuda.max_memory_allocated(device)
+                        / 2**20, None, None, "(detail)", None, "MB"))
+    return rows
+
+
+def run_check(args, argv):
+    pack_dir = os.path.abspath(args.pack_dir)
+    info = read_pack(pack_dir)
+    use_cuda = torch.cuda.is_available() and not args.no_cuda
+    if not use_cuda and not args.no_cuda:
+        raise UsageError("no GPU is visible (torch.cuda.is_available() is False); run on a GPU machine, or pass "
+                         "--no_cuda (with --tiny) to try the check on the CPU")
+    device = torch.device("cuda" if use_cuda else "cpu")
+    size, joint = (SIZES["tiny"], TINY_JOINT) if args.tiny else (GPU_SIZE, JOINT)
+    versions = package_versions()
+    evaluate = has_module("seqeval")
+    print(f"GPU check on {machine_description(device)}; versions {versions}", flush=True)
+    if not evaluate:
+        print("seqeval is not installed: the joint runs train only (no dev/test evaluation)", flush=True)
+    output = args.output or os.path.join(ROOT, "benchmarks", f"results-{device_name(device)}-gpu-check.json")
+    table_path = os.path.splitext(output)[0] + ".txt"
+    started = time.perf_counter()
+    results = {"command": shlex.join(["python", "benchmarks/gpu_check.py", *argv]), "finished": False, "pack": info,
+               "versions": versions, "sizes": size, "joint": joint, "suites": []}
+
+    def report(suite, finished=False):
+        results["suites"], results["seconds"] = [suite], time.perf_counter() - started
+        results["finished"] = finished
+        write_results(output, results)
+        write_text_atomic(table_path, table_text(suite))
+
+    data_dir, tokenizer_dir = os.path.join(pack_dir, "data"), os.path.join(pack_dir, "tokenizer")
+    workload = load_workload(sentences_needed(size), data_dir=data_dir)
+    tokenizer = load_tokenizer(workload, tokenizer_dir)
+    with tempfile.TemporaryDirectory(prefix="tawt-gpu-check-") as workdir:
+        suite = run_suite(device, size, workload, tokenizer, workdir, report=report, host_memory=False)
+        # The joint runs start from a saved model: the same random encoder, written with the tokenizer.
+        model_dir = os.path.join(workdir, "random_encoder")
+        encoder, description = random_encoder(size["encoder"], len(tokenizer))
+        encoder.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        del encoder
+        for precision in ("bf16", "fp16"):
+            for entry in joint_run(precision, model_dir, data_dir, device, joint, evaluate, workdir):
+                suite["rows"].append(entry)
+                print(f"[{device.type}] {format_row(entry)} {entry.get('error') or entry.get('skipped') or ''}",
+                      flush=True)
+            report(suite)
+    report(suite, finished=True)
+    print_table(suite)
+    print(f"\n{results['command']}: {(time.perf_counter() - started) / 60:.1f} minutes; results written to {output} "
+          f"and {table_path}")
+    return results
+
+
+def device_name(device):
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return "".join(character if character.isalnum() else "-" for character in name.lower()).strip("-")
+
+
+def parse_arguments(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    packing = commands.add_parser("pack", help="write the data slice and tokenizer files the GPU run needs")
+    packing.add_argument("--output_dir", default=PACK_DIR, help="where the pack goes (replaced); default gpu_pack/")
+    packing.add_argument("--data_dir", default=None, help="the data to slice; default: the embedded default data")
+    packing.add_argument("--model_name_or_path", default=None,
+                         help="the tokenizer to pack (its weights are not packed); default: the MiniLM encoder's "
+                              "(the uncased BERT vocabulary)")
+    packing.add_argument("--train_sentences", type=int, default=PACK_SENTENCES["train"],
+                         help="training sentences per task (the figures draw on 812, the joint runs on all)")
+    packing.add_argument("--eval_sentences", type=int, default=PACK_SENTENCES["dev"],
+                         help="dev and test sentences per task (the joint runs' evaluation)")
+    packing.add_argument("--seed", type=int, default=1, help="seed of the sentences' sample")
+    running = commands.add_parser("run", help="measure on the GPU, offline, from the pack")
+    running.add_argument("--pack_dir", default=PACK_DIR, help="the folder `pack` wrote; default gpu_pack/")
+    running.add_argument("--output", default=None,
+                         help="JSON file for the results (the table goes beside it, .txt); default "
+                              "benchmarks/results-<gpu>-gpu-check.json")
+    running.add_argument("--no_cuda", action="store_true", help="run on the CPU (with --tiny: a smoke test)")
+    running.add_argument("--tiny", action="store_true", help="a tiny random encoder and a few steps (the test's size)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_arguments(argv)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    try:
+        return pack(args) if args.command == "pack" else run_check(args, argv)
+    except (UsageError, TaskDataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Keep the small files of an experiment grid, enough to rebuild its tables and tests without the models.
+
+    python testing/archive_results.py OUTPUT_ROOT results/medium
+
+Copies, for every run below OUTPUT_ROOT (a directory with run_args.json), its `run_args.json`,
+`task_weights.json`, the main task's dev and test results and its test predictions (gzip-compressed), and
+the main tasks' gold test files and label files (gzip-compressed, under DEST/data), plus the summary
+(`summary/`: tables, significance CSV, weight plots) and each run's wall time from the queue's logs
+(`run_times.csv`). No model, checkpoint or log is copied. Then
+
+    python testing/collect_results.py results/medium --data_dir results/medium/data
+
+rebuilds Table 1, its significance marks included, from the archive alone (prediction and gold files are
+read gzip-compressed as FILE.gz).
+"""
+
+import argparse
+import gzip
+import os
+import re
+import shutil
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from output_files import RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file  # noqa: E402
+from testing.output_tree import OutputTreeError, csv_text, find_runs, write_text_atomic  # noqa: E402
+
+QUEUE_EXIT_LINE = re.compile(r"^# exit status (\S+) after (\d+) s$")
+
+
+def gzip_copy(source, destination):
+    """Copy `source` to `destination` + '.gz', byte for byte inside, with no timestamp in the header."""
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    with open(source, "rb") as reader, open(destination + ".gz", "wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as writer:
+            shutil.copyfileobj(reader, writer)
+
+
+def queue_seconds(log_path):
+    """The wall time the job queue logged for a run (None without a finished log)."""
+    if not os.path.isfile(log_path):
+        return None
+    seconds = None
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            match = QUEUE_EXIT_LINE.match(line.rstrip("\n"))
+            if match and match.group(1) == "0":
+                seconds = int(match.group(2))
+    return seconds
+
+
+def archive(output_root, destination):
+    runs = find_runs(output_root)
+    gold = {}
+    times = []
+    for run in runs:
+        relative = os.path.relpath(run.directory, output_root)
+        target = os.path.join(destination, relative)
+        os.makedirs(target, exist_ok=True)
+        for name in (RUN_ARGS_FILE, TASK_WEIGHTS_FILE, results_file(run.main_task, "eval"),
+                     results_file(run.main_task, "test")):
+            if os.path.isfile(run.path(name)):
+                shutil.copyfile(run.path(name), os.path.join(target, name))
+        if os.path.isfile(run.predictions_file()):
+            gzip_copy(run.predictions_file(), os.path.join(target, predictions_file(run.main_task)))
+        gold[run.main_task] = run.gold_file()
+        seconds = queue_seconds(os.path.join(output_root, "logs", relative + ".log"))
+        times.append({"run": relative, "paradigm": run.paradigm, "main_task": run.main_task, "seed": run.seed,
+                      "seconds": seconds})
+    for task, path in sorted(gold.items()):
+        data_dir = os.path.dirname(path)
+        if not os.path.isfile(path):
+            raise OutputTreeError(f"{path}: the gold test file of {task} is gone; archive before deleting the data")
+        gzip_copy(path, os.path.join(destination, "data", os.path.basename(path)))
+        labels = os.path.join(data_dir, f"{task}_labels.txt")
+        if os.path.isfile(labels):
+            shutil.copyfile(labels, os.path.join(destination, "data", f"{task}_labels.txt"))
+    summary = os.path.join(output_root, "summary")
+    if os.path.isdir(summary):
+        shutil.copytree(summary, os.path.join(destination, "summary"), dirs_exist_ok=True)
+    write_text_atomic(os.path.join(destination, "run_times.csv"), csv_text(times))
+    return runs
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output_root", help="the grid's output root (OUTPUT_ROOT)")
+    parser.add_argument("destination", help="where the archive goes, e.g. results/medium")
+    args = parser.parse_args(argv)
+    try:
+        runs = archive(args.output_root, args.destination)
+    except OutputTreeError as error:
+        sys.exit(f"error: {error}")
+    print(f"archived {len(runs)} runs of {args.output_root} in {args.destination}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""An archived grid (testing/archive_results.py) rebuilds its tables from its small files alone."""
+
+import gzip
+import os
+import shutil
+
+from testing import archive_results, collect_results
+from tests.conftest import ROOT
+
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "grid_archive")
+
+
+def test_table_1_rebuilds_from_the_committed_archive_alone(tmp_path):
+    # A tiny grid (single-task, joint and weighted joint pos, two seeds) archived: results, weights, gzipped
+    # predictions and gold test file; no model. Its table, significance marks included, must come back.
+    archive = tmp_path / "archive"
+    shutil.copytree(FIXTURE, archive, ignore=shutil.ignore_patterns("summary"))
+    collect_results.main([str(archive), "--data_dir", str(archive / "data"), "--no_plots", "--note", "A tiny fixture."])
+    for name in ("table1.md", "table1.csv"):
+        with open(os.path.join(FIXTURE, "summary", name), encoding="utf-8") as committed:
+            assert (archive / "summary" / name).read_text() == committed.read(), name
+
+
+def test_archive_keeps_results_weights_and_compressed_predictions_only(tiny_data_dir, tiny_model_dir, tmp_path):
+    import run_weighted_joint
+    from tests.test_scripts import common
+
+    output_root = tmp_path / "outputs"
+    run_dir = output_root / "main" / "weighted_joint" / "ner" / "seed_1"
+    run_weighted_joint.main(common(tiny_data_dir, tiny_model_dir, run_dir) + [
+        "--auxiliary_task_list", "pos", "--main_task", "ner", "--main_task_train_sent_num", "6",
+        "--num_train_epochs", "1", "--gradient_sampling_batch_size", "4"])
+    log = output_root / "logs" / "main" / "weighted_joint" / "ner" / "seed_1.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("# sh run.sh\n# exit status 0 after 42 s\n")
+    archive = tmp_path / "archive"
+    archive_results.main([str(output_root), str(archive)])
+    kept = sorted(path.relative_to(archive).as_posix() for path in archive.rglob("*") if path.is_file())
+    assert kept == sorted([
+        "data/ner_labels.txt", "data/test_ner.txt.gz", "run_times.csv",
+        *(f"main/weighted_joint/ner/seed_1/{name}" for name in (
+            "ner_eval_results.txt", "ner_test_predictions.txt.gz", "ner_test_results.txt", "run_args.json",
+            "task_weights.json")),
+    ])
+    with gzip.open(archive / "main/weighted_joint/ner/seed_1/ner_test_predictions.txt.gz", "rt") as handle:
+        assert handle.read() == (run_dir / "ner_test_predictions.txt").read_text()
+    assert "main/weighted_joint/ner/seed_1,weighted_joint,ner,1,42" in (archive / "run_times.csv").read_text()
