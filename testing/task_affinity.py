@@ -156,7 +156,8 @@ def shuffled_control(split, seed):
     labels = np.array([label for feature in split.features for label in feature.label_ids if label != IGNORED_LABEL_ID])
     shuffled = iter(np.random.default_rng(seed).permutation(labels).tolist())
     features = [
-        Feature(feature.input_ids, [label if label == IGNORED_LABEL_ID else next(shuffled) for label in feature.label_ids],
+        Feature(feature.input_ids,
+                [label if label == IGNORED_LABEL_ID else next(shuffled) for label in feature.label_ids],
                 feature.sentence_index, feature.word_indices)
         for feature in split.features
     ]
@@ -238,23 +239,21 @@ def ranked_table(main_task, candidates, similarities, fit_losses, splits, step_s
         "train_sentences": len(splits[task]),
     } for index, task in enumerate(candidates)]
     rows.sort(key=lambda row: (row["mean_cosine"] is None, -(row["mean_cosine"] or 0.0)))
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank
-    return [{"rank": row.pop("rank"), **row} for row in rows]
+    return [{"rank": rank, **row} for rank, row in enumerate(rows, start=1)]
 
 
 def format_table(main_task, rows, batches, main_fit_loss):
-    def number(value, digits=3):
-        return "-" if value is None else f"{value:+.{digits}f}" if digits == 3 else f"{value:.{digits}f}"
+    def signed(value):
+        return "-" if value is None else f"{value:+.3f}"
 
     lines = [f"main task {main_task} (head-fit loss {main_fit_loss:.3f}); cosines over {batches} sampled batches",
              f"{'rank':>4}  {'task':<20} {'mean cos':>9} {'std':>7} {'cos(mean)':>9} {'w, 1 update':>11} "
              f"{f'w, {PAPER_UPDATES} updates':>12} {'fit loss':>8}"]
     for row in rows:
         lines.append(
-            f"{row['rank']:>4}  {row['task']:<20} {number(row['mean_cosine']):>9} "
-            f"{number(row['cosine_std'], 3 if row['cosine_std'] is None else 4):>7} "
-            f"{number(row['cosine_of_mean_gradients']):>9} {row['weight_after_1_update']:>11.4f} "
+            f"{row['rank']:>4}  {row['task']:<20} {signed(row['mean_cosine']):>9} "
+            f"{'-' if row['cosine_std'] is None else format(row['cosine_std'], '.4f'):>7} "
+            f"{signed(row['cosine_of_mean_gradients']):>9} {row['weight_after_1_update']:>11.4f} "
             f"{row[f'weight_after_{PAPER_UPDATES}_updates']:>12.4f} {row['head_fit_loss']:>8.3f}")
     return "\n".join(lines)
 
