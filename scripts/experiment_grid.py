@@ -423,7 +423,8 @@ def analysis_section_jobs(maker, settings):
 
 
 def weights_of_last_epoch(history):
-    """The weights that trained the last epoch: the entry before the update that followed it.
+    """The weights in effect when training ended: the entry before the update that followed the last epoch
+    (with --weight_update_steps, the last update within that epoch).
 
     The last entry of a TAWT run's history is the update made after its last epoch, which no training
     step used (the original's published final weights, e.g. 0.87 = e^3 / (e^3 + 3) after four epochs,
