@@ -82,6 +82,7 @@ class Grid:
     sections: tuple = SECTIONS  # what runs when no section is named
     inv_constant_sweep: list = field(default_factory=list)  # weighted pre-training's, run with the first seed only
     note: str = ""  # printed with the summary and written into table1.md
+    seeds: tuple = ("1",)  # the seeds when SEEDS is not set
 
 
 PAPER_GRID = Grid(
@@ -153,6 +154,7 @@ MEDIUM_GRID = Grid(
     data_slice={"train": 2 * MEDIUM_MAIN_SIZE, "dev": 500, "test": 2000},
     description="the medium grid on the embedded default data",
     sections=("main", "normalized"),
+    seeds=("1", "2", "3"),
     note="Medium grid on the embedded default data (Brown text; labels from spaCy except brown_pos, which is "
          "Brown's gold tagging): not comparable with the paper's OntoNotes/CoNLL-2000 numbers.",
 )
@@ -200,7 +202,7 @@ def settings_from_environment(environ=None, prepare_data=True):
         grid = _replace(grid, inv_constants=words(environ, "INV_CONSTANTS"), inv_constant_sweep=[],
                         main_tasks={task: _replace(setting, inv_constants=None)
                                     for task, setting in grid.main_tasks.items()})
-    seeds = words(environ, "SEEDS") or ["1"]
+    seeds = words(environ, "SEEDS") or list(grid.seeds)
     for seed in seeds:
         if not seed.isdigit():
             raise GridError(f"SEEDS: '{seed}' is not a whole number; give e.g. SEEDS=\"1 2 3\"")
