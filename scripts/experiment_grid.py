@@ -140,10 +140,10 @@ REDUCED_GRID = Grid(
 MEDIUM_MAIN_SIZE = 100
 MEDIUM_GRID = Grid(
     main_tasks={
-        "ner": MainTaskSetting(["pos", "chunking", "predicate"], MEDIUM_MAIN_SIZE, inv_constants=[10]),
-        "brown_pos": MainTaskSetting(["pos", "chunking", "ner"], MEDIUM_MAIN_SIZE, inv_constants=[10]),
+        "ner": MainTaskSetting(["pos", "chunking", "predicate"], MEDIUM_MAIN_SIZE, inv_constants=[1]),
+        "brown_pos": MainTaskSetting(["pos", "chunking", "ner"], MEDIUM_MAIN_SIZE, inv_constants=[1]),
     },
-    inv_constants=[10],
+    inv_constants=[1],
     inv_constant_sweep=[1, 10, 100],
     analysis_main_task="ner",
     analysis_sources=["pos", "predicate"],
