@@ -133,7 +133,8 @@ def add_multi_task_arguments(parser, main_task_weighted=True):
     weighting.add_argument("--task_weights", nargs="+", type=float, default=None,
                            help=f"starting task weights ({order}); normalised to sum 1; default: uniform")
     weighting.add_argument("--weighting", choices=("fixed", "tawt"), default="tawt",
-                           help="fixed: the weights stay as given; tawt: they follow the TAWT update once per epoch")
+                           help="fixed: the weights stay as given; tawt: they follow the TAWT update after each epoch "
+                                "(and every --weight_update_steps steps)")
     weighting.add_argument("--weight_lr", type=float, default=1.0, help="step size of the weight update (paper: 1)")
     weighting.add_argument("--normalized_gradients", action="store_true",
                            help="exponent -weight_lr * g_t (g_t = -cosine); without it, -weight_lr * "
@@ -142,8 +143,14 @@ def add_multi_task_arguments(parser, main_task_weighted=True):
                            help="scale s of the weight gradient when --normalized_gradients is not given "
                                 "(paper's weighted pre-training: 1, 10, 30, 100)")
     weighting.add_argument("--gradient_sampling_batch_size", type=int, default=64,
-                           help="sentences in the one batch per task whose encoder gradient is compared "
-                                "(paper: 64; the original, too, used one batch)")
+                           help="sentences in each sampled batch whose encoder gradient is compared (paper: 64)")
+    weighting.add_argument("--gradient_sampling_batches", type=int, default=1,
+                           help="M: each task's encoder gradient is the mean over M independently sampled batches "
+                                "(paper and original: 1); task_weights.json also records the mean and spread of "
+                                "the M batches' own cosines")
+    weighting.add_argument("--weight_update_steps", type=int, default=0,
+                           help="also update the weights every N optimizer steps within an epoch (0: only after "
+                                "each epoch, as in the paper)")
     return parser
 
 
@@ -215,6 +222,11 @@ def check_weighting_arguments(args):
                              "give smaller values")
     if args.gradient_sampling_batch_size < 1:
         raise UsageError("--gradient_sampling_batch_size must be at least 1")
+    if args.gradient_sampling_batches < 1:
+        raise UsageError(f"--gradient_sampling_batches {args.gradient_sampling_batches}: give at least 1 batch")
+    if args.weight_update_steps < 0:
+        raise UsageError(f"--weight_update_steps {args.weight_update_steps}: give 0 (after each epoch only) or a "
+                         "positive number of steps")
 
 
 def check_positive(value, flag, fix):
@@ -504,16 +516,24 @@ class TaskWeightHistory:
         self.path, self.tasks, self.weighting = path, list(tasks), weighting
         self.history = []
 
-    def record(self, stage, epoch, weights, similarities=None):
+    def record(self, stage, epoch, weights, similarities=None, step=0):
+        """One entry: `stage` "initial", "epoch" (an update after an epoch) or "step" (one within an epoch,
+        --weight_update_steps), the epoch, the optimizer step reached, the weights, and `similarities` (the
+        update's TaskSimilarities: the cosines it used, and their mean and spread over the sampled batches)."""
+
+        def listed(values):
+            return None if values is None else [None if value is None else float(value) for value in values]
+
         self.history.append({
             "stage": stage,
             "epoch": epoch,
+            "step": step,
             "weights": [float(weight) for weight in weights],
-            "cosine_similarities": None if similarities is None else [
-                None if cosine is None else float(cosine) for cosine in similarities
-            ],
+            "cosine_similarities": listed(None if similarities is None else similarities.cosines),
+            "cosine_batch_mean": listed(None if similarities is None else similarities.batch_means),
+            "cosine_batch_std": listed(None if similarities is None else similarities.batch_stds),
         })
-        logger.info("task weights (%s %d): %s", stage, epoch,
+        logger.info("task weights (%s %d, step %d): %s", stage, epoch, step,
                     ", ".join(f"{task} {weight:.4f}" for task, weight in zip(self.tasks, weights)))
         self.write()
 

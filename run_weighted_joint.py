@@ -8,8 +8,8 @@ weights are plain joint training. The two knobs --task_weights and --weighting g
   weighted joint training (TAWT)  --weighting tawt                        (the default; starts uniform)
 
 Weights are given sources first, in --auxiliary_task_list order, main task last. With --weighting tawt
-they are updated once per epoch by the TAWT exponentiated-gradient step, w_t <- w_t * exp(weight_lr * s *
-cos(G_main, G_t)) renormalised (see the README); the main task is itself weighted, and its own cosine is 1.
+they are updated after each epoch (and every --weight_update_steps steps) by the exponentiated-gradient
+step (weighted_training_basics.py); the main task is itself weighted, and its own cosine is 1.
 
     python run_weighted_joint.py --auxiliary_task_list pos chunking predicate --main_task ner \\
         --main_task_train_sent_num 500 --output_dir out/weighted_joint_ner --do_train --do_eval --do_predict
@@ -44,7 +44,7 @@ def main(argv=None):
     if args.do_train:
         history = start_weight_history(run, tasks, task_weights)
 
-        def tawt_step(weights, epoch):
+        def tawt_step(weights, epoch, step):
             return tawt_update(model, run, weights, tasks, args.main_task, data.train)
 
         train_stage(model, run, "joint", data.train, task_weights, history,

@@ -81,7 +81,7 @@ def main(argv=None):
                     {task: len(data.train[task].sentences) for task in tasks}, np.round(task_weights, 4).tolist())
         history = start_weight_history(run, tasks, task_weights)
 
-        def tawt_step(weights, epoch):
+        def tawt_step(weights, epoch, step):
             return tawt_update(model, run, weights, tasks, main_task, data.train)
 
         train_stage(model, run, "joint", data.train, task_weights, history,

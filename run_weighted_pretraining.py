@@ -8,9 +8,10 @@ schedule. The weights are over the sources only (the main task is not trained in
   pre-training, fixed weights   --weighting fixed --task_weights 0.5 0.3 0.2
   weighted pre-training (TAWT)  --weighting tawt                        (the default; starts uniform)
 
-Weighted pre-training, after each pre-training epoch: fit a throw-away copy of the main task's head on
-the frozen encoder for one epoch, take the TAWT weight step with that copy (paper: --inv_constant 1, 10,
-30, 100), and drop it; fine-tuning starts from the main head as it was before pre-training.
+Weighted pre-training, after each pre-training epoch (and every --weight_update_steps steps within one):
+fit a throw-away copy of the main task's head on the frozen encoder for one epoch, take the TAWT weight
+step with that copy (paper: --inv_constant 1, 10, 30, 100), and drop it; fine-tuning starts from the main
+head as it was before pre-training.
 --pre_train_only stops after stage 1.
 
     python run_weighted_pretraining.py --auxiliary_task_list pos chunking predicate --main_task ner \\
@@ -51,11 +52,12 @@ def main(argv=None):
     if args.do_train:
         history = start_weight_history(run, sources, source_weights)
 
-        def fit_main_head_then_tawt_step(weights, epoch):
+        def fit_main_head_then_tawt_step(weights, epoch, step):
             # The gradients are taken through a fitted copy of the main head, then the copy is dropped:
-            # the model's own main head stays as it was for fine-tuning.
-            main_head, _ = fit_head_on_frozen_encoder(model, main_task, data.train[main_task], run,
-                                                      run.data_order_generator("head-fit", epoch))
+            # the model's own main head stays as it was for fine-tuning. An update within the epoch
+            # (--weight_update_steps) orders its fit's batches by its own step.
+            fit_order = run.data_order_generator("head-fit" if step is None else f"head-fit step {step}", epoch)
+            main_head, _ = fit_head_on_frozen_encoder(model, main_task, data.train[main_task], run, fit_order)
             with model.replaced_heads({main_task: main_head}):
                 return tawt_update(model, run, weights, sources, main_task, data.train)
 

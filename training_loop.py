@@ -1,10 +1,12 @@
 """The training loop every paradigm shares: weighted one-task batches in stages, checkpoints, resume.
 
 A paradigm is a sequence of *stages* (joint training; or pre-training then fine-tuning), each a
-`train_stage` call: AdamW + linear schedule over the stage's epochs, task t's batch loss multiplied by
-w_t * K (K weighted tasks), and after each epoch an optional weight update (TAWT).
+`train_stage` call: AdamW + linear schedule over the stage's epochs, task t's batch loss
+multiplied by w_t * K (K weighted tasks), and after each epoch (and every --weight_update_steps
+steps) an optional TAWT weight update.
 
-With --save_steps N a checkpoint is written every N steps and after every epoch's weight update. It holds
+With --save_steps N a checkpoint is written every N steps (after an update made at that step) and after
+every epoch's weight update. It holds
 everything needed to continue exactly: the model, optimizer, scheduler and scaler, the stage, epoch and
 batch reached, the task weights and their history, and the random states. The epoch's batch order is
 not stored: it is a function of (seed, stage, epoch), so the resumed run draws the same one.
@@ -61,9 +63,11 @@ def training_schedule(args, task_splits):
 def train_stage(model, run, stage, task_splits, task_weights, history=None, update_weights=None):
     """One training stage over `task_splits` with task weights (an array over its tasks, in order).
 
-    After each epoch, `update_weights(weights, epoch) -> (weights, similarities)` (the TAWT step, when
-    given) moves the weights and `history` records them. Returns the final weights. A stage that a resumed
-    run had already finished is skipped; one it was in the middle of continues where it stopped.
+    After each epoch, `update_weights(weights, epoch, None) -> (weights, similarities)` (the TAWT step, when
+    given) moves the weights and `history` records them; with --weight_update_steps N it is also called
+    every N optimizer steps within an epoch, as `update_weights(weights, epoch, step)`. Returns the final
+    weights. A stage that a resumed run had already finished is skipped; one it was in the middle of
+    continues where it stopped.
     """
     if stage in run.completed_stages:  # only a resumed run can have finished a stage before it began
         logger.info("stage %s was finished before the interruption: skipping it", stage)
@@ -81,18 +85,30 @@ def train_stage(model, run, stage, task_splits, task_weights, history=None, upda
         logger.info("resuming stage %s at epoch %d, batch %d (step %d)", stage, start_epoch + 1, start_batch,
                     trainer.global_step)
 
+    def updated_weights(weights, epoch, step):
+        weights, similarities = update_weights(weights, epoch, step)
+        distributed.check_identical([float(weight) for weight in weights], "task weights")
+        if history is not None:
+            history.record("epoch" if step is None else "step", epoch + 1, weights, similarities, trainer.global_step)
+        return weights
+
     tasks = list(task_splits)
+    within_epoch = update_weights is not None and run.args.weight_update_steps > 0
     for epoch in range(start_epoch, epochs):
         def checkpoint(batches_done, epoch=epoch):
             save_checkpoint(run, model, trainer, epoch, batches_done, task_weights)
 
+        def update_within_epoch(epoch=epoch):
+            # Checkpoints read task_weights: one written at this step holds the weights now in effect.
+            nonlocal task_weights
+            task_weights = updated_weights(task_weights, epoch, trainer.global_step)
+            return dict(zip(tasks, task_weights))
+
         trainer.train_epoch(task_splits, dict(zip(tasks, task_weights)), epoch,
-                            start_batch=start_batch if epoch == start_epoch else 0, checkpoint=checkpoint)
+                            start_batch=start_batch if epoch == start_epoch else 0, checkpoint=checkpoint,
+                            update_weights=update_within_epoch if within_epoch else None)
         if update_weights is not None:
-            task_weights, similarities = update_weights(task_weights, epoch)
-            distributed.check_identical([float(weight) for weight in task_weights], "task weights")
-            if history is not None:
-                history.record("epoch", epoch + 1, task_weights, similarities)
+            task_weights = updated_weights(task_weights, epoch, None)
         if run.args.save_steps > 0:
             save_checkpoint(run, model, trainer, epoch + 1, 0, task_weights)
         if trainer.done:
@@ -149,15 +165,21 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.global_step = state["global_step"]
 
-    def train_epoch(self, task_splits, task_weights, epoch, start_batch=0, checkpoint=None):
+    def train_epoch(self, task_splits, task_weights, epoch, start_batch=0, checkpoint=None, update_weights=None):
         """One epoch over shuffled one-task batches; task t's loss is multiplied by w_t * K.
 
         `task_weights` maps each task to its weight; K is the number of weighted tasks, so uniform weights
         reproduce plain training. Batches before `start_batch` were trained before an interruption.
+        `update_weights()` (new weights, task -> weight) is called every --weight_update_steps steps, before
+        that step's checkpoint, but not after the epoch's last batch (the update after the epoch follows).
         `checkpoint(batches_done)` is called every --save_steps steps.
         """
         args, run = self.run.args, self.run
-        multipliers = {task: float(weight) * len(task_weights) for task, weight in task_weights.items()}
+
+        def loss_multipliers(task_weights):
+            return {task: float(weight) * len(task_weights) for task, weight in task_weights.items()}
+
+        multipliers = loss_multipliers(task_weights)
         lengths = None
         if args.group_by_length:
             lengths = {task: [len(feature.input_ids) for feature in split.features] for task, split in task_splits.items()}
@@ -199,6 +221,9 @@ class Trainer:
             if args.logging_steps > 0 and self.global_step % args.logging_steps == 0:
                 self._log(epoch, logged_loss / logged_steps)
                 logged_loss, logged_steps = 0.0, 0
+            if (update_weights is not None and self.global_step % args.weight_update_steps == 0
+                    and batch_number + 1 < len(batches) and not self.done):
+                multipliers = loss_multipliers(update_weights())
             if checkpoint is not None and args.save_steps > 0 and self.global_step % args.save_steps == 0:
                 checkpoint(batch_number + 1)
         if logged_steps:

@@ -1,6 +1,7 @@
 """Target-aware weighted training (TAWT): task gradients, their similarities, the weight update.
 
-Once per epoch, each weighted task t gets a gradient G_t of its loss on one randomly drawn batch, taken
+After each epoch (and, with --weight_update_steps N, every N steps), each weighted task t gets a gradient
+G_t of its loss on one randomly drawn batch (or the mean over --gradient_sampling_batches M of them), taken
 with respect to the shared encoder's parameters only: the heads are task-specific, so only the encoder
 is where tasks can help or hurt each other. The weight gradient is g_t = -cos(G_main, G_t), and the
 weights take one exponentiated-gradient (mirror descent) step on the probability simplex:
@@ -8,13 +9,14 @@ w_t <- w_t * exp(-weight_lr * s * g_t), renormalised.
 
 The cosines are computed where the gradients live (the GPU), one parameter tensor at a time and
 accumulated in float32: the encoder is never flattened into one vector, let alone into host memory, and
-at most two encoder gradients (the main task's and the current task's) exist at once.
+with one batch at most two encoder gradients (the main task's and the current task's) exist at once.
 """
 
 import contextlib
 import copy
 import logging
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -85,23 +87,84 @@ def cosine_similarity(first, second):
     return max(-1.0, min(1.0, dot / math.sqrt(first_squared * second_squared)))
 
 
-def similarities_to_main_task(model, main_task, weighted_tasks, batches, autocast=contextlib.nullcontext):
+class TaskSimilarities(NamedTuple):
     """cos(G_main, G_t) for each weighted task, in order; None where undefined (a zero gradient).
 
-    `batches` maps each task (the main task included) to its sampled batch on the model's device. The
-    main task's own cosine is exactly 1 by definition: it is not computed (no second gradient needed).
+    `cosines` are those of the task gradients averaged over the M sampled batches: what the weight step
+    uses. `batch_means` and `batch_stds` are the mean and the sample standard deviation of the M batches'
+    own cosines (each batch's main-task gradient against the task's gradient on the same round): how much
+    one batch's cosine varies. With M = 1 the mean is the cosine and the spread is None.
     """
-    main_gradient = encoder_gradient(model, main_task, batches[main_task], autocast)
-    main_is_zero = sum(torch.sum(g.float() * g.float()) for g in main_gradient).item() == 0.0
-    similarities = []
+
+    cosines: list
+    batch_means: list
+    batch_stds: list
+
+
+def compare_with_main_task(model, main_task, weighted_tasks, batch_rounds, autocast=contextlib.nullcontext):
+    """The TaskSimilarities of `weighted_tasks` with `main_task`, over M rounds of sampled batches.
+
+    `batch_rounds` is a list of M dicts, each mapping every task (the main task included) to one sampled
+    batch on the model's device. The main task's own cosine is exactly 1 by definition: it is not computed.
+    Memory: the M main-task gradients and their sum are kept, and one task at a time holds its running sum
+    and its current batch's gradient: at most M + 3 encoder gradients exist at once (2 with M = 1).
+    """
+    main_gradients = [encoder_gradient(model, main_task, batches[main_task], autocast) for batches in batch_rounds]
+    main_batch_is_zero = [is_zero_gradient(gradient) for gradient in main_gradients]
+    main_sum = summed_gradients(main_gradients)
+    main_is_zero = main_batch_is_zero[0] if len(main_gradients) == 1 else is_zero_gradient(main_sum)
+    cosines, batch_cosines = [], []
     for task in weighted_tasks:
         if task == main_task:
-            similarities.append(None if main_is_zero else 1.0)
+            cosines.append(None if main_is_zero else 1.0)
+            batch_cosines.append([None if zero else 1.0 for zero in main_batch_is_zero])
             continue
-        task_gradient = encoder_gradient(model, task, batches[task], autocast)
-        similarities.append(cosine_similarity(main_gradient, task_gradient))
-        del task_gradient  # keep at most two encoder gradients alive
-    return similarities
+        task_sum, per_batch = None, []
+        for main_gradient, batches in zip(main_gradients, batch_rounds):
+            task_gradient = encoder_gradient(model, task, batches[task], autocast)
+            per_batch.append(cosine_similarity(main_gradient, task_gradient))
+            if task_sum is None:
+                task_sum = task_gradient
+            else:
+                torch._foreach_add_(task_sum, task_gradient)
+            del task_gradient  # keep one batch's gradient and the running sum alive, no more
+        # With one batch the cosine of the "averages" is that batch's cosine, already computed.
+        cosines.append(per_batch[0] if len(per_batch) == 1 else cosine_similarity(main_sum, task_sum))
+        batch_cosines.append(per_batch)
+        del task_sum
+    spreads = [mean_and_spread(values) for values in batch_cosines]
+    return TaskSimilarities(cosines, [mean for mean, _ in spreads], [spread for _, spread in spreads])
+
+
+def summed_gradients(gradients):
+    """The sum of gradients given as lists of tensors (the only one itself when there is one).
+
+    The cosine is scale-free, so the sum stands for the mean.
+    """
+    if len(gradients) == 1:
+        return gradients[0]
+    total = [tensor.clone() for tensor in gradients[0]]
+    for gradient in gradients[1:]:
+        torch._foreach_add_(total, gradient)
+    return total
+
+
+def is_zero_gradient(gradient):
+    return sum(torch.sum(g.float() * g.float()) for g in gradient).item() == 0.0
+
+
+def mean_and_spread(cosines):
+    """(mean, sample standard deviation) of the defined cosines; None where there are too few of them."""
+    defined = [cosine for cosine in cosines if cosine is not None]
+    if not defined:
+        return None, None
+    mean = float(np.mean(defined))
+    return mean, float(np.std(defined, ddof=1)) if len(defined) > 1 else None
+
+
+def similarities_to_main_task(model, main_task, weighted_tasks, batches, autocast=contextlib.nullcontext):
+    """cos(G_main, G_t) for each weighted task on one batch per task (`batches`: task -> batch)."""
+    return compare_with_main_task(model, main_task, weighted_tasks, [batches], autocast).cosines
 
 
 def weight_step_size(weight_lr, normalized_gradients, inv_constant):
@@ -151,20 +214,29 @@ def gradient_batch_chunks(features, pad_token_id, device):
     ]
 
 
-def sample_gradient_batches(task_splits, batch_size, generator, pad_token_id, device):
-    """One random batch of `batch_size` sentences per task, as chunks for `encoder_gradient`."""
-    batches = {}
-    for task, split in task_splits.items():
-        indices = sample_batch_indices(len(split.features), batch_size, generator)
-        batches[task] = gradient_batch_chunks([split.features[index] for index in indices], pad_token_id, device)
-    return batches
+def sample_gradient_batches(task_splits, batch_size, generator, pad_token_id, device, rounds=1):
+    """`rounds` independent draws of one random batch of `batch_size` sentences per task.
+
+    Returns a list of `rounds` dicts (task -> the batch as chunks for `encoder_gradient`). Each round draws
+    the tasks in order from `generator`, so one round draws exactly what a single batch per task draws.
+    """
+    batch_rounds = []
+    for _ in range(rounds):
+        batches = {}
+        for task, split in task_splits.items():
+            indices = sample_batch_indices(len(split.features), batch_size, generator)
+            batches[task] = gradient_batch_chunks([split.features[index] for index in indices], pad_token_id,
+                                                  device)
+        batch_rounds.append(batches)
+    return batch_rounds
 
 
 def tawt_update(model, run, weights, weighted_tasks, main_task, task_splits):
-    """The whole TAWT weight update: sample, compare with the main task, step. Returns (w, cos).
+    """The whole TAWT weight update: sample, compare with the main task, step.
 
-    `weights` are over `weighted_tasks` (which hold the main task in joint training, not in weighted
-    pre-training); `run` gives the arguments, device, precision and the sampler's own generator.
+    Returns (new weights, TaskSimilarities). `weights` are over `weighted_tasks` (which hold the main task
+    in joint training, not in weighted pre-training); `run` gives the arguments, device, precision and the
+    sampler's own generator. Each task's gradient is averaged over --gradient_sampling_batches batches.
     In a multi-process run the main process computes the update and broadcasts the new weights and the
     cosines, so every process trains with bit-identical weights (recomputing on each process could differ
     in the last bits between GPUs, and would not be cheaper).
@@ -179,21 +251,33 @@ def tawt_update(model, run, weights, weighted_tasks, main_task, task_splits):
 
 def _tawt_update(model, run, weights, weighted_tasks, main_task, task_splits):
     args = run.args
+    similarities = sampled_similarities(model, run, main_task, weighted_tasks, task_splits)
+    step_size = weight_step_size(args.weight_lr, args.normalized_gradients, args.inv_constant)
+    return exponentiated_gradient_step(weights, weight_gradients(similarities.cosines), step_size), similarities
+
+
+def sampled_similarities(model, run, main_task, weighted_tasks, task_splits):
+    """TaskSimilarities on --gradient_sampling_batches fresh rounds of sampled batches, with a warning
+    for the tasks whose cosine is undefined."""
+    args = run.args
     tasks_to_sample = dict.fromkeys(list(weighted_tasks) + [main_task])
-    batches = sample_gradient_batches(
+    batch_rounds = sample_gradient_batches(
         {task: task_splits[task] for task in tasks_to_sample}, args.gradient_sampling_batch_size,
-        run.gradient_sampling_generator, run.pad_token_id, run.device,
+        run.gradient_sampling_generator, run.pad_token_id, run.device, args.gradient_sampling_batches,
     )
-    similarities = similarities_to_main_task(model, main_task, weighted_tasks, batches, run.autocast)
-    undefined = [task for task, cosine in zip(weighted_tasks, similarities) if cosine is None]
+    similarities = compare_with_main_task(model, main_task, weighted_tasks, batch_rounds, run.autocast)
+    undefined = [task for task, cosine in zip(weighted_tasks, similarities.cosines) if cosine is None]
     if undefined:
         logger.warning(
-            "cosine undefined for %s (a zero gradient: no labelled token in the sampled batch, or a zero "
+            "cosine undefined for %s (a zero gradient: no labelled token in the sampled batches, or a zero "
             "loss); keeping their weights", undefined,
         )
-    weight_gradients = [None if cosine is None else -cosine for cosine in similarities]
-    step_size = weight_step_size(args.weight_lr, args.normalized_gradients, args.inv_constant)
-    return exponentiated_gradient_step(weights, weight_gradients, step_size), similarities
+    return similarities
+
+
+def weight_gradients(cosines):
+    """g_t = -cos(G_main, G_t); None (keep the weight) where the cosine is undefined."""
+    return [None if cosine is None else -cosine for cosine in cosines]
 
 
 @torch.no_grad()
@@ -228,8 +312,8 @@ def labelled_token_features(model, split, batch_size, device, pad_token_id, auto
             torch.cat([labels_by_feature[p] for p in positions]), offsets)
 
 
-def fit_head_on_frozen_encoder(model, task, split, run, generator):
-    """A copy of `task`'s head, trained for one epoch on the frozen encoder (weighted pre-training).
+def fit_head_on_frozen_encoder(model, task, split, run, generator, epochs=1):
+    """A copy of `task`'s head, trained for `epochs` epochs (weighted pre-training: one) on the frozen encoder.
 
     As in the original, the model's own head is left as it is: every epoch's fit starts from the untouched
     head, and fine-tuning later starts from it too (a head trained here for extra epochs would give
@@ -243,13 +327,13 @@ def fit_head_on_frozen_encoder(model, task, split, run, generator):
     re-running a frozen encoder in training mode at each step, the only difference is the encoder's own
     dropout: its states are the deterministic, dropout-free ones, while the head's dropout still applies
     to them. In a multi-process run the main process fits the copy and broadcasts it, so every process
-    holds the same one. Returns (fitted head, mean training loss of the fit).
+    holds the same one. Returns (fitted head, mean training loss of the fit's last epoch).
     """
     head = copy.deepcopy(model.head(task))
     mean_loss = None
     if distributed.is_main_process():
         with untouched_random_state(run.device):
-            mean_loss = _fit_head(model, head, task, split, run, generator)
+            mean_loss = _fit_head(model, head, task, split, run, generator, epochs)
     distributed.broadcast_parameters(head)
     return head, mean_loss
 
@@ -259,17 +343,19 @@ def untouched_random_state(device):
     return torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else [])
 
 
-def _fit_head(model, head, task, split, run, generator):
+def _fit_head(model, head, task, split, run, generator, epochs):
     args = run.args
     features, labels, offsets = labelled_token_features(
         model, split, args.per_gpu_eval_batch_size, run.device, run.pad_token_id, run.autocast,
     )
-    batches = epoch_batches({task: len(split)}, args.per_gpu_train_batch_size, generator)
+    batches = [batch for _ in range(epochs)
+               for batch in epoch_batches({task: len(split)}, args.per_gpu_train_batch_size, generator)]
+    last_epoch_start = len(batches) - len(batches) // epochs
     optimizer, scheduler = adamw_with_linear_schedule(head.parameters(), args, len(batches), run.device)
     was_training = model.training
     model.train()  # the dropout before the head is on, as in training
     losses = []
-    for _, indices in batches:
+    for step, (_, indices) in enumerate(batches):
         rows = torch.cat([torch.arange(offsets[i], offsets[i + 1], device=run.device) for i in indices])
         if rows.numel() == 0:
             scheduler.step()
@@ -282,6 +368,7 @@ def _fit_head(model, head, task, split, run, generator):
             torch.nn.utils.clip_grad_norm_(head.parameters(), args.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        losses.append(loss.detach())
+        if step >= last_epoch_start:
+            losses.append(loss.detach())
     model.train(was_training)
     return torch.stack(losses).mean().item() if losses else float("nan")

@@ -47,12 +47,13 @@ from output_files import write_json_atomic  # noqa: E402
 from utils_cross_task import Feature, collate  # noqa: E402
 from weighted_training_basics import (  # noqa: E402
     cosine_similarity, encoder_gradient, exponentiated_gradient_step, fit_head_on_frozen_encoder,
-    gradient_batch_chunks, similarities_to_main_task,
+    gradient_batch_chunks, similarities_to_main_task, weight_gradients,
 )
 
 from training_loop import Trainer  # noqa: E402
 
 from benchmarks import reference_original  # noqa: E402
+from testing import task_affinity  # noqa: E402
 from benchmarks.workloads import (  # noqa: E402
     MAIN_TASK, TASKS, build_model, collate_padded_to_max_length, load_tokenizer, load_workload, parameter_bytes,
     task_split,
@@ -61,19 +62,23 @@ from benchmarks.workloads import (  # noqa: E402
 AUXILIARY_TASKS = [task for task in TASKS if task != MAIN_TASK]
 # The paper's sizes for the overhead figure: three sources of ~9,000 sentences and a main task of 500.
 PAPER_EPOCH_SENTENCES = 3 * 9_000 + 500
+WEIGHT_UPDATE_STEPS = 100  # the overhead figure of updates within an epoch
 
 SIZES = {
     # update_batch: --gradient_sampling_batch_size; train_batch: --per_gpu_train_batch_size;
     # memory_batch: the batch of the memory runs (activations cancel out of that figure, see memory_child)
     "full": dict(encoder="pretrained", memory_encoder="bert-base", update_batch=64, update_repetitions=2,
                  memory_batch=8, train_batch=32, train_batches_per_task=4, train_repetitions=2,
-                 head_sentences=300, head_repetitions=2, eval_sentences=128, eval_repetitions=2),
+                 head_sentences=300, head_repetitions=2, eval_sentences=128, eval_repetitions=2, probe_batches=4,
+                 probe_head_fit_steps=500),
     "quick": dict(encoder="pretrained", memory_encoder="pretrained", update_batch=16, update_repetitions=1,
                   memory_batch=4, train_batch=16, train_batches_per_task=1, train_repetitions=1,
-                  head_sentences=96, head_repetitions=1, eval_sentences=32, eval_repetitions=1),
+                  head_sentences=96, head_repetitions=1, eval_sentences=32, eval_repetitions=1, probe_batches=2,
+                  probe_head_fit_steps=100),
     "tiny": dict(encoder="tiny", memory_encoder="tiny", update_batch=4, update_repetitions=1,
                  memory_batch=2, train_batch=4, train_batches_per_task=1, train_repetitions=1,
-                 head_sentences=8, head_repetitions=1, eval_sentences=4, eval_repetitions=1),
+                 head_sentences=8, head_repetitions=1, eval_sentences=4, eval_repetitions=1, probe_batches=2,
+                 probe_head_fit_steps=4),
 }
 
 # Dense bf16 peak (FLOP/s) of the usual training GPUs, for the share of peak the encoder reaches.
@@ -112,10 +117,6 @@ def median(values):
 def row(figure, ours, reference, ratio, target, met, unit="", **details):
     return {"figure": figure, "ours": ours, "reference": reference, "ratio": ratio, "target": target,
             "met": met, "unit": unit, **details}
-
-
-def weight_gradients(similarities):
-    return [None if cosine is None else -cosine for cosine in similarities]
 
 
 def make_run(device, output_dir, pad_token_id, bf16=False, **overrides):
@@ -445,6 +446,30 @@ def tawt_overhead(update_row, ours_rate, reference_rate, reference_update_time):
                ours_share <= 0.05, "%", estimated_epoch_seconds={"ours": ours_epoch, "reference": reference_epoch})
 
 
+def tawt_overhead_within_epochs(update_row, ours_rate, reference_rate, reference_update_time, train_batch):
+    """One weight update as a share of the training between two updates at --weight_update_steps 100."""
+    steps = WEIGHT_UPDATE_STEPS
+    ours_share = update_row["ours"] / (steps * train_batch / ours_rate)
+    reference_share = reference_update_time / (steps * train_batch / reference_rate)
+    return row(f"TAWT overhead at --weight_update_steps {steps}: update / {steps} steps (%)", 100 * ours_share,
+               100 * reference_share, ours_share / reference_share if reference_share else None, "(detail)", None,
+               "%")
+
+
+def affinity_probe_time(model, run, splits, size):
+    """testing/task_affinity.py's work for the main task and three candidates: four head fits and M rounds
+    of sampled batches. The original has no such tool: no reference."""
+    probe_splits = {task: subset(splits[task], size["head_sentences"]) for task in (MAIN_TASK, *AUXILIARY_TASKS)}
+    probe_run = make_run(run.device, run.args.output_dir, run.pad_token_id, bf16=run.args.bf16,
+                         learning_rate=1e-2, head_fit_steps=size["probe_head_fit_steps"],
+                         gradient_sampling_batch_size=size["update_batch"],
+                         gradient_sampling_batches=size["probe_batches"])
+    seconds, _ = timed(lambda: task_affinity.affinities(model, probe_run, probe_splits, [MAIN_TASK]), run.device)
+    return row(f"task-affinity probe: {len(probe_splits)} heads on {size['head_sentences']} sentences, "
+               f"{size['probe_batches']} x {len(probe_splits)} batches of {size['update_batch']} (s)", seconds, None,
+               None, "(no reference: the original has none)", None, "s")
+
+
 def evaluation_scaling(model, run, tokenizer, workload, size):
     """evaluation.predict on N and 4N sentences against the original's np.append loop (in the run's precision)."""
     device, pad_token_id, count = run.device, run.pad_token_id, size["eval_sentences"]
@@ -523,8 +548,11 @@ def run_suite(device, size, workload, tokenizer, workdir, model_name_or_path=Non
          if device.type == "cpu" and host_memory else []),  # on a GPU: the peak GPU memory rows instead
         ("training throughput", throughput),
         ("TAWT overhead", lambda: [tawt_overhead(update_row(), rates["ours"], rates["reference"],
-                                                 update_row()["reference"])]),
+                                                 update_row()["reference"]),
+                                   tawt_overhead_within_epochs(update_row(), rates["ours"], rates["reference"],
+                                                               update_row()["reference"], size["train_batch"])]),
         ("head fit", lambda: [head_fit(model, run, splits, size, device)]),
+        ("task-affinity probe", lambda: [affinity_probe_time(model, run, splits, size)]),
         ("evaluation", lambda: evaluation_scaling(model, run, tokenizer, workload, size)),
     ]
     for name, measure in figures:

@@ -83,6 +83,7 @@ class Grid:
     sections: tuple = SECTIONS  # what runs when no section is named
     inv_constant_sweep: list = field(default_factory=list)  # weighted pre-training's, run with the first seed only
     note: str = ""  # printed with the summary and written into table1.md
+    seeds: tuple = ("1",)  # the seeds when SEEDS is not set
 
 
 PAPER_GRID = Grid(
@@ -140,10 +141,10 @@ REDUCED_GRID = Grid(
 MEDIUM_MAIN_SIZE = 100
 MEDIUM_GRID = Grid(
     main_tasks={
-        "ner": MainTaskSetting(["pos", "chunking", "predicate"], MEDIUM_MAIN_SIZE, inv_constants=[10]),
-        "brown_pos": MainTaskSetting(["pos", "chunking", "ner"], MEDIUM_MAIN_SIZE, inv_constants=[10]),
+        "ner": MainTaskSetting(["pos", "chunking", "predicate"], MEDIUM_MAIN_SIZE, inv_constants=[1]),
+        "brown_pos": MainTaskSetting(["pos", "chunking", "ner"], MEDIUM_MAIN_SIZE, inv_constants=[1]),
     },
-    inv_constants=[10],
+    inv_constants=[1],
     inv_constant_sweep=[1, 10, 100],
     analysis_main_task="ner",
     analysis_sources=["pos", "predicate"],
@@ -154,6 +155,7 @@ MEDIUM_GRID = Grid(
     data_slice={"train": 2 * MEDIUM_MAIN_SIZE, "dev": 500, "test": 2000},
     description="the medium grid on the embedded default data",
     sections=("main", "normalized"),
+    seeds=("1", "2", "3"),
     note="Medium grid on the embedded default data (Brown text; labels from spaCy except brown_pos, which is "
          "Brown's gold tagging): not comparable with the paper's OntoNotes/CoNLL-2000 numbers.",
 )
@@ -201,7 +203,7 @@ def settings_from_environment(environ=None, prepare_data=True):
         grid = _replace(grid, inv_constants=words(environ, "INV_CONSTANTS"), inv_constant_sweep=[],
                         main_tasks={task: _replace(setting, inv_constants=None)
                                     for task, setting in grid.main_tasks.items()})
-    seeds = words(environ, "SEEDS") or ["1"]
+    seeds = words(environ, "SEEDS") or list(grid.seeds)
     for seed in seeds:
         if not seed.isdigit():
             raise GridError(f"SEEDS: '{seed}' is not a whole number; give e.g. SEEDS=\"1 2 3\"")
@@ -435,7 +437,8 @@ def analysis_section_jobs(maker, settings):
 
 
 def weights_of_last_epoch(history):
-    """The weights that trained the last epoch: the entry before the update that followed it.
+    """The weights in effect when training ended: the entry before the update that followed the last epoch
+    (with --weight_update_steps, the last update within that epoch).
 
     The last entry of a TAWT run's history is the update made after its last epoch, which no training
     step used (the original's published final weights, e.g. 0.87 = e^3 / (e^3 + 3) after four epochs,

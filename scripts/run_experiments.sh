@@ -14,9 +14,11 @@
 # with bert-base-cased, 4 epochs, length 128, batch 32.
 #
 # Settings from the environment:
+#   GRID          the preset: paper (default with WORKING_DIR), reduced (default without), or medium (README:
+#                 Results on the embedded default)
 #   WORKING_DIR   see above              DATA_DIR     the data directory (default: $WORKING_DIR/data)
 #   OUTPUT_ROOT   the output tree (default: $WORKING_DIR/outputs, else ./outputs)
-#   SEEDS         seeds of every run, e.g. SEEDS="1 2 3" (default: 1)
+#   SEEDS         seeds of every run, e.g. SEEDS="1 2 3" (default: 1; GRID=medium: 1 2 3)
 #   MAIN_TASKS    main tasks to run, e.g. MAIN_TASKS="ner pos" (default: the grid's)
 #   INV_CONSTANTS weighted pre-training's, e.g. INV_CONSTANTS="1 10" (default: 1 10 30 100; reduced: 10)
 #   BERT_MODEL MAX_LENGTH BATCH_SIZE NUM_EPOCHS GRADIENT_SAMPLING_BATCH_SIZE EXTRA_ARGS: as in scripts/common.sh

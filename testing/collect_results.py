@@ -353,7 +353,8 @@ def plot_task_weights(runs, output_root, plot_dir):
         if record.get("weighting") != "tawt" or not record["history"]:
             continue  # fixed weights draw flat lines; nothing to see
         history = record["history"]
-        ticks = ["initial" if entry["stage"] == "initial" else f"epoch {entry['epoch']}" for entry in history]
+        ticks = ["initial" if entry["stage"] == "initial" else f"step {entry['step']}" if entry["stage"] == "step"
+                 else f"epoch {entry['epoch']}" for entry in history]
         weights = np.array([entry["weights"] for entry in history])
         figure, axes = plt.subplots(figsize=(6, 4))
         for task, trajectory in zip(record["tasks"], weights.T):

@@ -120,3 +120,71 @@ def test_torchrun_two_gloo_processes(tiny_data_dir, tiny_model_dir, tmp_path):
         predicted = (output / f"{task}_test_predictions.txt").read_text().splitlines()
         gold = open(os.path.join(tiny_data_dir, f"test_{task}.txt")).read().splitlines()
         assert len(predicted) == len(gold)  # every test sentence predicted exactly once
+
+
+class Interrupted(Exception):
+    """Stands for a crash right after a checkpoint was written."""
+
+
+# Weighted joint training with updates within the epochs: 8 steps per epoch (3 + 3 + 2 batches), updates
+# after steps 3 and 6 (step 8 ends the epoch: the update after the epoch is made there), 9, 12 and 15.
+WITHIN_EPOCH = {
+    "joint": (["--auxiliary_task_list", "pos", "chunking", "--main_task", "ner", "--main_task_train_sent_num",
+               "10", "--weight_update_steps", "3"], 4),
+    # Pre-training: 6 steps per epoch, updates after steps 2, 4, 6 (the epoch's end), 8, 10 and 12.
+    "pretraining": (["--auxiliary_task_list", "pos", "chunking", "--main_task", "ner", "--main_task_train_sent_num",
+                     "10", "--weight_update_steps", "2"], 9),
+}
+
+
+def run_within_epoch(paradigm, data_dir, model_dir, output, monkeypatch, stop_at_step=None):
+    """Run in this process with --save_steps 1; returns {global step: weights} of every checkpoint written,
+    and raises Interrupted right after the checkpoint of `stop_at_step`."""
+    import run_weighted_joint
+    import run_weighted_pretraining
+    import training_loop
+
+    written = {}
+    save_checkpoint = training_loop.save_checkpoint
+
+    def save_and_maybe_stop(run, model, trainer, epoch, batches_done, task_weights):
+        save_checkpoint(run, model, trainer, epoch, batches_done, task_weights)
+        written.setdefault((trainer.stage, trainer.global_step), [float(w) for w in task_weights])
+        if trainer.global_step == stop_at_step:
+            raise Interrupted
+
+    monkeypatch.setattr(training_loop, "save_checkpoint", save_and_maybe_stop)
+    script = {"joint": run_weighted_joint, "pretraining": run_weighted_pretraining}[paradigm]
+    flags, _ = WITHIN_EPOCH[paradigm]
+    script.main(flags + ["--data_dir", data_dir, "--model_name_or_path", model_dir, "--output_dir", str(output),
+                         "--gradient_sampling_batch_size", "8", "--gradient_sampling_batches", "2", "--save_steps",
+                         "1", *TINY_TRAINING])
+    return written
+
+
+@pytest.mark.parametrize("paradigm", sorted(WITHIN_EPOCH))
+def test_updates_within_an_epoch_resume_exactly(paradigm, tiny_data_dir, tiny_model_dir, tmp_path, monkeypatch):
+    _, stop_at_step = WITHIN_EPOCH[paradigm]
+    checkpoints = run_within_epoch(paradigm, tiny_data_dir, tiny_model_dir, tmp_path / "whole", monkeypatch)
+    weights, predictions, results = outputs(tmp_path / "whole")
+    history = weights["history"]
+    stage = {"joint": "joint", "pretraining": "pre-train"}[paradigm]
+    updates = [entry for entry in history if entry["stage"] == "step"]
+    update_steps = {"joint": [3, 6, 9, 12, 15], "pretraining": [2, 4, 8, 10]}[paradigm]
+    assert [entry["step"] for entry in updates] == update_steps
+    assert [entry["step"] for entry in history if entry["stage"] == "epoch"] == {"joint": [8, 16],
+                                                                                 "pretraining": [6, 12]}[paradigm]
+    assert all(len(entry["cosine_batch_std"]) == len(weights["tasks"]) for entry in history[1:])
+    # The checkpoint written at an update's step holds the weights that update made.
+    for entry in updates:
+        assert checkpoints[(stage, entry["step"])] == entry["weights"]
+    assert checkpoints[(stage, 1)] == history[0]["weights"]
+
+    # A crash right after the checkpoint between two updates, then the same command again.
+    with pytest.raises(Interrupted):
+        run_within_epoch(paradigm, tiny_data_dir, tiny_model_dir, tmp_path / "resumed", monkeypatch, stop_at_step)
+    assert not (tmp_path / "resumed" / "ner_test_results.txt").exists()
+    run_within_epoch(paradigm, tiny_data_dir, tiny_model_dir, tmp_path / "resumed", monkeypatch)
+    with open(tmp_path / "resumed" / "run_args.json") as handle:
+        assert json.load(handle)["resumed_from_checkpoint"] is not None
+    assert outputs(tmp_path / "resumed") == (weights, predictions, results)

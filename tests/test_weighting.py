@@ -153,13 +153,97 @@ def test_batch_without_labelled_token_keeps_its_weight_and_warns(model_and_batch
     # A source whose sentences carry no label at all (only ignored positions): its gradient is zero.
     unlabelled = [Feature([2, 5, 3], [-100, -100, -100], index, []) for index in range(4)]
     splits["chunking"] = TaskSplit("chunking", "train", "none", [], unlabelled, EncodingReport())
-    args = Namespace(gradient_sampling_batch_size=4, weight_lr=1.0, normalized_gradients=True, inv_constant=1.0,
-                     bf16=False, fp16=False)
+    args = Namespace(gradient_sampling_batch_size=4, gradient_sampling_batches=1, weight_lr=1.0,
+                     normalized_gradients=True, inv_constant=1.0, bf16=False, fp16=False)
     run = Run(args=args, paradigm="test", main_task="ner", tasks=["pos", "chunking", "ner"], device=torch.device("cpu"),
               data_dir=tiny_data_dir, model_name_or_path=tiny_model_dir,
               gradient_sampling_generator=torch.Generator().manual_seed(0), pad_token_id=tokenizer.pad_token_id)
     weights, similarities = tawt_update(model, run, np.array([0.2, 0.3, 0.5]), ["pos", "chunking", "ner"], "ner", splits)
-    assert similarities[1] is None and similarities[2] == 1.0
+    assert similarities.cosines[1] is None and similarities.cosines[2] == 1.0
     assert weights[1] == pytest.approx(0.3)
     assert np.all(np.isfinite(weights)) and weights.sum() == pytest.approx(1.0)
     assert "cosine undefined for ['chunking']" in caplog.text
+
+
+def update_run(tiny_model_dir, tiny_data_dir, batches, seed=5):
+    """A Run for `tawt_update` with M = `batches` sampled batches of 4 sentences."""
+    from argparse import Namespace
+
+    from cross_task_training import Run
+
+    args = Namespace(gradient_sampling_batch_size=4, gradient_sampling_batches=batches, weight_lr=1.0,
+                     normalized_gradients=True, inv_constant=1.0, bf16=False, fp16=False)
+    return Run(args=args, paradigm="test", main_task="ner", tasks=["pos", "chunking", "ner"],
+               device=torch.device("cpu"), data_dir=tiny_data_dir, model_name_or_path=tiny_model_dir,
+               gradient_sampling_generator=torch.Generator().manual_seed(seed), pad_token_id=0)
+
+
+@pytest.fixture(scope="module")
+def train_splits(tiny_model_dir, tiny_data_dir):
+    from transformers import AutoTokenizer
+
+    from utils_cross_task import load_task_split
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    return {task: load_task_split(tiny_data_dir, task, "train", tokenizer, read_labels(tiny_data_dir, task), 32)
+            for task in ("pos", "chunking", "ner")}
+
+
+def test_one_sampled_batch_is_the_single_batch_update_bit_for_bit(model_and_batches, tiny_model_dir, tiny_data_dir,
+                                                                  train_splits):
+    """M = 1: the update draws one batch per task and steps on their cosines, exactly as before M existed."""
+    from weighted_training_basics import gradient_batch_chunks, sample_batch_indices, tawt_update
+
+    model, _ = model_and_batches
+    tasks, weights = ["pos", "chunking", "ner"], np.array([0.2, 0.3, 0.5])
+    new_weights, similarities = tawt_update(model, update_run(tiny_model_dir, tiny_data_dir, 1), weights, tasks,
+                                            "ner", train_splits)
+    # The single-batch update spelled out: one draw per task in order, one gradient each, their cosines.
+    generator = torch.Generator().manual_seed(5)
+    batches = {task: gradient_batch_chunks([train_splits[task].features[i] for i in
+                                            sample_batch_indices(len(train_splits[task]), 4, generator)], 0, "cpu")
+               for task in tasks}
+    main = encoder_gradient(model, "ner", batches["ner"])
+    expected_cosines = [cosine_similarity(main, encoder_gradient(model, task, batches[task])) for task in tasks[:2]]
+    assert similarities.cosines == expected_cosines + [1.0]
+    expected = exponentiated_gradient_step(weights, [-cosine for cosine in expected_cosines] + [-1.0], 1.0)
+    assert new_weights.tolist() == expected.tolist()  # bit for bit
+    assert similarities.batch_means == similarities.cosines and similarities.batch_stds == [None, None, None]
+
+
+def test_several_sampled_batches_average_the_gradients_and_record_the_spread(model_and_batches, tiny_model_dir,
+                                                                             tiny_data_dir, train_splits):
+    from weighted_training_basics import gradient_batch_chunks, sample_batch_indices, tawt_update
+
+    model, _ = model_and_batches
+    tasks, weights = ["pos", "chunking", "ner"], np.full(3, 1 / 3)
+    new_weights, similarities = tawt_update(model, update_run(tiny_model_dir, tiny_data_dir, 3), weights, tasks,
+                                            "ner", train_splits)
+    generator = torch.Generator().manual_seed(5)
+    rounds = [{task: gradient_batch_chunks([train_splits[task].features[i] for i in
+                                            sample_batch_indices(len(train_splits[task]), 4, generator)], 0, "cpu")
+               for task in tasks} for _ in range(3)]
+    gradients = {task: [encoder_gradient(model, task, batches[task]) for batches in rounds] for task in tasks}
+
+    def mean(task):
+        return [torch.stack(tensors).mean(0) for tensors in zip(*gradients[task])]
+
+    for index, task in enumerate(tasks[:2]):
+        assert similarities.cosines[index] == pytest.approx(cosine_similarity(mean("ner"), mean(task)), abs=1e-6)
+        per_batch = [cosine_similarity(main, other) for main, other in zip(gradients["ner"], gradients[task])]
+        assert similarities.batch_means[index] == pytest.approx(np.mean(per_batch), abs=1e-9)
+        assert similarities.batch_stds[index] == pytest.approx(np.std(per_batch, ddof=1), abs=1e-9)
+        assert similarities.batch_stds[index] > 0  # three different batches do not agree exactly
+    assert similarities.cosines[2] == 1.0 and similarities.batch_stds[2] == 0.0
+    expected = exponentiated_gradient_step(weights, [-cosine for cosine in similarities.cosines], 1.0)
+    assert np.allclose(new_weights, expected)
+
+
+@pytest.mark.parametrize("flag, value", [("--gradient_sampling_batches", "0"), ("--weight_update_steps", "-1")])
+def test_sampling_and_schedule_flags_are_checked(flag, value):
+    import run_weighted_joint
+    from cross_task_training import UsageError
+
+    with pytest.raises(UsageError, match=flag):
+        run_weighted_joint.parse_arguments(["--output_dir", "unused", "--auxiliary_task_list", "pos", "--main_task",
+                                            "ner", flag, value])
