@@ -8,10 +8,10 @@ the main tasks' gold test files and label files (gzip-compressed, under DEST/dat
 (`summary/`: tables, significance CSV, weight plots) and each run's wall time from the queue's logs
 (`run_times.csv`). No model, checkpoint or log is copied. Then
 
-    python testing/collect_results.py results/medium --data_dir results/medium/data
+    python testing/collect_results.py results/medium --data_dir results/medium/data --output_dir rebuilt
 
 rebuilds Table 1, its significance marks included, from the archive alone (prediction and gold files are
-read gzip-compressed as FILE.gz).
+read gzip-compressed as FILE.gz); pass the grid's --note too for a byte-identical table1.md.
 """
 
 import argparse
