@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set-up in one command: torch for this machine, requirements.txt, and what the embedded default data and
-# encoder need (data/install_default_requirements.sh). Safe to run again: what is there is kept.
+# Set-up in one command: torch for this machine, requirements.txt, this checkout in editable mode, and what
+# the embedded default data and encoder need (data/install_default_requirements.sh). Safe to run again: what
+# is there is kept.
 #
 #   bash setup.sh                     PYTHON=/path/to/python bash setup.sh   (default: python3)
 #
@@ -37,5 +38,19 @@ fi
 
 echo "installing requirements.txt"
 "$PYTHON" -m pip install --quiet -r requirements.txt
+
+# The scripts in benchmarks/, data/, scripts/ and testing/ find the top-level modules through this install
+# (pyproject.toml lists them); it points at these files, so edits need no reinstall. An environment holds one
+# such install: setting up a second checkout in it makes that checkout the one those scripts import.
+installed_from="$("$PYTHON" -m pip show tawt 2>/dev/null | sed -n 's/^Editable project location: //p' || true)"
+if [ "$installed_from" = "$PWD" ]; then
+    echo "this checkout: already installed in editable mode"
+else
+    if [ -n "$installed_from" ]; then
+        echo "note: the editable install pointed at $installed_from; it now points at this checkout, $PWD"
+    fi
+    echo "installing this checkout in editable mode (pip install -e .)"
+    "$PYTHON" -m pip install --quiet --no-deps --editable .
+fi
 PYTHON="$PYTHON" bash data/install_default_requirements.sh
 echo "set-up done; run the tests with: $PYTHON -m pytest -q tests"

@@ -5,9 +5,10 @@ Here, where the embedded default is installed (or with --data_dir and --model_na
 
     python benchmarks/gpu_check.py pack                                  # writes gpu_pack/ (about 2 MB)
 
-Then, on the GPU machine, in a copy of the repository that holds gpu_pack/ (git ignores it):
+Then, on the GPU machine, from a copy of the repository that holds gpu_pack/ (git ignores it); PYTHONPATH=.
+finds the top-level modules there without set-up's editable install:
 
-    python benchmarks/gpu_check.py run --output results-gpu.json         # a few minutes on one GPU
+    PYTHONPATH=. python benchmarks/gpu_check.py run --output results-gpu.json    # a few minutes on one GPU
 
 `pack` writes a slice of the data (enough training sentences for every figure and for the joint runs, and
 small dev and test sets) and the tokenizer files: nothing the GPU machine already has, and no weights,
@@ -34,23 +35,22 @@ import time
 # bars either (tqdm reads this when torch first imports it): the log is read as plain lines.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-import torch  # noqa: E402
+import torch
 
-from benchmarks.run_benchmarks import (  # noqa: E402
+from benchmarks.run_benchmarks import (
     AUXILIARY_TASKS, SIZES, format_row, machine_description, print_table, row, run_suite, sentences_needed,
     table_text, write_results,
 )
-from benchmarks.workloads import MAIN_TASK, TASKS, load_tokenizer, load_workload, random_encoder  # noqa: E402
-from cross_task_training import UsageError, package_versions, resolve_data_dir, resolve_model_name_or_path  # noqa: E402
-from data.conll_io import (  # noqa: E402
+from benchmarks.workloads import MAIN_TASK, TASKS, load_tokenizer, load_workload, random_encoder
+from cross_task_training import UsageError, package_versions, resolve_data_dir, resolve_model_name_or_path
+from data.conll_io import (
     SPLITS, labels_file_text, sample_sentences, task_file_text, write_files_atomically,
 )
-from output_files import TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, write_text_atomic  # noqa: E402
-from utils_cross_task import TaskDataError, read_labels, read_sentences, task_file  # noqa: E402
+from output_files import TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, write_text_atomic
+from utils_cross_task import TaskDataError, read_labels, read_sentences, task_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PACK_DIR = os.path.join(ROOT, "gpu_pack")
 PACK_INFO = "pack_info.json"

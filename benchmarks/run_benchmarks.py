@@ -34,30 +34,27 @@ import tempfile
 import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would only add noise to the table
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from cross_task_training import Run, add_common_arguments, add_multi_task_arguments  # noqa: E402
-from evaluation import predict  # noqa: E402
-from output_files import write_json_atomic  # noqa: E402
-from utils_cross_task import Feature, collate  # noqa: E402
-from weighted_training_basics import (  # noqa: E402
+from benchmarks import reference_original
+from benchmarks.workloads import (
+    MAIN_TASK, TASKS, build_model, collate_padded_to_max_length, load_tokenizer, load_workload, parameter_bytes,
+    task_split,
+)
+from cross_task_training import Run, add_common_arguments, add_multi_task_arguments
+from evaluation import predict
+from output_files import write_json_atomic
+from testing import task_affinity
+from training_loop import Trainer
+from utils_cross_task import Feature, collate
+from weighted_training_basics import (
     cosine_similarity, encoder_gradient, exponentiated_gradient_step, fit_head_on_frozen_encoder,
     gradient_batch_chunks, similarities_to_main_task, weight_gradients,
 )
 
-from training_loop import Trainer  # noqa: E402
-
-from benchmarks import reference_original  # noqa: E402
-from testing import task_affinity  # noqa: E402
-from benchmarks.workloads import (  # noqa: E402
-    MAIN_TASK, TASKS, build_model, collate_padded_to_max_length, load_tokenizer, load_workload, parameter_bytes,
-    task_split,
-)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 AUXILIARY_TASKS = [task for task in TASKS if task != MAIN_TASK]
 # The paper's sizes for the overhead figure: three sources of ~9,000 sentences and a main task of 500.

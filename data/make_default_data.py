@@ -5,8 +5,8 @@ sentences with Brown's own part-of-speech tags). Labels for the paper's four tas
 en_core_web_sm 3.8.0 run on Brown's own tokens: they are spaCy's predictions (silver labels), not gold, so
 scores on them are not comparable with the paper's. A fifth task, brown_pos, keeps Brown's gold tags.
 
-    python -m data.make_default_data            # build into the cache (first time only), print its path
-    python -m data.make_default_data --output_dir /tmp/small --max_files 4   # a quick small build
+    python data/make_default_data.py            # build into the cache (first time only), print its path
+    python data/make_default_data.py --output_dir /tmp/small --max_files 4   # a quick small build
 
 The training scripts call `ensure_default_data()` when given no --data_dir, and
 `resolve_model_name_or_path()` to turn the default encoder's name (or no name) into its installed folder.
@@ -42,11 +42,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.conll_io import SPLITS, TaskDataError, labels_file_text, task_file_text  # noqa: E402
-from data.spacy_labels import EXCLUDED_PIPES, SPACY_MODEL, label_sentences  # noqa: E402
+from data.conll_io import SPLITS, TaskDataError, labels_file_text, task_file_text
+from data.spacy_labels import EXCLUDED_PIPES, SPACY_MODEL, label_sentences
 
 # Bump when the files written change (format, rules, splits): a new version is built in a new folder.
 DEFAULT_DATA_VERSION = 1

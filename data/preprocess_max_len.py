@@ -21,13 +21,10 @@ import os
 import re
 import sys
 
-if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from data.conll_io import TaskDataError, read_text_lines, write_files_atomically  # noqa: E402
-from utils_cross_task import is_sentence_break, split_columns, word_windows  # noqa: E402
+from data.conll_io import TaskDataError, read_text_lines, write_files_atomically
+from utils_cross_task import is_sentence_break, split_columns, word_windows
 
 TASK_FILE = re.compile(r"^(train|dev|test)_.+\.txt$")
 SPLITS = ("train", "dev", "test")

@@ -19,12 +19,9 @@ import re
 import sys
 from dataclasses import dataclass
 
-if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from data.conll_io import (  # noqa: E402
+from data.conll_io import (
     SPLITS,
     TaskDataError,
     labels_file_text,

@@ -47,13 +47,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from output_files import holds_checkpoints, holds_results, results_file
+from scripts import slurm_grid
+from scripts.job_queue import Job, detect_slots, run_jobs, say, summarize
 
-from output_files import holds_checkpoints, holds_results, results_file  # noqa: E402
-from scripts import slurm_grid  # noqa: E402
-from scripts.job_queue import Job, detect_slots, run_jobs, say, summarize  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPTS_DIR = os.path.join(ROOT, "scripts")
 SECTIONS = ("main", "normalized", "analysis", "final_weights")

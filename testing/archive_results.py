@@ -21,12 +21,8 @@ import re
 import shutil
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from output_files import RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file  # noqa: E402
-from testing.output_tree import OutputTreeError, csv_text, find_runs, write_text_atomic  # noqa: E402
+from output_files import RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file
+from testing.output_tree import OutputTreeError, csv_text, find_runs, write_text_atomic
 
 QUEUE_EXIT_LINE = re.compile(r"^# exit status (\S+) after (\d+) s$")
 

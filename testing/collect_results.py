@@ -34,16 +34,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from testing.output_tree import (  # noqa: E402
+from testing.output_tree import (
     BASELINE_OF, CONFIGURATION_ARGS, TASK_WEIGHTS_FILE, OutputTreeError, csv_text, find_runs,
     read_task_weights, write_text_atomic,
 )
-from testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, TESTS, compare_runs  # noqa: E402
-from utils_cross_task import TaskDataError  # noqa: E402
+from testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, TESTS, compare_runs
+from utils_cross_task import TaskDataError
 
 logger = logging.getLogger(__name__)
 

@@ -45,15 +45,11 @@ import warnings
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from sequence_metrics import is_bio_label, metric_family, positive_label, primary_metric  # noqa: E402
-from testing.output_tree import (  # noqa: E402
+from sequence_metrics import is_bio_label, metric_family, positive_label, primary_metric
+from testing.output_tree import (
     BASELINE_OF, OutputTreeError, csv_text, find_runs, write_text_atomic,
 )
-from utils_cross_task import TaskDataError, labels_file, read_sentences, read_text_lines  # noqa: E402
+from utils_cross_task import TaskDataError, labels_file, read_sentences, read_text_lines
 
 logger = logging.getLogger(__name__)
 

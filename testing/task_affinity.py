@@ -32,26 +32,21 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from cross_task_training import (  # noqa: E402
+from cross_task_training import (
     Run, UsageError, load_task_data, load_tokenizer, parse_task_list, resolve_data_dir, resolve_model_name_or_path,
     run_main, set_seed,
 )
-from modeling_multi_bert import MultiTaskTagger, load_encoder  # noqa: E402
-from output_files import write_text_atomic  # noqa: E402
-from testing.output_tree import csv_text  # noqa: E402
-from utils_cross_task import IGNORED_LABEL_ID, Feature, TaskSplit  # noqa: E402
-from weighted_training_basics import (  # noqa: E402
+from modeling_multi_bert import MultiTaskTagger, load_encoder
+from output_files import write_text_atomic
+from testing.output_tree import csv_text
+from utils_cross_task import IGNORED_LABEL_ID, Feature, TaskSplit
+from weighted_training_basics import (
     compare_with_main_task, exponentiated_gradient_step, fit_head_on_frozen_encoder, sample_gradient_batches,
     weight_gradients,
 )

@@ -5,7 +5,6 @@ Nothing here downloads anything: the vocabulary, the encoder and the data are al
 
 import os
 import random
-import sys
 
 import pytest
 
@@ -14,8 +13,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# The scripts the tests start import this checkout's modules too, not those of another checkout that the
+# environment's editable install may point at (test_scripts.py checks the install itself).
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
 
 # Words of the tiny language, with a part of speech, and whether they start a name (for ner).
 NOUNS = ["dog", "cat", "house", "tree", "river", "city", "book", "car"]

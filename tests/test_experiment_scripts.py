@@ -1,4 +1,4 @@
-"""scripts/: the paradigm shell scripts, the job queue and the experiment grid of SPEC §9."""
+"""scripts/: the paradigm shell scripts, the job queue and the paper's experiment grid (README: Running the experiments)."""
 
 import json
 import os

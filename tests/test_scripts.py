@@ -1,9 +1,11 @@
-"""The paradigm scripts end to end on the tiny fixtures: every output of SPEC §7."""
+"""The paradigm scripts end to end on the tiny fixtures: every output a run writes (README: Outputs)."""
 
+import glob
 import json
 import os
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -197,11 +199,46 @@ def test_padded_forward_gives_the_same_run(tiny_data_dir, tmp_path):
         assert predictions[0] == predictions[1]
 
 
-@pytest.mark.parametrize("entry_point", ["data/process_data.py", "data/preprocess_max_len.py",
-                                         "data/make_default_data.py", "testing/significance_testing.py",
-                                         "testing/collect_results.py", "scripts/experiment_grid.py"])
+ENTRY_POINTS_IN_FOLDERS = ["benchmarks/gpu_check.py", "benchmarks/run_benchmarks.py", "data/make_default_data.py",
+                           "data/preprocess_max_len.py", "data/process_data.py", "scripts/experiment_grid.py",
+                           "scripts/job_queue.py", "testing/archive_results.py", "testing/collect_results.py",
+                           "testing/significance_testing.py", "testing/task_affinity.py"]
+
+
+def without_pythonpath():
+    return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS_IN_FOLDERS)
 def test_entry_points_in_folders_run_from_any_directory(tmp_path, entry_point):
+    """Through the editable install that setup.sh makes, with no PYTHONPATH: the way users run them."""
+    where = subprocess.run([sys.executable, "-c", "import utils_cross_task; print(utils_cross_task.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60, env=without_pythonpath())
+    installed = where.stdout.strip() or where.stderr.strip().splitlines()[-1]
+    assert installed == os.path.join(ROOT, "utils_cross_task.py"), (
+        f"the editable install does not point at this checkout ({installed}): run `bash setup.sh` here, or "
+        f"`pip install --no-deps -e {ROOT}`")
     completed = subprocess.run([sys.executable, os.path.join(ROOT, entry_point), "--help"], cwd=tmp_path,
-                               capture_output=True, text=True, timeout=120)
+                               capture_output=True, text=True, timeout=120, env=without_pythonpath())
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "usage:" in completed.stdout
+    source = open(os.path.join(ROOT, entry_point)).read()
+    assert "sys.path" not in source  # one way to find the modules: the install (or PYTHONPATH), not the script
+
+
+def test_every_entry_point_in_a_folder_is_checked():
+    found = sorted(os.path.relpath(path, ROOT) for folder in ("benchmarks", "data", "scripts", "testing")
+                   for path in glob.glob(os.path.join(ROOT, folder, "*.py"))
+                   if 'if __name__ == "__main__":' in open(path).read())
+    assert found == sorted(ENTRY_POINTS_IN_FOLDERS)
+
+
+def test_the_editable_install_lists_every_top_level_module_and_folder():
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
+        listed = tomllib.load(handle)["tool"]["setuptools"]
+    modules = sorted(name[:-3] for name in os.listdir(ROOT) if name.endswith(".py"))
+    folders = sorted(name for name in os.listdir(ROOT) if name != "tests"
+                     and os.path.isfile(os.path.join(ROOT, name, "__init__.py")))
+    assert listed["py-modules"] == modules, "pyproject.toml's py-modules must list every top-level module"
+    assert listed["packages"] == folders, "pyproject.toml's packages must list every folder with an __init__.py"
+    assert folders == ["benchmarks", "data", "scripts", "testing"]
