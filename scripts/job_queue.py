@@ -23,6 +23,7 @@ The job list (`python scripts/job_queue.py JOBS.jsonl`) has one JSON object per 
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,27 @@ JOB_FIELDS = ("command", "log", "done_file", "name")
 def say(message):
     """Print a progress line now, also when stdout is a file (the default echo of the queue)."""
     print(message, flush=True)
+
+
+def exit_line(status, seconds):
+    """The last line of a job's log: how it ended and after how long (logged_seconds reads it back)."""
+    return f"# exit status {status} after {seconds:.0f} s\n"
+
+
+EXIT_LINE = re.compile(r"^# exit status (\S+) after (\d+) s$")
+
+
+def logged_seconds(log_path):
+    """The wall time, in seconds, of a job whose log says it ended with status 0; None for any other log."""
+    if not os.path.isfile(log_path):
+        return None
+    seconds = None
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            ended = EXIT_LINE.match(line.rstrip("\n"))
+            if ended and ended.group(1) == "0":
+                seconds = int(ended.group(2))
+    return seconds
 
 
 @dataclass
@@ -217,7 +239,7 @@ def run_jobs(jobs, slots, echo=say):
                 with lock:
                     running.pop(index, None)
                 seconds = time.time() - began
-                log.write(f"# exit status {status} after {seconds:.0f} s\n")
+                log.write(exit_line(status, seconds))
             if status == 0 and job.done_file and not job.is_done():
                 status = f"0 but no {job.done_file}"  # a run that ended without its results did not finish
             with lock:

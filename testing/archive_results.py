@@ -17,14 +17,12 @@ read gzip-compressed as FILE.gz); pass the grid's --note too for a byte-identica
 import argparse
 import gzip
 import os
-import re
 import shutil
 import sys
 
 from output_files import RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file
+from scripts.job_queue import logged_seconds
 from testing.output_tree import OutputTreeError, csv_text, find_runs, write_text_atomic
-
-QUEUE_EXIT_LINE = re.compile(r"^# exit status (\S+) after (\d+) s$")
 
 
 def gzip_copy(source, destination):
@@ -33,19 +31,6 @@ def gzip_copy(source, destination):
     with open(source, "rb") as reader, open(destination + ".gz", "wb") as raw:
         with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as writer:
             shutil.copyfileobj(reader, writer)
-
-
-def queue_seconds(log_path):
-    """The wall time the job queue logged for a run (None without a finished log)."""
-    if not os.path.isfile(log_path):
-        return None
-    seconds = None
-    with open(log_path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            match = QUEUE_EXIT_LINE.match(line.rstrip("\n"))
-            if match and match.group(1) == "0":
-                seconds = int(match.group(2))
-    return seconds
 
 
 def archive(output_root, destination):
@@ -63,7 +48,7 @@ def archive(output_root, destination):
         if os.path.isfile(run.predictions_file()):
             gzip_copy(run.predictions_file(), os.path.join(target, predictions_file(run.main_task)))
         gold[run.main_task] = run.gold_file()
-        seconds = queue_seconds(os.path.join(output_root, "logs", relative + ".log"))
+        seconds = logged_seconds(os.path.join(output_root, "logs", relative + ".log"))
         times.append({"run": relative, "paradigm": run.paradigm, "main_task": run.main_task, "seed": run.seed,
                       "seconds": seconds})
     for task, path in sorted(gold.items()):

@@ -281,6 +281,9 @@ def test_queue_skips_finished_jobs_and_reports_failures(tmp_path):
     assert f"FAILED (exit status 0 but no {tmp_path / 'none'}): silent" in completed.stdout
     assert open(jobs[0].done_file).read() == "finished before"  # not run again
     assert all(os.path.isfile(job.done_file) for job in jobs[1:])  # the failure did not stop the others
+    # the run times archived with results (testing/archive_results.py) are read back from these logs
+    assert [job_queue.logged_seconds(job.log) for job in jobs[1:]] == [0, 0]
+    assert job_queue.logged_seconds(failing.log) is None and job_queue.logged_seconds(jobs[0].log) is None
 
 
 def test_stopping_the_queue_stops_its_running_job(tmp_path):
