@@ -28,7 +28,8 @@ from data.make_default_data import ensure_default_data, resolve_model_name_or_pa
 from errors import TaskDataError, UsageError
 from modeling_multi_bert import MultiTaskTagger
 from output_files import (
-    ALL_RESULTS_FILE, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, holds_checkpoints,
+    ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE,
+    TRAINING_LOG_FILE, holds_checkpoints,
     holds_results, previous_run_files, write_json_atomic,
 )
 from sequence_metrics import check_labels_fit_metric
@@ -476,23 +477,27 @@ def _named_checkpoint(path):
 def open_output_dir(run):
     """Start writing: a fresh run first removes an earlier run's files; then run.log and run_args.json.
 
-    Called once the arguments, the data and the model have passed every check.
+    An evaluation of the model saved in --output_dir itself keeps the record of the training that made it
+    (run_args.json, task_weights.json, the logs) and writes its own to evaluation.log and
+    evaluation_args.json. Called once the arguments, the data and the model have passed every check.
     """
     if not distributed.is_main_process():
         return
+    in_place = _evaluates_model_in_place(run.args)
     if run.resumed_from_checkpoint is None:
-        for path in previous_run_files(run.output_dir, keep_model=_evaluates_model_in_place(run.args)):
+        for path in previous_run_files(run.output_dir, evaluating_in_place=in_place):
             if os.path.isdir(path):
                 shutil.rmtree(path)
             else:
                 os.remove(path)
-    _start_log_file(run.path(RUN_LOG_FILE))
-    _record_run(run)
+    beside_training = in_place and os.path.isfile(run.path(RUN_ARGS_FILE))
+    _start_log_file(run.path(EVALUATION_LOG_FILE if beside_training else RUN_LOG_FILE))
+    _record_run(run, EVALUATION_ARGS_FILE if beside_training else RUN_ARGS_FILE)
 
 
-def _record_run(run):
+def _record_run(run, filename):
     args = run.args
-    write_json_atomic(run.path(RUN_ARGS_FILE), {
+    write_json_atomic(run.path(filename), {
         "paradigm": run.paradigm,
         "main_task": run.main_task,
         "tasks": run.tasks,

@@ -13,6 +13,9 @@ TRAINING_LOG_FILE = "training_log.jsonl"
 ALL_RESULTS_FILE = "all_results.json"
 CHECKPOINT_DIR = "checkpoints"
 RUN_LOG_FILE = "run.log"
+# An evaluation of the model saved in --output_dir itself records itself here, beside the training's record.
+EVALUATION_ARGS_FILE = "evaluation_args.json"
+EVALUATION_LOG_FILE = "evaluation.log"
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "task_heads.safetensors", "task_heads.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
@@ -47,17 +50,21 @@ def holds_checkpoints(output_dir):
     return os.path.isdir(directory) and any(name.startswith("checkpoint-") for name in os.listdir(directory))
 
 
-def previous_run_files(output_dir, keep_model=False):
+TRAINING_RECORD = (RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, RUN_LOG_FILE, CHECKPOINT_DIR)
+
+
+def previous_run_files(output_dir, evaluating_in_place=False):
     """The paths of the files an earlier run left in `output_dir` (its checkpoint folder included).
 
-    Only names a run writes are listed, so anything else a user keeps there is left alone; `keep_model`
-    leaves the model and tokenizer out (an evaluation of the model saved in that very directory).
+    Only names a run writes are listed, so anything else a user keeps there is left alone. An evaluation of
+    the model saved in that very directory (`evaluating_in_place`) keeps the model, the tokenizer and the
+    record of the training that made them: only earlier results and evaluations are listed.
     """
     if not os.path.isdir(output_dir):
         return []
-    kept = set(MODEL_FILES + TOKENIZER_FILES) if keep_model else set()
-    run_files = {RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, ALL_RESULTS_FILE, RUN_LOG_FILE, CHECKPOINT_DIR,
-                 *MODEL_FILES, *TOKENIZER_FILES}
+    kept = set(MODEL_FILES + TOKENIZER_FILES + TRAINING_RECORD) if evaluating_in_place else set()
+    run_files = {*TRAINING_RECORD, ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, *MODEL_FILES,
+                 *TOKENIZER_FILES}
     return [
         os.path.join(output_dir, name) for name in sorted(os.listdir(output_dir))
         if name not in kept and (name in run_files or name.endswith(("_results.txt", "_test_predictions.txt")))

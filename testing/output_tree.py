@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from output_files import (  # noqa: F401
-    RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file, write_text_atomic,
+    EVALUATION_ARGS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file, write_text_atomic,
 )
 
 # Each weighted paradigm and the baseline the paper tests it against.
@@ -171,10 +171,14 @@ def read_run(directory):
     missing = [key for key in ("paradigm", "main_task", "tasks", "seed", "args") if key not in run_args]
     if missing:
         raise OutputTreeError(f"{path}: lacks {', '.join(missing)}; it was not written by this project's scripts")
+    data_dir = run_args.get("data_dir")
+    evaluation_path = os.path.join(directory, EVALUATION_ARGS_FILE)
+    if os.path.isfile(evaluation_path):  # the model was evaluated in place: its results are of that data
+        with open(evaluation_path, encoding="utf-8") as handle:
+            data_dir = json.load(handle).get("data_dir") or data_dir
     return Run(
         directory=directory, paradigm=run_args["paradigm"], main_task=run_args["main_task"],
-        tasks=list(run_args["tasks"]), seed=run_args["seed"], args=dict(run_args["args"]),
-        data_dir=run_args.get("data_dir"),
+        tasks=list(run_args["tasks"]), seed=run_args["seed"], args=dict(run_args["args"]), data_dir=data_dir,
     )
 
 

@@ -11,6 +11,7 @@ import evaluation
 import output_files
 import run_single_task
 from cross_task_training import run_main
+from testing import output_tree
 from tests.test_scripts import common
 
 SINGLE = ["--task", "pos", "--max_steps", "2"]
@@ -39,6 +40,34 @@ def test_a_trained_model_counts_as_a_run(tiny_data_dir, tiny_model_dir, tmp_path
     error = refused(capsys, lambda: single(tiny_data_dir, tiny_model_dir, output, "--seed", "2", flags=train_only))
     assert f"--output_dir {output} already holds a run" in error and "--overwrite_output_dir" in error
     assert (output / "model.safetensors").read_bytes() == model
+
+
+def test_evaluating_a_model_in_its_own_directory_keeps_the_record_of_its_training(tiny_data_dir, tiny_model_dir,
+                                                                                    tmp_path, capsys):
+    output = tmp_path / "trained"
+    single(tiny_data_dir, tiny_model_dir, output, "--seed", "5", "--train_sent_num", "12", "--logging_steps", "1",
+           flags=train_only)
+    record = {name: (output / name).read_bytes() for name in ("run_args.json", "training_log.jsonl", "run.log")}
+
+    def evaluate(*extra):
+        return run_single_task.main(["--data_dir", tiny_data_dir, "--model_name_or_path", str(output), "--output_dir",
+                                     str(output), "--task", "pos", "--do_eval", "--do_predict", "--max_seq_length",
+                                     "32", "--per_gpu_eval_batch_size", "4", *extra])
+
+    first = evaluate()
+    assert {name: (output / name).read_bytes() for name in record} == record  # the training's, untouched
+    evaluation_args = json.loads((output / "evaluation_args.json").read_text())
+    assert evaluation_args["args"]["do_train"] is False and evaluation_args["args"]["per_gpu_eval_batch_size"] == 4
+    assert "pos test: accuracy" in (output / "evaluation.log").read_text()
+    run = output_tree.read_run(str(output))  # what the tables read: the training's seed and size
+    assert (run.seed, run.main_train_size, run.paradigm) == (5, 12, "single_task")
+    assert run.gold_file() == os.path.join(tiny_data_dir, "test_pos.txt")
+
+    assert "already holds a run" in refused(capsys, evaluate)  # its results are there now
+    again = evaluate("--overwrite_output_dir")
+    assert again["pos_test"] == first["pos_test"]
+    assert {name: (output / name).read_bytes() for name in record} == record
+    assert (output / "model.safetensors").is_file() and (output / "pos_test_predictions.txt").is_file()
 
 
 @pytest.mark.parametrize("left_behind", ["all_results.json", "task_weights.json"])
