@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -604,6 +605,13 @@ def main(argv=None, environ=None):
 def submit_to_slurm(maker, settings, stages, args, environ):
     """Submit the first stage with runs left as a Slurm job array (see scripts/slurm_grid.py)."""
     summary = [] if args.no_summary else summary_commands(settings)
+    if not args.no_submit and shutil.which("squeue"):
+        queued = slurm_grid.still_queued(settings.output_root, environ)
+        if queued:
+            job_ids = " ".join(job_id for job_id, _ in queued)
+            sys.exit(f"error: job(s) {job_ids} of an earlier submission ({queued[0][1]}) are still queued or running: "
+                     f"their runs would be submitted twice. Wait until they have left the queue (squeue --me), or "
+                     f"cancel them (scancel {job_ids}), then give the command again")
     for position, stage in enumerate(stages):
         planned = plan(maker, settings, stage)
         jobs = [job for job in planned if not job.is_done()]

@@ -28,6 +28,7 @@
 #   BACKEND       local (default: the queue above) or slurm
 #   SBATCH_ARGS   with BACKEND=slurm: sbatch options of every job, e.g. "--partition gpu --gres gpu:1"
 #   SBATCH_SUMMARY_ARGS  sbatch options of the summary and follow-up jobs (default: SBATCH_ARGS)
+#   MAX_RUNNING   with BACKEND=slurm: at most this many runs of a job array at once (default: as Slurm places them)
 #
 # Each run has its directory OUTPUT_ROOT/<section>/<paradigm>/<main task>/seed_<seed> and its log
 # OUTPUT_ROOT/logs/<section>/<paradigm>/<main task>/seed_<seed>.log; a run whose main-task test results

@@ -10,12 +10,17 @@ A submission writes, in OUTPUT_ROOT/slurm/<time>/:
   next.sh      instead of summary.sh when final_weights is to follow: once the array has ended, plans the
                fixed-weight re-runs from the weights the array's runs learned and submits them the same way
   submit.sh    the sbatch commands; BACKEND=slurm runs it, --no_submit leaves it to be read and run by hand
+  job_ids      written by submit.sh: the ids of the jobs it submitted (the array first)
+
+A submission is refused while a job that an earlier one submitted for the same OUTPUT_ROOT is still queued
+or running (its runs would be submitted twice); MAX_RUNNING=K lets at most K tasks of an array run at once.
 
 Slurm places the tasks; nothing here schedules. Site options come from SBATCH_ARGS (every job) and
 SBATCH_SUMMARY_ARGS (summary.sh and next.sh, default SBATCH_ARGS), e.g.
 SBATCH_ARGS="--partition gpu --gres gpu:1 --time 4:00:00" SBATCH_SUMMARY_ARGS="--partition cpu".
 """
 
+import glob
 import os
 import shlex
 import shutil
@@ -30,7 +35,40 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The grid's settings, written into next.sh so that the follow-up plans the same grid whoever runs it (with
 # the grid's training settings, MAX_LENGTH and the like).
 GRID_VARIABLES = ("GRID", "WORKING_DIR", "DATA_DIR", "OUTPUT_ROOT", "SEEDS", "MAIN_TASKS", "INV_CONSTANTS",
-                  "BERT_MODEL", "PYTHON", "SBATCH_ARGS", "SBATCH_SUMMARY_ARGS")
+                  "BERT_MODEL", "PYTHON", "SBATCH_ARGS", "SBATCH_SUMMARY_ARGS", "MAX_RUNNING")
+JOB_IDS_FILE = "job_ids"
+
+
+def array_range(job_count, environ):
+    """sbatch's --array value: every task, at most MAX_RUNNING of them at once when it is set."""
+    limit = environ.get("MAX_RUNNING", "").strip()
+    if limit and not (limit.isdigit() and int(limit) > 0):
+        raise ValueError(f"MAX_RUNNING={limit!r}: give how many runs of an array may run at once, e.g. MAX_RUNNING=8")
+    return f"0-{job_count - 1}" + (f"%{int(limit)}" if limit else "")
+
+
+def still_queued(output_root, environ):
+    """The jobs that earlier submissions for `output_root` made and Slurm still holds: [(job id, directory)].
+
+    The job that asks (a follow-up job submitting the next stage) does not count.
+    """
+    recorded = {}
+    for directory in sorted(glob.glob(os.path.join(output_root, "slurm", "*", JOB_IDS_FILE))):
+        with open(directory, encoding="utf-8") as handle:
+            for job_id in handle.read().split():
+                recorded[job_id] = os.path.dirname(directory)
+    recorded.pop(environ.get("SLURM_JOB_ID", ""), None)
+    if not recorded:
+        return []
+    # %F: an array's job id for each of its tasks (the job id for a job outside an array)
+    listed = subprocess.run(["squeue", "--noheader", "--format=%F", f"--jobs={','.join(recorded)}"],
+                            capture_output=True, text=True, timeout=120)
+    if listed.returncode != 0:
+        if "Invalid job id" not in listed.stderr:
+            say(f"[slurm] could not ask squeue whether earlier jobs are queued ({listed.stderr.strip()}); submitting")
+        return []  # else Slurm has forgotten every one of them: none is queued
+    queued = set(listed.stdout.split())
+    return [(job_id, directory) for job_id, directory in recorded.items() if job_id in queued]
 
 
 def sbatch_options(environ, name):
@@ -86,7 +124,7 @@ def write_submission(jobs, settings, summary_commands, follow_up_sections, envir
         "tawt-grid", os.path.join(directory, "%A_%a.out"),
         ["# One run of the experiment grid per task: the task's line of jobs.jsonl, run as the local queue runs it.",
          f'exec {command_line(queue)} "$SLURM_ARRAY_TASK_ID"'],
-        [f"--array=0-{len(jobs) - 1}"]))
+        [f"--array={array_range(len(jobs), environ)}"]))
     if follow_up_sections:
         exports = {name: environ[name] for name in (*GRID_VARIABLES, *settings.grid.training) if environ.get(name)}
         exports.update(OUTPUT_ROOT=settings.output_root, BACKEND="slurm")
@@ -115,11 +153,13 @@ def write_submission(jobs, settings, summary_commands, follow_up_sections, envir
         + (f", then {after_what} once it has ended." if after else "."), "set -e",
         f"array=$(sbatch --parsable {command_line(sbatch_args + [array])})",
         'array=${array%%;*}  # --parsable prints "id" or "id;cluster"',
+        f'echo "$array" >> {shlex.quote(os.path.join(directory, JOB_IDS_FILE))}  # what a resubmission waits for',
         f'echo "[slurm] submitted job array $array: {len(jobs)} run(s), logs in {settings.output_root}/logs/"',
     ]
     if after:
         submit_lines += [
             f"after=$(sbatch --parsable --dependency=afterany:$array {command_line(summary_args + [after])})",
+            f'echo "${{after%%;*}}" >> {shlex.quote(os.path.join(directory, JOB_IDS_FILE))}',
             f'echo "[slurm] submitted job ${{after%%;*}}: {after_what} once the array has ended"',
         ]
     return write_script(directory, "submit.sh", "\n".join(submit_lines) + "\n")

@@ -81,7 +81,7 @@ def test_no_submit_writes_an_array_over_the_runs_not_done(tmp_path, fake_python)
     finished.write_text("accuracy = 0.5\n")
     environment = clean_environment(WORKING_DIR=work, PYTHON=fake_python, MAIN_TASKS="ner", INV_CONSTANTS="1",
                                     BACKEND="slurm", SBATCH_ARGS="--partition gpu --gres gpu:1 --comment 'two words'",
-                                    SBATCH_SUMMARY_ARGS="--partition cpu")
+                                    SBATCH_SUMMARY_ARGS="--partition cpu", MAX_RUNNING="2")
     completed = run_grid("main", "--no_submit", cwd=tmp_path, environment=environment)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "main: 4 run(s) to submit, 1 done already" in completed.stdout
@@ -89,7 +89,7 @@ def test_no_submit_writes_an_array_over_the_runs_not_done(tmp_path, fake_python)
     jobs = [json.loads(line) for line in open(os.path.join(submission, "jobs.jsonl"))]
     assert len(jobs) == 4 and "main/joint/ner/seed_1" not in [job["name"] for job in jobs]
     array = open(os.path.join(submission, "array.sh")).read()
-    assert "#SBATCH --array=0-3\n" in array and '--task "$SLURM_ARRAY_TASK_ID"' in array
+    assert "#SBATCH --array=0-3%2\n" in array and '--task "$SLURM_ARRAY_TASK_ID"' in array  # MAX_RUNNING
     submit = open(os.path.join(submission, "submit.sh")).read()
     assert "sbatch --parsable --partition gpu --gres gpu:1 --comment 'two words' " in submit
     assert "--dependency=afterany:$array --partition cpu " in submit
@@ -117,7 +117,8 @@ def test_bad_backend_settings_are_named(tmp_path):
     write_data_dir(work / "data", 1)
     for settings, message in [({"BACKEND": "pbs"}, "BACKEND='pbs': choose local or slurm"),
                               ({}, "--no_submit writes a Slurm job array; give it with BACKEND=slurm"),
-                              ({"BACKEND": "slurm", "SBATCH_ARGS": "--comment 'open"}, "SBATCH_ARGS: No closing")]:
+                              ({"BACKEND": "slurm", "SBATCH_ARGS": "--comment 'open"}, "SBATCH_ARGS: No closing"),
+                              ({"BACKEND": "slurm", "MAX_RUNNING": "two"}, "MAX_RUNNING='two': give how many runs")]:
         completed = run_grid("main", "--no_submit", cwd=tmp_path,
                              environment=clean_environment(WORKING_DIR=work, **settings))
         assert completed.returncode != 0 and message in completed.stderr, completed.stderr
@@ -153,6 +154,31 @@ def test_slurm_grid_plans_final_weights_after_the_array_and_resubmits_nothing(sl
     assert "main normalized: 0 run(s) to submit, 7 done already" in second.stdout
     assert "final_weights: 0 run(s) to submit, 3 done already" in second.stdout
     assert "nothing submitted" in second.stdout and len(submissions(outputs)) == 2
+
+
+def test_a_resubmission_waits_until_the_earlier_jobs_have_left_the_queue(slurm_cluster, tmp_path, fake_python):
+    work = tmp_path / "work"
+    write_data_dir(work / "data", 20000)
+    environment = clean_environment(WORKING_DIR=work, PYTHON=fake_python, MAIN_TASKS="ner", INV_CONSTANTS="1",
+                                    BACKEND="slurm", SBATCH_ARGS="--hold")  # held: the array stays queued
+    first = run_grid("main", cwd=tmp_path, environment=environment)
+    assert first.returncode == 0, first.stdout + first.stderr
+    [submission] = submissions(work / "outputs")
+    job_ids = open(os.path.join(submission, "job_ids")).read().split()
+    assert len(job_ids) == 2  # the array and the summary after it
+
+    again = run_grid("main", cwd=tmp_path, environment=environment)
+    assert again.returncode != 0
+    assert f"job(s) {' '.join(job_ids)} of an earlier submission ({submission}) are still queued" in again.stderr
+    assert f"scancel {' '.join(job_ids)}" in again.stderr and len(submissions(work / "outputs")) == 1
+
+    subprocess.run(["scancel", *job_ids], check=True, timeout=60)
+    wait_for_grid_jobs()
+    environment["SBATCH_ARGS"] = ""
+    third = run_grid("main", "--no_summary", cwd=tmp_path, environment=environment)
+    assert third.returncode == 0 and "submitted job array" in third.stdout, third.stdout + third.stderr
+    wait_for_grid_jobs()
+    assert "main: 0 run(s) to submit, 5 done already" in run_grid("main", cwd=tmp_path, environment=environment).stdout
 
 
 def test_slurm_grid_resumes_a_cancelled_run_and_collects_the_table(slurm_cluster, tmp_path, tiny_data_dir,
