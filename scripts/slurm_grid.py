@@ -53,10 +53,10 @@ def still_queued(output_root, environ):
     The job that asks (a follow-up job submitting the next stage) does not count.
     """
     recorded = {}
-    for directory in sorted(glob.glob(os.path.join(output_root, "slurm", "*", JOB_IDS_FILE))):
-        with open(directory, encoding="utf-8") as handle:
+    for ids_file in sorted(glob.glob(os.path.join(output_root, "slurm", "*", JOB_IDS_FILE))):
+        with open(ids_file, encoding="utf-8") as handle:
             for job_id in handle.read().split():
-                recorded[job_id] = os.path.dirname(directory)
+                recorded[job_id] = os.path.dirname(ids_file)
     recorded.pop(environ.get("SLURM_JOB_ID", ""), None)
     if not recorded:
         return []
