@@ -209,15 +209,21 @@ def without_pythonpath():
     return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
 
 
-@pytest.mark.parametrize("entry_point", ENTRY_POINTS_IN_FOLDERS)
-def test_entry_points_in_folders_run_from_any_directory(tmp_path, entry_point):
-    """Through the editable install that setup.sh makes, with no PYTHONPATH: the way users run them."""
+@pytest.fixture(scope="module")
+def installed_here(tmp_path_factory):
+    """The editable install that setup.sh makes points at this checkout (checked once for the module)."""
     where = subprocess.run([sys.executable, "-c", "import utils_cross_task; print(utils_cross_task.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=60, env=without_pythonpath())
+                           cwd=tmp_path_factory.mktemp("elsewhere"), capture_output=True, text=True, timeout=60,
+                           env=without_pythonpath())
     installed = where.stdout.strip() or where.stderr.strip().splitlines()[-1]
     assert installed == os.path.join(ROOT, "utils_cross_task.py"), (
         f"the editable install does not point at this checkout ({installed}): run `bash setup.sh` here, or "
         f"`pip install --no-deps -e {ROOT}`")
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS_IN_FOLDERS)
+def test_entry_points_in_folders_run_from_any_directory(installed_here, tmp_path, entry_point):
+    """Through the editable install that setup.sh makes, with no PYTHONPATH: the way users run them."""
     completed = subprocess.run([sys.executable, os.path.join(ROOT, entry_point), "--help"], cwd=tmp_path,
                                capture_output=True, text=True, timeout=120, env=without_pythonpath())
     assert completed.returncode == 0, completed.stderr[-2000:]
