@@ -1,6 +1,6 @@
 """The performance figures of the README: this implementation against the original's approach, side by side.
 
-    python benchmarks/run_benchmarks.py            # the full figures (about 7 minutes on 2 CPU cores)
+    python benchmarks/run_benchmarks.py            # the full figures (about 6 minutes on 2 CPU cores)
     python benchmarks/run_benchmarks.py --quick    # smaller batches, one repetition (a few minutes)
     python benchmarks/run_benchmarks.py --data_dir DATA --model_name_or_path TOKENIZER_DIR --random_bert_base
 
