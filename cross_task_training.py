@@ -123,10 +123,20 @@ class Run:
             return torch.autocast(self.device.type, dtype=torch.float16)
         return contextlib.nullcontext()
 
+    def new_gradient_sampling_generator(self):
+        """A generator in the state the run's gradient-sampling generator started in."""
+        return gradient_sampling_generator(self.args.seed)
+
     def data_order_generator(self, stage, epoch):
         """The generator of one epoch's batch order: a function of (seed, stage, epoch) only, so the
         order never depends on what else drew random numbers before (and a resumed run can recreate it)."""
         return torch.Generator().manual_seed(self.args.seed * 1_000_003 + zlib.crc32(stage.encode()) * 1_009 + epoch)
+
+
+def gradient_sampling_generator(seed):
+    """The generator of the TAWT update's sampled batches: its own, so that drawing them never moves the
+    training's random state."""
+    return torch.Generator().manual_seed(seed + 7919)
 
 
 def set_seed(seed):
@@ -204,7 +214,7 @@ def start_run(args, paradigm, main_task, tasks):
         args=args, paradigm=paradigm, main_task=main_task, tasks=list(tasks), device=device,
         data_dir=resolve_data_dir(args.data_dir),
         model_name_or_path=resolve_model_name_or_path(args.model_name_or_path),
-        gradient_sampling_generator=torch.Generator().manual_seed(args.seed + 7919),
+        gradient_sampling_generator=gradient_sampling_generator(args.seed),
     )
     if value is not None:
         run.checkpoint = load_checkpoint(value, args)  # read now: a different command is refused before the data

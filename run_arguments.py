@@ -81,6 +81,17 @@ def add_common_arguments(parser):
     training.add_argument("--resume_from_checkpoint", default=None,
                           help="resume from this checkpoint file (or directory of checkpoints) instead of the "
                                "newest one in --output_dir")
+    original = parser.add_argument_group(
+        "the original's optimizer (both together reproduce its steps; README: Differences from the original code)")
+    original.add_argument("--zero_grad_in_place", action="store_true",
+                          help="zero the gradients after each step instead of clearing them, as the original's "
+                               "model.zero_grad() did in torch 1.4: AdamW then keeps stepping every parameter that "
+                               "has had a gradient (another task's head, on its momentum) at every later step. "
+                               "Default: a head outside the batch is left untouched")
+    original.add_argument("--legacy_adamw", action="store_true",
+                          help="the AdamW step of transformers 2.8, which the original used (eps added to the raw "
+                               "sqrt(v), bias corrections in the step size, weight decay after the step) instead "
+                               "of torch's AdamW")
     training.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     training.add_argument("--seed", type=int, default=1, help="random seed")
     training.add_argument("--no_cuda", action="store_true", help="run on the CPU even when a GPU is present")
