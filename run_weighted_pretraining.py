@@ -57,7 +57,8 @@ def main(argv=None):
             # the model's own main head stays as it was for fine-tuning. An update within the epoch
             # (--weight_update_steps) orders its fit's batches by its own step.
             fit_order = run.data_order_generator("head-fit" if step is None else f"head-fit step {step}", epoch)
-            main_head, _ = fit_head_on_frozen_encoder(model, main_task, data.train[main_task], run, fit_order)
+            main_head, fit_loss = fit_head_on_frozen_encoder(model, main_task, data.train[main_task], run, fit_order)
+            history.add_to_next_entry(head_fit_loss=fit_loss)
             with model.replaced_heads({main_task: main_head}):
                 return tawt_update(model, run, weights, sources, main_task, data.train)
 
