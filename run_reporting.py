@@ -5,9 +5,13 @@ event files in OUTPUT_DIR/tensorboard/ repeat them as curves, one step axis for 
 that follows another (fine-tuning after pre-training) continues the step count where the earlier one
 ended. `tensorboard --logdir OUTPUT_ROOT` then shows every run of a grid, each named by its path.
 
-A run resumed from a checkpoint first drops the events its interrupted predecessor wrote after that
-checkpoint (the event files are rewritten with what came before), so no step appears twice; readers
-need no purge logic of their own.
+A run resumed from a checkpoint first drops what its interrupted predecessor logged after that checkpoint,
+from training_log.jsonl and from the event files (rewritten with what came before), so no step appears
+twice. The files themselves hold no repeat: no reader needs TensorBoard's purging of restarted runs
+(SummaryWriter's purge_step), which not every reader applies.
+
+The hooks are called from training_loop (each logging step, each stage's start), cross_task_training
+(each weight update, the results) and weighted pre-training (its head fit, through the weight history).
 """
 
 import glob

@@ -178,3 +178,22 @@ def test_report_to_none_and_a_missing_tensorboard_package(tiny_data_dir, tiny_mo
     with pytest.raises(UsageError, match="pip install tensorboard"):
         resolve_report_to("tensorboard")
     assert resolve_report_to("none") == "none"
+
+
+def test_an_evaluation_in_the_model_directory_reports_beside_the_training(tiny_data_dir, tiny_model_dir, tmp_path):
+    import run_single_task
+
+    output = tmp_path / "model"
+    base = ["--task", "pos", "--data_dir", tiny_data_dir, "--max_seq_length", "32", "--per_gpu_eval_batch_size", "16"]
+    run_single_task.main(base + ["--model_name_or_path", tiny_model_dir, "--output_dir", str(output), "--do_train",
+                                 "--max_steps", "2", "--logging_steps", "1", "--per_gpu_train_batch_size", "8"])
+    training_events = sorted(os.listdir(output / "tensorboard"))
+    run_single_task.main(base + ["--model_name_or_path", str(output), "--output_dir", str(output), "--do_eval"])
+    assert sorted(os.listdir(output / "tensorboard")) == training_events  # the training's record is kept
+    curves, _ = scalars(output)
+    assert [step for step, _ in curves["train/loss"]] == [1, 2] and "dev/pos/accuracy" not in curves
+    evaluation = EventAccumulator(str(output / "evaluation_tensorboard"))
+    evaluation.Reload()
+    accuracy = json.load(open(output / "all_results.json"))["pos_eval"]["accuracy"]
+    assert [(event.step, event.value) for event in evaluation.Scalars("dev/pos/accuracy")] == [
+        (0, pytest.approx(accuracy))]
