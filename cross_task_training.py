@@ -30,7 +30,7 @@ from output_files import (
     ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE,
     holds_checkpoints, holds_results, previous_run_files, write_json_atomic,
 )
-from run_arguments import check_max_seq_length, check_training_arguments
+from run_arguments import check_max_seq_length, check_training_arguments, repeated_flags
 from sequence_metrics import check_labels_fit_metric
 from training_loop import checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint
 from utils_cross_task import (
@@ -199,6 +199,9 @@ def start_run(args, paradigm, main_task, tasks):
     if outcome == "error":
         raise UsageError(value)
     _configure_logging()
+    for flag, values in repeated_flags(sys.argv[1:]).items():
+        logger.warning("%s is given %d times (%s): the last is used (run_args.json records them all)", flag,
+                       len(values), ", ".join(repr(value) for value in values))
     set_seed(args.seed)
     run = Run(
         args=args, paradigm=paradigm, main_task=main_task, tasks=list(tasks), device=device,
@@ -301,6 +304,8 @@ def _record_run(run, filename):
         "data_dir": run.data_dir,
         "model_name_or_path": run.model_name_or_path,
         "command": [os.path.basename(sys.argv[0])] + sys.argv[1:],
+        # A flag given twice (a preset's, then the user's in EXTRA_ARGS): every value given; the last is used.
+        "repeated_flags": repeated_flags(sys.argv[1:]),
         "args": vars(args),
         "device": str(run.device),
         "world_size": distributed.world_size(),

@@ -220,3 +220,20 @@ def check_max_seq_length(max_seq_length, config):
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and max_seq_length > limit:
         raise UsageError(f"--max_seq_length {max_seq_length} exceeds the model's {limit} positions; use at most {limit}")
+
+
+def repeated_flags(argv):
+    """The flags given more than once in `argv`, each with its values in the order given ({flag: [values]}).
+
+    argparse keeps the last value: a flag a preset gives and the user gives again (the grid's EXTRA_ARGS
+    come after the preset's flags) takes the user's value, and the run records both.
+    """
+    given, flag = {}, None
+    for token in argv:
+        if token.startswith("--"):
+            flag, _, value = token.partition("=")
+            given.setdefault(flag, []).append([value] if value else [])
+        elif flag is not None:
+            given[flag][-1].append(token)
+    return {flag: [" ".join(values) for values in occurrences] for flag, occurrences in given.items()
+            if len(occurrences) > 1}

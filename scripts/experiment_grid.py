@@ -207,7 +207,11 @@ def settings_from_environment(environ=None, prepare_data=True):
         if not seed.isdigit():
             raise GridError(f"SEEDS: '{seed}' is not a whole number; give e.g. SEEDS=\"1 2 3\"")
 
+    # A preset's variable holds one value, and the user's replaces it; EXTRA_ARGS holds flags, and the user's
+    # add to the preset's, given after them so that a flag in both takes the user's value.
     script_env = {name: environ.get(name) or default for name, default in grid.training.items()}
+    script_env["EXTRA_ARGS"] = " ".join(filter(None, [grid.training.get("EXTRA_ARGS", "").strip(),
+                                                      environ.get("EXTRA_ARGS", "").strip()]))
     if working_dir:
         data_dir = environ.get("DATA_DIR") or os.path.join(working_dir, "data")
         script_env["BERT_MODEL"] = environ.get("BERT_MODEL") or "bert-base-cased"
@@ -572,6 +576,10 @@ def main(argv=None, environ=None):
         sys.exit(f"error: {error}")
     say(f"[grid] {settings.grid.description}: sections {' '.join(args.sections)}, seeds {' '.join(settings.seeds)}; "
           f"data {settings.data_dir or 'the embedded default'}; outputs {settings.output_root}")
+    if environ.get("EXTRA_ARGS", "").strip():
+        say(f"[grid] EXTRA_ARGS adds to the preset's flags: the preset's "
+            f"'{settings.grid.training.get('EXTRA_ARGS', '')}', then yours '{environ['EXTRA_ARGS'].strip()}' "
+            "(a flag in both takes your value; each run records both in run_args.json)")
     maker, began = JobMaker(settings), time.time()
     # final_weights reads what the other sections learned, so it is planned (and run) after them.
     if args.list:
