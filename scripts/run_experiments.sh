@@ -31,8 +31,8 @@
 #   MAX_RUNNING   with BACKEND=slurm: at most this many runs of a job array at once (default: as Slurm places them)
 #
 # Each run has its directory OUTPUT_ROOT/<section>/<paradigm>/<main task>/seed_<seed> and its log
-# OUTPUT_ROOT/logs/<section>/<paradigm>/<main task>/seed_<seed>.log; a run whose main-task test results
-# exist is skipped, so the same command resumes an interrupted grid. The summary (table1.md, table1.csv,
+# OUTPUT_ROOT/logs/<section>/<paradigm>/<main task>/seed_<seed>.log; a run whose all_results.json (its last
+# file) exists is skipped, so the same command resumes an interrupted grid. The summary (table1.md, table1.csv,
 # significance.csv, task_weights/*.png) goes to OUTPUT_ROOT/summary. Details: scripts/experiment_grid.py.
 SCRIPT_DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 if [ -z "${PYTHON:-}" ]; then

@@ -10,10 +10,12 @@ import csv
 import io
 import json
 import os
+import sys
 from dataclasses import dataclass
 
 from output_files import (  # noqa: F401
-    EVALUATION_ARGS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file, write_text_atomic,
+    ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE, holds_checkpoints,
+    predictions_file, results_file, write_text_atomic,
 )
 
 # Each weighted paradigm and the baseline the paper tests it against.
@@ -182,14 +184,31 @@ def read_run(directory):
     )
 
 
+def unfinished(directory):
+    """True for a run directory whose run has not written its last file (all_results.json).
+
+    A run killed between its main task's results and its predictions (or stopped by a full disk) has
+    results but is not finished: it still holds checkpoints, or its run.log without all_results.json. An
+    archive (testing/archive_results.py) keeps neither the log nor the checkpoints, and counts as finished.
+    """
+    if os.path.isfile(os.path.join(directory, ALL_RESULTS_FILE)):
+        return False
+    return holds_checkpoints(directory) or os.path.isfile(os.path.join(directory, RUN_LOG_FILE))
+
+
 def find_runs(output_root):
-    """Every run below `output_root` (its own directory included), in a stable order."""
+    """Every finished run below `output_root` (its own directory included), in a stable order; an unfinished
+    one is named on stderr and left out."""
     if not os.path.isdir(output_root):
         raise OutputTreeError(f"{output_root}: no such directory; pass the --output_dir root of the grid")
     runs = []
     for directory, subdirectories, filenames in os.walk(output_root):
         subdirectories.sort()
         if RUN_ARGS_FILE in filenames:
+            if unfinished(directory):
+                print(f"skipping {directory}: its run has not finished (no {ALL_RESULTS_FILE}); run the same "
+                      "command again to finish it", file=sys.stderr)
+                continue
             runs.append(read_run(directory))
     if not runs:
         raise OutputTreeError(f"{output_root}: holds no {RUN_ARGS_FILE}; is it the output root of the runs?")

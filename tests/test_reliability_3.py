@@ -51,3 +51,52 @@ def test_a_flag_given_twice_takes_the_last_and_the_run_records_both(tiny_data_di
     recorded = run_args(output)
     assert recorded["args"]["num_train_epochs"] == 1
     assert recorded["repeated_flags"] == {"--num_train_epochs": ["2", "1"]}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 8 and 9. The grid's idea of "done"; an OUTPUT_ROOT that cannot be created
+
+
+def test_a_run_stopped_before_its_last_file_is_not_done(tmp_path, capsys):
+    from testing.output_tree import find_runs
+
+    settings = experiment_grid.settings_from_environment({"OUTPUT_ROOT": str(tmp_path / "grid")}, prepare_data=False)
+    maker = experiment_grid.JobMaker(settings, echo=lambda message: None)
+    job = experiment_grid.main_section_jobs(maker, settings)[1]
+    run_dir = os.path.dirname(job.done_file)
+    os.makedirs(os.path.join(run_dir, "checkpoints"))
+    # Killed between the main task's results and its predictions: results, no all_results.json, a checkpoint.
+    for name, text in (("pos_test_results.txt", "accuracy = 0.5\n"), ("run.log", ""),
+                       ("checkpoints/checkpoint-00000003.pt", "state"),
+                       ("run_args.json", json.dumps({"paradigm": "joint", "main_task": "pos", "tasks": ["pos"],
+                                                     "seed": 1, "args": {}}))):
+        with open(os.path.join(run_dir, name), "w") as handle:
+            handle.write(text)
+    assert not job.is_done()
+    assert "--overwrite_output_dir" not in job.command  # it resumes from its checkpoint
+    with pytest.raises(Exception, match="holds no run_args.json"):
+        find_runs(settings.output_root)  # the tables and the significance batch do not read it
+    assert f"skipping {run_dir}: its run has not finished" in capsys.readouterr().err
+    with open(os.path.join(run_dir, "all_results.json"), "w") as handle:
+        handle.write("{}\n")
+    assert job.is_done() and [run.directory for run in find_runs(settings.output_root)] == [run_dir]
+
+
+@pytest.mark.parametrize("where", ["a file", "/proc/x"])
+def test_an_output_root_that_cannot_be_created_fails(tiny_data_dir, tmp_path, capsys, where):
+    output_root = "/proc/x" if where == "/proc/x" else str(tmp_path / "a_file")
+    if where == "a file":
+        open(output_root, "w").close()
+    environ = {"OUTPUT_ROOT": output_root, "DATA_DIR": tiny_data_dir, "CUDA_VISIBLE_DEVICES": ""}
+    with pytest.raises(SystemExit, match=f"error: OUTPUT_ROOT={output_root}: cannot be created"):
+        experiment_grid.main(["main", "--no_summary"], environ=environ)
+
+
+def test_a_job_whose_log_cannot_be_written_fails_the_queue(tmp_path):
+    from scripts import job_queue
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    job = job_queue.Job(command="true", log=str(blocker / "logs" / "run.log"), done_file=str(tmp_path / "never"))
+    report = job_queue.run_jobs([job], [job_queue.Slot(label="CPU")], echo=lambda message: None)
+    assert not report.ok and report.failed[0][0] is job and "not run" in report.failed[0][1]
