@@ -26,6 +26,7 @@ import distributed
 from data.make_default_data import ensure_default_data, resolve_model_name_or_path
 from errors import TaskDataError, UsageError
 from modeling_multi_bert import MultiTaskTagger
+from output_lock import DirectoryInUse, lock_directory, release
 from output_files import (
     ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE,
     holds_checkpoints, holds_results, previous_run_files, write_json_atomic,
@@ -235,11 +236,17 @@ def _checkpoint_to_resume(args):
     output_dir = args.output_dir
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir {output_dir} is a file; give a directory (it is created if missing)")
+    created = not os.path.isdir(output_dir)
     try:
         os.makedirs(output_dir, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--output_dir {output_dir} cannot be created ({error.strerror}); choose another "
                          "directory") from None
+    try:  # held until the run ends: a second run into this directory is refused, not interleaved
+        lock_directory(output_dir, created)
+    except DirectoryInUse as holder:
+        raise UsageError(f"--output_dir {output_dir} is in use by another run ({holder}); wait for it to end, "
+                         "or choose another directory") from None
     if args.do_train and args.resume_from_checkpoint:
         return _named_checkpoint(args.resume_from_checkpoint)
     if args.overwrite_output_dir:
@@ -431,14 +438,19 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
     """Everything before training: `start_run`, the tokenizer, the data (train, dev and test of every task),
     the model with a head per task, then `open_output_dir`. `train_limits` maps each task to train on to
     its number of training sentences (None: all)."""
-    run = start_run(args, paradigm, main_task, tasks)
-    tokenizer = load_tokenizer(run)
-    eval_tasks = [main_task] if args.eval_main_task_only else tasks
-    data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, eval_tasks)
-    model = build_model(run, data.labels)
-    if run.checkpoint is not None:
-        restore_checkpoint(run, model, run.checkpoint)
-        run.checkpoint = None
+    try:
+        run = start_run(args, paradigm, main_task, tasks)
+        tokenizer = load_tokenizer(run)
+        eval_tasks = [main_task] if args.eval_main_task_only else tasks
+        data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, eval_tasks)
+        model = build_model(run, data.labels)
+        if run.checkpoint is not None:
+            restore_checkpoint(run, model, run.checkpoint)
+            run.checkpoint = None
+    except (UsageError, TaskDataError):
+        # Refused before anything was written: the directory is left as it was (one made now is removed).
+        release(args.output_dir, remove_if_unused=True)
+        raise
     open_output_dir(run)
     return run, tokenizer, data, model
 
@@ -479,6 +491,7 @@ def finish_run(run, model, tokenizer, data):
         write_json_atomic(run.path(ALL_RESULTS_FILE), summary)
         # The results are written: the checkpoints of this run have served their purpose.
         remove_checkpoints(run.output_dir)
+        release(run.output_dir)
     distributed.close()
     return summary
 

@@ -322,7 +322,7 @@ def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights):
         "random_states": random_states(run),
     }
     path = os.path.join(directory, f"checkpoint-{run.checkpoint_number:08d}.pt")
-    temporary = os.path.join(directory, f".tmp-checkpoint-{run.checkpoint_number:08d}.pt")
+    temporary = os.path.join(directory, f".tmp-checkpoint-{run.checkpoint_number:08d}-{os.getpid()}.pt")
     with open(temporary, "wb") as handle:
         torch.save(state, handle)
         handle.flush()

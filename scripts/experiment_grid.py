@@ -50,6 +50,7 @@ import time
 from dataclasses import dataclass, field
 
 from output_files import ALL_RESULTS_FILE, TASK_WEIGHTS_FILE, holds_checkpoints, holds_results
+from output_lock import DirectoryInUse, lock_directory
 from scripts import slurm_grid
 from scripts.job_queue import Job, detect_slots, run_jobs, say, summarize
 
@@ -584,6 +585,11 @@ def main(argv=None, environ=None):
         check_data(settings, args.sections)
         if not args.list:
             make_output_root(settings.output_root)
+            try:  # held while this grid runs (or submits): a second grid on the same tree is refused
+                lock_directory(settings.output_root)
+            except DirectoryInUse as holder:
+                raise GridError(f"OUTPUT_ROOT={settings.output_root} is in use by another grid ({holder}); wait "
+                                "for it to end, or give another OUTPUT_ROOT") from None
         slots = detect_slots(environ) if backend == "local" else None
     except ValueError as error:  # GridError, JobListError, the default data's DefaultDataError: a message to show
         sys.exit(f"error: {error}")

@@ -100,3 +100,62 @@ def test_a_job_whose_log_cannot_be_written_fails_the_queue(tmp_path):
     job = job_queue.Job(command="true", log=str(blocker / "logs" / "run.log"), done_file=str(tmp_path / "never"))
     report = job_queue.run_jobs([job], [job_queue.Slot(label="CPU")], echo=lambda message: None)
     assert not report.ok and report.failed[0][0] is job and "not run" in report.failed[0][1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. Two runs, one directory
+
+
+JOINT = ["run_weighted_joint.py", "--auxiliary_task_list", "pos", "chunking", "--main_task", "ner",
+         "--main_task_train_sent_num", "10", "--gradient_sampling_batch_size", "8"]
+
+
+def checkpoints_in(output_dir):
+    directory = os.path.join(output_dir, "checkpoints")
+    return [name for name in os.listdir(directory) if name.startswith("checkpoint-")] if os.path.isdir(directory) else []
+
+
+def test_a_second_run_into_a_busy_directory_is_refused_until_the_first_dies(tiny_data_dir, tiny_model_dir, tmp_path):
+    import signal
+    import time
+
+    import run_weighted_joint
+    from errors import UsageError
+
+    output = tmp_path / "shared"
+    flags = JOINT[1:] + common(tiny_data_dir, tiny_model_dir, output) + ["--save_steps", "1", "--num_train_epochs", "4"]
+    first = subprocess.Popen([sys.executable, JOINT[0], *flags], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not checkpoints_in(output):
+            assert first.poll() is None and time.time() < deadline, "the first run ended before it was joined"
+            time.sleep(0.05)
+        with pytest.raises(UsageError, match=rf"--output_dir {output} is in use by another run \(pid {first.pid} "
+                                             rf"on .*run_weighted_joint.py"):
+            run_weighted_joint.main(flags + ["--seed", "2"])
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert not (output / "ner_test_results.txt").exists()
+    # The operating system released the dead run's lock: the same command resumes it.
+    run_weighted_joint.main(flags)
+    assert run_args(output)["resumed_from_checkpoint"] is not None and run_args(output)["seed"] == 1
+    assert not (output / ".tawt.lock").exists()
+
+
+def test_a_second_grid_on_a_busy_output_root_is_refused(tiny_data_dir, tmp_path):
+    root = tmp_path / "grid"
+    root.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, output_lock; "
+                               f"output_lock.lock_directory({str(root)!r}); print('held', flush=True); time.sleep(120)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        environ = {"OUTPUT_ROOT": str(root), "DATA_DIR": tiny_data_dir, "CUDA_VISIBLE_DEVICES": ""}
+        with pytest.raises(SystemExit, match=rf"OUTPUT_ROOT={root} is in use by another grid \(pid {holder.pid} "):
+            experiment_grid.main(["main", "--no_summary"], environ=environ)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (root / "logs").exists()  # nothing of the busy tree was touched
