@@ -7,6 +7,7 @@ A paradigm script (run_*.py) reads as its paradigm: parse arguments (run_argumen
 
 import argparse
 import contextlib
+import hashlib
 import logging
 import logging.handlers
 import os
@@ -33,7 +34,9 @@ from output_files import (
 )
 from run_arguments import check_max_seq_length, check_training_arguments, repeated_flags
 from sequence_metrics import check_labels_fit_metric
-from training_loop import checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint
+from training_loop import (
+    check_training_data, checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint,
+)
 from utils_cross_task import (
     labels_file, load_task_split, read_labels, read_sentences, task_file, training_order_seed,
 )
@@ -102,6 +105,8 @@ class Run:
     gradient_sampling_generator: torch.Generator = field(default=None)
     pad_token_id: int = 0  # set by load_tokenizer
     checkpoint: dict = None  # the checkpoint this run continues from, until restore_checkpoint has read it
+    checkpoint_path: str = None
+    training_data: dict = None  # training_data_fingerprint: recorded in run_args.json and in every checkpoint
     resume: "ResumePoint" = None  # where the interrupted stage continues, until train_stage has used it
     resumed_from_checkpoint: int = None
     restored_weight_history: list = None
@@ -211,7 +216,8 @@ def start_run(args, paradigm, main_task, tasks):
         gradient_sampling_generator=torch.Generator().manual_seed(args.seed + 7919),
     )
     if value is not None:
-        run.checkpoint = load_checkpoint(value, args)  # read now: a different command is refused before the data
+        # Read now: a different command is refused before the data (whose fingerprint prepare_run compares).
+        run.checkpoint, run.checkpoint_path = load_checkpoint(value, args, paradigm), value
         logger.info("resuming from %s (stage %s, epoch %d)", value, run.checkpoint["stage"],
                     run.checkpoint["epoch"] + 1)
     logger.info("%s: tasks %s, main task %s, device %s (%d process%s), output %s", paradigm, tasks, main_task,
@@ -317,6 +323,7 @@ def _record_run(run, filename):
         "device": str(run.device),
         "world_size": distributed.world_size(),
         "resumed_from_checkpoint": run.resumed_from_checkpoint,
+        "training_data": run.training_data,
         "versions": package_versions(),
         "git_commit": _git_commit(),
     })
@@ -424,6 +431,23 @@ def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_list
     return data
 
 
+def training_data_fingerprint(run, data):
+    """What the run trains on, per task: the training file's name, size and SHA-256, the sentences taken from
+    it (after --main_task_train_sent_num and the like) and the label list. A checkpoint records it, and a
+    resumption on other data is refused (training_loop.check_training_data)."""
+    fingerprint = {}
+    for task, split in data.train.items():
+        path = task_file(run.data_dir, "train", task)
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        fingerprint[task] = {"file": os.path.abspath(path), "bytes": os.path.getsize(path),
+                             "sha256": digest.hexdigest(), "sentences": len(split.sentences),
+                             "labels": list(data.labels[task])}
+    return fingerprint
+
+
 def build_model(run, task_labels):
     """A new multi-task model (fresh heads on the pretrained encoder), or, without --do_train, a saved one."""
     if run.args.do_train:
@@ -443,6 +467,9 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
         tokenizer = load_tokenizer(run)
         eval_tasks = [main_task] if args.eval_main_task_only else tasks
         data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, eval_tasks)
+        run.training_data = training_data_fingerprint(run, data)
+        if run.checkpoint is not None:
+            check_training_data(run.checkpoint_path, run.checkpoint, run.training_data)
         model = build_model(run, data.labels)
         if run.checkpoint is not None:
             restore_checkpoint(run, model, run.checkpoint)

@@ -309,6 +309,10 @@ def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights):
     state = {
         "format": 1,
         "args": dict(vars(run.args)),
+        # What a resumption must match besides the flags: the paradigm (two scripts share most flags) and
+        # the training data (a file edited since would silently continue a model trained on the old one).
+        "paradigm": run.paradigm,
+        "training_data": run.training_data,
         "checkpoint_number": run.checkpoint_number,
         "stage": trainer.stage,
         "epoch": epoch,
@@ -332,13 +336,18 @@ def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights):
         os.remove(older)
 
 
-def load_checkpoint(path, args):
-    """Read a checkpoint and check that it was made by the same command (up to harmless flags)."""
+def load_checkpoint(path, args, paradigm):
+    """Read a checkpoint and check that it was made by the same command (up to harmless flags) of the same
+    paradigm; `check_training_data` compares its data once that is read."""
     try:
         # Our own file: it holds random states and numpy arrays, not only tensors.
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
         raise UsageError(f"{path}: cannot be read as a checkpoint ({error}); delete it to use an older one") from None
+    saved_paradigm = state.get("paradigm")
+    if saved_paradigm is not None and saved_paradigm != paradigm:
+        raise UsageError(f"{path} was written by a {saved_paradigm} run, and this is a {paradigm} run; resume it "
+                         "with the script and command that made it, or use another --output_dir")
     saved, current = state["args"], vars(args)
     differences = sorted(
         name for name in set(saved) | set(current)
@@ -351,6 +360,33 @@ def load_checkpoint(path, args):
             "--output_dir"
         )
     return state
+
+
+def check_training_data(path, state, training_data):
+    """Refuse to resume the checkpoint at `path` on training data other than the data it was made on.
+
+    `training_data` is the run's `cross_task_training.training_data_fingerprint`; a checkpoint written
+    before fingerprints were recorded has none, and is not compared."""
+    saved = state.get("training_data")
+    if saved is None:
+        return
+    for task in sorted(set(saved) | set(training_data)):
+        before, now = saved.get(task), training_data.get(task)
+        if before == now:
+            continue
+        if before is None or now is None:
+            change = "was not trained on then" if before is None else "is not trained on now"
+            raise UsageError(f"{path} was made on other tasks: {task} {change}; rerun the command that made it")
+        if before["sha256"] != now["sha256"]:
+            sizes = (f"{before['bytes']} bytes then, {now['bytes']} now" if before["bytes"] != now["bytes"]
+                     else "the same size, other contents")
+            change = f"{now['file']} has changed since ({sizes})"
+        elif before["labels"] != now["labels"]:
+            change = f"the labels of {task} have changed since ({before['labels']} -> {now['labels']})"
+        else:
+            change = f"{task} used {before['sentences']} training sentences then, {now['sentences']} now"
+        raise UsageError(f"{path} was made on other training data: {change}; restore the data it was made on, "
+                         "or pass --overwrite_output_dir to train again from the start")
 
 
 def remove_checkpoints(output_dir):

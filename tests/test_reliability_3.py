@@ -159,3 +159,68 @@ def test_a_second_grid_on_a_busy_output_root_is_refused(tiny_data_dir, tmp_path)
         holder.kill()
         holder.wait()
     assert not (root / "logs").exists()  # nothing of the busy tree was touched
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4 and 5. A resumption must be of the same paradigm, on the same data
+
+
+class Interrupted(Exception):
+    """Stands for a kill right after the first checkpoint was written."""
+
+
+def interrupted_run(script, flags, monkeypatch):
+    """Run `script` in this process and stop it right after its first checkpoint, as a kill would."""
+    import training_loop
+
+    save_checkpoint = training_loop.save_checkpoint
+
+    def save_then_stop(*arguments):
+        save_checkpoint(*arguments)
+        raise Interrupted
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training_loop, "save_checkpoint", save_then_stop)
+        with pytest.raises(Interrupted):
+            script.main(flags)
+
+
+def joint_flags(data_dir, model_dir, output):
+    return JOINT[1:] + common(data_dir, model_dir, output) + ["--save_steps", "2"]
+
+
+def test_resuming_with_another_paradigms_script_is_refused(tiny_data_dir, tiny_model_dir, tmp_path, monkeypatch):
+    import run_weighted_joint
+    import run_weighted_normalized_joint
+    from errors import UsageError
+
+    flags = joint_flags(tiny_data_dir, tiny_model_dir, tmp_path / "joint")
+    interrupted_run(run_weighted_joint, flags, monkeypatch)
+    with pytest.raises(UsageError, match=r"checkpoint-00000001.pt was written by a weighted_joint run, and this is "
+                                         r"a weighted_normalized_joint run"):
+        run_weighted_normalized_joint.main(flags)
+    assert checkpoints_in(tmp_path / "joint")  # nothing lost: the right script still resumes it
+
+
+def test_resuming_on_changed_training_data_is_refused(tiny_data_dir, tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import run_weighted_joint
+    from errors import UsageError
+
+    data = shutil.copytree(tiny_data_dir, tmp_path / "data")
+    flags = joint_flags(str(data), tiny_model_dir, tmp_path / "joint")
+    interrupted_run(run_weighted_joint, flags, monkeypatch)
+    recorded = run_args(tmp_path / "joint")["training_data"]
+    assert set(recorded) == {"pos", "chunking", "ner"} and recorded["ner"]["sentences"] == 10
+    train = data / "train_chunking.txt"
+    train.write_text(train.read_text().replace("B-NP", "I-NP", 1))  # same size, other contents
+    with pytest.raises(UsageError, match=r"was made on other training data: .*train_chunking.txt has changed since "
+                                         r"\(the same size, other contents\)"):
+        run_weighted_joint.main(flags)
+    train.write_text(train.read_text().replace("I-NP", "B-NP", 1))  # put back: the run can resume
+    before = (data / "train_pos.txt").stat().st_size
+    with open(data / "train_pos.txt", "a") as handle:
+        handle.write("the DT\ndog NN\n\n")  # one more sentence: 15 bytes
+    with pytest.raises(UsageError, match=rf"train_pos.txt has changed since \({before} bytes then, {before + 15} now\)"):
+        run_weighted_joint.main(flags)
