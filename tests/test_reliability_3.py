@@ -224,3 +224,36 @@ def test_resuming_on_changed_training_data_is_refused(tiny_data_dir, tiny_model_
         handle.write("the DT\ndog NN\n\n")  # one more sentence: 15 bytes
     with pytest.raises(UsageError, match=rf"train_pos.txt has changed since \({before} bytes then, {before + 15} now\)"):
         run_weighted_joint.main(flags)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2 and 3. Weights that overflow; a ratio that empties the sources, or is not a number
+
+
+def test_huge_task_weights_normalise_without_overflow():
+    import numpy as np
+
+    from run_arguments import initial_task_weights
+
+    weights = initial_task_weights([1e308, 1e308, 1, 1], ["pos", "chunking", "predicate", "ner"])
+    assert np.all(np.isfinite(weights)) and weights.sum() == pytest.approx(1.0)
+    assert weights[:2].tolist() == [0.5, 0.5]
+    assert initial_task_weights([1e-320, 3e-320], ["pos", "ner"]).tolist() == pytest.approx([0.25, 0.75])
+
+
+@pytest.mark.parametrize("ratio, message", [
+    ("0.1", r"--auxiliary_main_ratio 0.1 with --main_task_train_sent_num 4 cuts every source to 0 sentences; "
+            r"give a ratio of at least 0.25"),
+    ("nan", r"--auxiliary_main_ratio nan: give a finite positive ratio"),
+    ("inf", r"--auxiliary_main_ratio inf: give a finite positive ratio"),
+    ("1e308", r"overflows; give a smaller ratio"),
+])
+def test_a_ratio_that_empties_the_sources_or_is_not_finite_is_refused(tmp_path, ratio, message):
+    import run_weighted_normalized_joint
+    from errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        run_weighted_normalized_joint.parse_arguments(
+            ["--auxiliary_task_list", "pos", "--main_task", "ner", "--main_task_train_sent_num", "4",
+             "--auxiliary_main_ratio", ratio, "--output_dir", str(tmp_path / "out"), "--do_train"])
+    assert not (tmp_path / "out").exists()
