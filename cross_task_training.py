@@ -321,12 +321,28 @@ def _record_run(run, filename):
         "repeated_flags": repeated_flags(sys.argv[1:]),
         "args": vars(args),
         "device": str(run.device),
+        # Float sums depend on how they are split over threads and on the hardware: a rerun reproduces the
+        # numbers exactly only with the same thread count on the same kind of device (README: Interrupted
+        # runs and reproducibility).
+        "device_name": _device_name(run.device),
+        "torch_threads": torch.get_num_threads(),
         "world_size": distributed.world_size(),
         "resumed_from_checkpoint": run.resumed_from_checkpoint,
         "training_data": run.training_data,
         "versions": package_versions(),
         "git_commit": _git_commit(),
     })
+
+
+def _device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else (platform.processor() or platform.machine())
 
 
 class TaskWeightHistory:

@@ -42,12 +42,19 @@ def test_extra_args_add_to_the_presets_flags(grid, preset_flags):
     assert preset_flags in job.command and "--bf16" in job.command
 
 
-def test_a_flag_given_twice_takes_the_last_and_the_run_records_both(tiny_data_dir, tiny_model_dir, tmp_path):
-    output = tmp_path / "twice"
+@pytest.fixture(scope="module")
+def recorded_run(tiny_data_dir, tiny_model_dir, tmp_path_factory):
+    """A single-task run started as a user starts one, with two threads: (its stderr, its output directory)."""
+    output = tmp_path_factory.mktemp("recorded")
     completed = subprocess.run(single_task_command(tiny_data_dir, tiny_model_dir, output, *QUICK), cwd=ROOT,
-                               capture_output=True, text=True, timeout=300)
+                               capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "--num_train_epochs is given 2 times ('2', '1'): the last is used" in completed.stderr
+    return completed.stderr, output
+
+
+def test_a_flag_given_twice_takes_the_last_and_the_run_records_both(recorded_run):
+    stderr, output = recorded_run
+    assert "--num_train_epochs is given 2 times ('2', '1'): the last is used" in stderr
     recorded = run_args(output)
     assert recorded["args"]["num_train_epochs"] == 1
     assert recorded["repeated_flags"] == {"--num_train_epochs": ["2", "1"]}
@@ -257,3 +264,13 @@ def test_a_ratio_that_empties_the_sources_or_is_not_finite_is_refused(tmp_path, 
             ["--auxiliary_task_list", "pos", "--main_task", "ner", "--main_task_train_sent_num", "4",
              "--auxiliary_main_ratio", ratio, "--output_dir", str(tmp_path / "out"), "--do_train"])
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. What an identical rerun needs is recorded
+
+
+def test_run_args_record_the_thread_count_and_the_device(recorded_run):
+    recorded = run_args(recorded_run[1])
+    assert recorded["torch_threads"] == 2 and recorded["device"] == "cpu"
+    assert isinstance(recorded["device_name"], str) and recorded["device_name"]
