@@ -130,7 +130,18 @@ def parse_task_list(values):
     return [task for value in values for task in value.split(",") if task]
 
 
+def check_task_name(task, flag):
+    """A task name becomes part of file names (train_{task}.txt, {task}_test_results.txt in --output_dir): it
+    must be a plain name, so that no file is read or written outside the data or output directory."""
+    if not task or any(character in task for character in ("/", "\\", "\0")) or task in (".", ".."):
+        raise UsageError(f"{flag} {task!r}: a task name must be a plain name without '/' or '\\' (it names "
+                         "the files train_{task}.txt and {task}_test_results.txt), e.g. ner")
+
+
 def check_task_lists(auxiliary_tasks, main_task):
+    for task in auxiliary_tasks:
+        check_task_name(task, "--auxiliary_task_list")
+    check_task_name(main_task, "--main_task")
     if len(set(auxiliary_tasks)) != len(auxiliary_tasks):
         repeated = sorted({task for task in auxiliary_tasks if auxiliary_tasks.count(task) > 1})
         raise UsageError(f"--auxiliary_task_list names {repeated} more than once; name each source once")

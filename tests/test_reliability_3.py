@@ -274,3 +274,23 @@ def test_run_args_record_the_thread_count_and_the_device(recorded_run):
     recorded = run_args(recorded_run[1])
     assert recorded["torch_threads"] == 2 and recorded["device"] == "cpu"
     assert isinstance(recorded["device_name"], str) and recorded["device_name"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 11. A task name cannot lead out of the data or output directory
+
+
+@pytest.mark.parametrize("script, flags", [
+    ("run_single_task", ["--task", "x/../../escaped"]),
+    ("run_weighted_joint", ["--auxiliary_task_list", "pos", "--main_task", "..\\escaped"]),
+    ("run_weighted_joint", ["--auxiliary_task_list", "pos,a/b", "--main_task", "ner"]),
+])
+def test_a_task_name_with_a_path_separator_is_refused_before_anything_runs(tiny_data_dir, tiny_model_dir, tmp_path,
+                                                                           script, flags):
+    import importlib
+
+    from errors import UsageError
+
+    with pytest.raises(UsageError, match=r"a task name must be a plain name without '/' or '\\\\'"):
+        importlib.import_module(script).main(flags + common(tiny_data_dir, tiny_model_dir, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
