@@ -25,17 +25,17 @@ from tqdm.auto import tqdm
 
 import distributed
 from data.make_default_data import ensure_default_data, resolve_model_name_or_path
-from errors import TaskDataError, UsageError
-from modeling_multi_bert import MultiTaskTagger
+from errors import OutputWriteError, TaskDataError, UsageError
+from modeling_multi_bert import HEADS_CONFIG, MultiTaskTagger
 from output_lock import DirectoryInUse, lock_directory, release
 from output_files import (
-    ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE,
-    holds_checkpoints, holds_results, previous_run_files, write_json_atomic,
+    ALL_RESULTS_FILE, CHECKPOINT_DIR, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, RUN_ARGS_FILE, RUN_LOG_FILE,
+    TASK_WEIGHTS_FILE, holds_checkpoints, holds_results, previous_run_files, write_failure, write_json_atomic,
 )
 from run_arguments import check_max_seq_length, check_training_arguments, repeated_flags
 from sequence_metrics import check_labels_fit_metric
 from training_loop import (
-    check_training_data, checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint,
+    check_training_data, checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint, state_bytes,
 )
 from utils_cross_task import (
     labels_file, load_task_split, read_labels, read_sentences, task_file, training_order_seed,
@@ -296,6 +296,15 @@ def open_output_dir(run):
     if not distributed.is_main_process():
         return
     in_place = _evaluates_model_in_place(run.args)
+    # What a killed run left half-written (this process holds the directory's lock: no one else writes there).
+    for folder in (run.output_dir, os.path.join(run.output_dir, CHECKPOINT_DIR)):
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            if name.startswith(".tmp-"):
+                path = os.path.join(folder, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
     if run.resumed_from_checkpoint is None:
         for path in previous_run_files(run.output_dir, evaluating_in_place=in_place):
             if os.path.isdir(path):
@@ -525,7 +534,7 @@ def finish_run(run, model, tokenizer, data):
     summary = None
     if distributed.is_main_process():
         if run.args.do_train:
-            model.save_pretrained(run.output_dir, tokenizer)
+            save_model(run, model, tokenizer)
             logger.info("saved the model and tokenizer to %s", run.output_dir)
         summary = {"train_sentences": {task: len(split.sentences) for task, split in data.train.items()}}
         for split_name, splits in (("eval", data.dev), ("test", data.test)):
@@ -539,6 +548,23 @@ def finish_run(run, model, tokenizer, data):
     return summary
 
 
+def save_model(run, model, tokenizer):
+    """Save the model and tokenizer into --output_dir whole or not at all: written to a temporary directory
+    there, then moved in, task_heads.json (what marks a saved model) last."""
+    temporary = run.path(f".tmp-model-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        model.save_pretrained(temporary, tokenizer)
+    except Exception as error:  # a full disk: an OSError, a torch RuntimeError or a tokenizers exception
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise write_failure(run.output_dir, state_bytes(model.state_dict()), error,
+                            fix="free some space (or choose another --output_dir) and rerun the same command"
+                                + (": it resumes from the last checkpoint" if run.args.save_steps > 0 else "")) from None
+    for name in sorted(os.listdir(temporary), key=lambda name: name == HEADS_CONFIG):
+        os.replace(os.path.join(temporary, name), run.path(name))
+    os.rmdir(temporary)
+
+
 def run_main(main):
     """Call a script's main, turning user mistakes into one clear line instead of a traceback."""
     try:
@@ -546,6 +572,6 @@ def run_main(main):
     except (UsageError, TaskDataError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except FloatingPointError as error:  # a diverged loss: the step, task and batch are in the message
+    except (FloatingPointError, OutputWriteError) as error:  # a diverged loss, a full disk: the message says
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

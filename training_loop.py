@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 import distributed
 from errors import UsageError
-from output_files import CHECKPOINT_DIR, TRAINING_LOG_FILE
+from output_files import CHECKPOINT_DIR, DISK_FULL_ERRORS, TRAINING_LOG_FILE, write_failure
 from utils_cross_task import collate, epoch_batches
 
 logger = logging.getLogger("tawt")
@@ -234,8 +234,14 @@ class Trainer:
             return
         record = {"stage": self.stage, "epoch": epoch, "step": self.global_step, "loss": mean_loss,
                   "learning_rate": self.scheduler.get_last_lr()[0]}
-        with open(self.run.path(TRAINING_LOG_FILE), "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        try:
+            with open(self.run.path(TRAINING_LOG_FILE), "a") as handle:
+                handle.write(line)
+        except OSError as error:
+            if error.errno not in DISK_FULL_ERRORS:
+                raise
+            raise write_failure(self.run.path(TRAINING_LOG_FILE), len(line), error) from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -327,13 +333,34 @@ def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights):
     }
     path = os.path.join(directory, f"checkpoint-{run.checkpoint_number:08d}.pt")
     temporary = os.path.join(directory, f".tmp-checkpoint-{run.checkpoint_number:08d}-{os.getpid()}.pt")
-    with open(temporary, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except (OSError, RuntimeError) as error:  # torch reports a failed write as a RuntimeError
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        if isinstance(error, OSError) and error.errno not in DISK_FULL_ERRORS:
+            raise
+        raise write_failure(path, state_bytes(state), error, fix="free some space (or choose another --output_dir) "
+                            "and rerun the same command: it resumes from the last checkpoint written") from None
     os.replace(temporary, path)
     for older in checkpoint_paths(run.output_dir)[:-1]:
         os.remove(older)
+
+
+def state_bytes(state):
+    """About how many bytes `state` takes on disk: its tensors' and arrays' bytes (the rest is small)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, np.ndarray):
+        return state.nbytes
+    if isinstance(state, dict):
+        return sum(state_bytes(value) for value in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(value) for value in state)
+    return 64
 
 
 def load_checkpoint(path, args, paradigm):

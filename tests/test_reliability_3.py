@@ -294,3 +294,42 @@ def test_a_task_name_with_a_path_separator_is_refused_before_anything_runs(tiny_
     with pytest.raises(UsageError, match=r"a task name must be a plain name without '/' or '\\'"):
         importlib.import_module(script).main(flags + common(tiny_data_dir, tiny_model_dir, tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 10. A full disk: one line naming the file and the space needed; the model whole or not at all
+
+
+def run_with_file_size_limit(argv, limit_bytes):
+    """Run `argv` with writes past `limit_bytes` in any one file failing (EFBIG), as a full disk fails them."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_temporary(tiny_data_dir, tiny_model_dir,
+                                                                                  tmp_path):
+    output = tmp_path / "full"
+    completed = run_with_file_size_limit(single_task_command(tiny_data_dir, tiny_model_dir, output, "--save_steps",
+                                                             "2"), 200_000)  # a checkpoint takes about 330 KB
+    assert completed.returncode == 1, completed.stderr[-2000:]
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {output}/checkpoints/checkpoint-00000001.pt: cannot be written (File too large); "
+                           "it needs about ") and " are free there: free some space" in last
+    assert "Traceback" not in completed.stderr
+    assert os.listdir(output / "checkpoints") == []  # no temporary left behind
+
+
+def test_a_model_that_cannot_be_written_leaves_none_of_its_files(tiny_data_dir, tiny_model_dir, tmp_path):
+    output = tmp_path / "full"
+    completed = run_with_file_size_limit(single_task_command(tiny_data_dir, tiny_model_dir, output), 50_000)
+    assert completed.returncode == 1, completed.stderr[-2000:]
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {output}: cannot be written (") and "it needs about" in last
+    assert "Traceback" not in completed.stderr
+    left = set(os.listdir(output))
+    assert not left & {"config.json", "model.safetensors", "tokenizer.json", "task_heads.json", "vocab.txt"}
+    assert not [name for name in left if name.startswith(".tmp-")]
