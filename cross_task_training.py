@@ -8,6 +8,7 @@ A paradigm script (run_*.py) reads as its paradigm: parse arguments (run_argumen
 import argparse
 import contextlib
 import hashlib
+import json
 import logging
 import logging.handlers
 import os
@@ -26,12 +27,13 @@ from tqdm.auto import tqdm
 import distributed
 from data.make_default_data import ensure_default_data, resolve_model_name_or_path
 from errors import OutputWriteError, TaskDataError, UsageError
-from modeling_multi_bert import HEADS_CONFIG, MultiTaskTagger
-from output_lock import DirectoryInUse, lock_directory, release
+from modeling_multi_bert import HEADS_CONFIG, HEADS_WEIGHTS, MultiTaskTagger
 from output_files import (
-    ALL_RESULTS_FILE, CHECKPOINT_DIR, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, RUN_ARGS_FILE, RUN_LOG_FILE,
-    TASK_WEIGHTS_FILE, holds_checkpoints, holds_results, previous_run_files, write_failure, write_json_atomic,
+    ALL_RESULTS_FILE, CHECKPOINT_DIR, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, MODEL_FILES, RUN_ARGS_FILE,
+    RUN_LOG_FILE, TASK_WEIGHTS_FILE, TOKENIZER_FILES, holds_checkpoints, holds_results, previous_run_files,
+    write_failure, write_json_atomic,
 )
+from output_lock import DirectoryInUse, lock_directory, release
 from run_arguments import check_max_seq_length, check_training_arguments, repeated_flags
 from sequence_metrics import check_labels_fit_metric
 from training_loop import (
@@ -85,6 +87,8 @@ def package_versions():
 
 def resolve_data_dir(data_dir):
     if data_dir is not None:
+        if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+            raise UsageError(f"--data_dir {data_dir} is a file; give the directory that holds the task files")
         if not os.path.isdir(data_dir):
             raise UsageError(f"--data_dir {data_dir}: no such directory")
         return data_dir
@@ -265,8 +269,13 @@ def _checkpoint_to_resume(args):
     else:
         held = holds_results(output_dir)
     if held or holds_checkpoints(output_dir):  # checkpoints not resumed here are still a run's
-        unfinished = "" if finished or not args.do_train else (
-            " (an unfinished one, without checkpoints to resume from: --save_steps N makes a run resumable)")
+        if finished or not args.do_train:
+            unfinished = ""
+        elif args.save_steps > 0:
+            unfinished = " (an unfinished one whose checkpoints are gone, so it cannot be resumed)"
+        else:
+            unfinished = " (an unfinished one, without checkpoints to resume from: --save_steps N makes a run resumable)"
+
         raise UsageError(
             f"--output_dir {output_dir} already holds a run{unfinished}; pass --overwrite_output_dir to replace "
             "it (its files are removed first), or choose another directory"
@@ -403,6 +412,8 @@ def load_tokenizer(run):
     """The fast tokenizer of the run's model (its max_seq_length is checked against the model first)."""
     from transformers import AutoConfig, AutoTokenizer
 
+    if os.path.isdir(run.model_name_or_path):
+        check_model_files(run.model_name_or_path, saved_by_a_run=not run.args.do_train)
     try:
         config = AutoConfig.from_pretrained(run.model_name_or_path)
     except (OSError, ValueError) as error:
@@ -422,6 +433,42 @@ def load_tokenizer(run):
                          f"tokens; give at least {shortest} (paper: 128)")
     run.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return tokenizer
+
+
+def check_model_files(directory, saved_by_a_run):
+    """Name a damaged file of a model directory (empty or cut-off JSON, a truncated safetensors file, a saved
+    run's missing head file) before the libraries fail on it with a traceback of their own."""
+    from safetensors import safe_open
+
+    fix = ("restore it from a copy, or rerun the training that saved the model" if saved_by_a_run else
+           "download or copy the model again")
+    if saved_by_a_run:
+        present = [os.path.isfile(os.path.join(directory, name)) for name in (HEADS_CONFIG, HEADS_WEIGHTS)]
+        if not any(present):
+            raise UsageError(f"--model_name_or_path {directory} holds no {HEADS_CONFIG}: not a model saved by a run; "
+                             "pass --do_train to train one from this encoder, or give a run's output directory")
+        for name, found in zip((HEADS_CONFIG, HEADS_WEIGHTS), present):
+            if not found:
+                raise UsageError(f"{os.path.join(directory, name)}: file not found, so the saved model is "
+                                 f"incomplete; {fix}")
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue
+        if name.endswith(".json") and name in MODEL_FILES + TOKENIZER_FILES:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    json.load(handle)
+            except (ValueError, UnicodeDecodeError) as error:
+                reason = "it is empty" if os.path.getsize(path) == 0 else f"not valid JSON: {error}"
+                raise UsageError(f"{path}: the file is damaged ({reason}); {fix}") from None
+        elif name.endswith(".safetensors"):
+            try:
+                with safe_open(path, "pt"):
+                    pass
+            except Exception as error:  # safetensors' own error type: a header that does not fit the file
+                raise UsageError(f"{path}: the file is damaged ({str(error).splitlines()[0]}; truncated?); "
+                                 f"{fix}") from None
 
 
 def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_lists=None):

@@ -370,7 +370,11 @@ def load_checkpoint(path, args, paradigm):
         # Our own file: it holds random states and numpy arrays, not only tensors.
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise UsageError(f"{path}: cannot be read as a checkpoint ({error}); delete it to use an older one") from None
+        raise UsageError(f"{path}: cannot be read as a checkpoint ({str(error).splitlines()[0]}); "
+                         f"{_without_checkpoint(path, args)}") from None
+    if not (isinstance(state, dict) and isinstance(state.get("args"), dict)):
+        raise UsageError(f"{path}: not a checkpoint of these scripts (they write OUTPUT_DIR/checkpoints/"
+                         "checkpoint-<n>.pt, with the run's arguments, model and optimizer); give one of those")
     saved_paradigm = state.get("paradigm")
     if saved_paradigm is not None and saved_paradigm != paradigm:
         raise UsageError(f"{path} was written by a {saved_paradigm} run, and this is a {paradigm} run; resume it "
@@ -387,6 +391,17 @@ def load_checkpoint(path, args, paradigm):
             "--output_dir"
         )
     return state
+
+
+def _without_checkpoint(path, args):
+    """What to do when the checkpoint at `path` cannot be used: resume from an older one, or start again."""
+    if args.resume_from_checkpoint:
+        return "give another checkpoint with --resume_from_checkpoint, or leave it out"
+    older = [other for other in checkpoint_paths(args.output_dir) if os.path.abspath(other) != os.path.abspath(path)]
+    if older:
+        return f"delete it to resume from the older {older[-1]}"
+    return ("it is the only one, so the run cannot be resumed: pass --overwrite_output_dir to start it again (its "
+            "files are removed first)")
 
 
 def check_training_data(path, state, training_data):

@@ -333,3 +333,95 @@ def test_a_model_that_cannot_be_written_leaves_none_of_its_files(tiny_data_dir, 
     left = set(os.listdir(output))
     assert not left & {"config.json", "model.safetensors", "tokenizer.json", "task_heads.json", "vocab.txt"}
     assert not [name for name in left if name.startswith(".tmp-")]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 12, 13 and 16. Damaged saved models and checkpoints, and the messages about them
+
+
+@pytest.fixture(scope="module")
+def saved_model(tiny_data_dir, tiny_model_dir, tmp_path_factory):
+    import run_single_task
+
+    output = tmp_path_factory.mktemp("saved")
+    run_single_task.main(["--task", "pos", *common(tiny_data_dir, tiny_model_dir, output), *QUICK])
+    return output
+
+
+def evaluate(model_dir, data_dir, output_dir):
+    import run_single_task
+
+    return run_single_task.main(["--task", "pos", "--model_name_or_path", str(model_dir), "--data_dir", data_dir,
+                                 "--output_dir", str(output_dir), "--do_eval", "--max_seq_length", "32"])
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda model: open(model / "tokenizer.json", "w").close(), r"tokenizer.json: the file is damaged \(it is empty\)"),
+    (lambda model: truncate(model / "model.safetensors"), r"model.safetensors: the file is damaged \(.*truncated\?\)"),
+    (lambda model: os.remove(model / "task_heads.safetensors"),
+     r"task_heads.safetensors: file not found, so the saved model is incomplete"),
+    (lambda model: truncate(model / "task_heads.json"), r"task_heads.json: the file is damaged \(not valid JSON"),
+])
+def test_a_damaged_saved_model_is_named(saved_model, tiny_data_dir, tmp_path, damage, message):
+    import shutil
+
+    from errors import UsageError
+
+    model = shutil.copytree(saved_model, tmp_path / "model")
+    damage(model)
+    with pytest.raises(UsageError, match=message):
+        evaluate(model, tiny_data_dir, tmp_path / "evaluation")
+
+
+def test_resuming_from_a_file_that_is_not_a_checkpoint_is_refused(saved_model, tiny_data_dir, tiny_model_dir, tmp_path):
+    import run_single_task
+    from errors import UsageError
+
+    with pytest.raises(UsageError, match=r"model.safetensors: (not a checkpoint of these scripts|cannot be read as a "
+                                         r"checkpoint .*give another checkpoint with --resume_from_checkpoint)"):
+        run_single_task.main(["--task", "pos", *common(tiny_data_dir, tiny_model_dir, tmp_path / "out"),
+                              "--resume_from_checkpoint", str(saved_model / "model.safetensors")])
+    import torch
+
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "not_ours.pt")
+    with pytest.raises(UsageError, match=r"not_ours.pt: not a checkpoint of these scripts"):
+        run_single_task.main(["--task", "pos", *common(tiny_data_dir, tiny_model_dir, tmp_path / "out"),
+                              "--resume_from_checkpoint", str(tmp_path / "not_ours.pt")])
+
+
+def test_a_damaged_only_checkpoint_and_then_none_are_explained(tiny_data_dir, tiny_model_dir, tmp_path, monkeypatch):
+    import run_weighted_joint
+    from errors import UsageError
+
+    output = tmp_path / "joint"
+    flags = joint_flags(tiny_data_dir, tiny_model_dir, output)
+    interrupted_run(run_weighted_joint, flags, monkeypatch)
+    [name] = checkpoints_in(output)
+    truncate(output / "checkpoints" / name)
+    with pytest.raises(UsageError, match=r"cannot be read as a checkpoint .*it is the only one, so the run cannot be "
+                                         r"resumed: pass --overwrite_output_dir"):
+        run_weighted_joint.main(flags)
+    os.remove(output / "checkpoints" / name)
+    with pytest.raises(UsageError, match=r"already holds a run \(an unfinished one whose checkpoints are gone"):
+        run_weighted_joint.main(flags)
+
+
+def test_a_broken_link_and_a_data_dir_that_is_a_file_are_named(tiny_data_dir, tiny_model_dir, tmp_path):
+    import shutil
+
+    import run_single_task
+    from errors import TaskDataError, UsageError
+
+    data = shutil.copytree(tiny_data_dir, tmp_path / "data")
+    os.remove(data / "dev_pos.txt")
+    os.symlink(tmp_path / "elsewhere" / "dev_pos.txt", data / "dev_pos.txt")
+    with pytest.raises(TaskDataError, match=r"dev_pos.txt: a symbolic link to .*elsewhere/dev_pos.txt, which does "
+                                            r"not exist"):
+        run_single_task.main(["--task", "pos", *common(str(data), tiny_model_dir, tmp_path / "out")])
+    with pytest.raises(UsageError, match=r"--data_dir .*train_pos.txt is a file; give the directory"):
+        run_single_task.main(["--task", "pos", *common(str(data / "train_pos.txt"), tiny_model_dir, tmp_path / "out")])
