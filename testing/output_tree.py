@@ -217,12 +217,21 @@ def find_runs(output_root):
 
 def read_task_weights(path):
     """`task_weights.json`: its tasks and the weights after each update (the first entry: the starting ones)."""
-    with open(path, encoding="utf-8") as handle:
-        record = json.load(handle)
-    if "tasks" not in record or "history" not in record:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        where = f" line {error.lineno}" if isinstance(error, json.JSONDecodeError) else ""
+        raise OutputTreeError(f"{path}{where}: not valid JSON ({getattr(error, 'msg', error)}); the file is damaged, "
+                              "re-run the run or delete the file") from None
+    if not isinstance(record, dict) or "tasks" not in record or not isinstance(record.get("history"), list):
         raise OutputTreeError(f"{path}: lacks 'tasks' or 'history'; it was not written by this project's scripts")
     for index, entry in enumerate(record["history"]):
-        if len(entry.get("weights", [])) != len(record["tasks"]):
+        weights = entry.get("weights") if isinstance(entry, dict) else None
+        if not isinstance(weights, list) or not all(isinstance(weight, (int, float)) for weight in weights):
+            raise OutputTreeError(f"{path}: history entry {index} has no list of numbers as its weights; the file is "
+                                  "corrupt, re-run or delete it")
+        if len(weights) != len(record["tasks"]):
             raise OutputTreeError(
                 f"{path}: history entry {index} has {len(entry.get('weights', []))} weights for "
                 f"{len(record['tasks'])} tasks; the file is corrupt, re-run or delete it"

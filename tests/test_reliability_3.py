@@ -425,3 +425,27 @@ def test_a_broken_link_and_a_data_dir_that_is_a_file_are_named(tiny_data_dir, ti
         run_single_task.main(["--task", "pos", *common(str(data), tiny_model_dir, tmp_path / "out")])
     with pytest.raises(UsageError, match=r"--data_dir .*train_pos.txt is a file; give the directory"):
         run_single_task.main(["--task", "pos", *common(str(data / "train_pos.txt"), tiny_model_dir, tmp_path / "out")])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 14. One damaged task_weights.json costs its plot, not the table
+
+
+def test_a_damaged_task_weights_file_costs_only_its_plot(tmp_path, caplog):
+    from testing import collect_results
+    from tests.conftest import write_task_files
+    from tests.test_collect_results import write_run
+
+    data_dir = write_task_files(tmp_path / "data", sizes={"train": 2, "dev": 2, "test": 2})
+    root = tmp_path / "out"
+    runs = [write_run(str(root), data_dir, "weighted_joint", "ner", seed, 0.5 + seed / 10, 0.5,
+                      weights=[[0.4, 0.3, 0.3], [0.3, 0.3, 0.4]], weighting="tawt") for seed in (1, 2)]
+    with open(os.path.join(runs[1], "task_weights.json"), "r+") as handle:
+        text = handle.read()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(text[:len(text) // 2])
+    collect_results.main([str(root)])
+    assert (root / "summary" / "table1.md").is_file()
+    assert f"no task-weight plot for {runs[1]}: {runs[1]}/task_weights.json line 1: not valid JSON" in caplog.text
+    assert len(os.listdir(root / "summary" / "task_weights")) == 1
