@@ -449,3 +449,22 @@ def test_a_damaged_task_weights_file_costs_only_its_plot(tmp_path, caplog):
     assert (root / "summary" / "table1.md").is_file()
     assert f"no task-weight plot for {runs[1]}: {runs[1]}/task_weights.json line 1: not valid JSON" in caplog.text
     assert len(os.listdir(root / "summary" / "task_weights")) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 15. process_data.py with an --output_dir that is a file
+
+
+def test_process_data_refuses_an_output_dir_that_is_a_file(tmp_path):
+    from data import process_data
+
+    corpus = tmp_path / "train_conll"
+    corpus.write_text("bc/cnn/00/cnn_0001 0 0 Hello UH (TOP*) - - - - * -\n\n")
+    before = corpus.read_text()
+    with pytest.raises(SystemExit, match=rf"^error: --output_dir {corpus} is a file; give the directory"):
+        process_data.main(["ontonotes", "--train", str(corpus), "--output_dir", str(corpus)])
+    assert corpus.read_text() == before
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")
+    with pytest.raises(SystemExit, match=r"^error: .*blocked.*: Not a directory; choose another --output_dir"):
+        process_data.main(["ontonotes", "--train", str(corpus), "--output_dir", str(blocked / "data")])
