@@ -387,7 +387,9 @@ class TaskWeightHistory:
             "cosine_batch_mean": listed(None if similarities is None else similarities.batch_means),
             "cosine_batch_std": listed(None if similarities is None else similarities.batch_stds),
         })
-        logger.info("task weights (%s %d, step %d): %s", stage, epoch, step,
+        when = {"initial": "initial", "epoch": f"after epoch {epoch}, step {step}",
+                "step": f"within epoch {epoch}, step {step}"}.get(stage, f"{stage} {epoch}, step {step}")
+        logger.info("task weights (%s): %s", when,
                     ", ".join(f"{task} {weight:.4f}" for task, weight in zip(self.tasks, weights)))
         self.write()
 
@@ -520,6 +522,20 @@ def training_data_fingerprint(run, data):
     return fingerprint
 
 
+def warn_identical_gradient_batches(args, train_splits):
+    """With --gradient_sampling_batches M > 1, a task no larger than one sampled batch gives M identical
+    batches (each holds all its sentences): the M-batch mean is then one batch, and its spread 0."""
+    batches = getattr(args, "gradient_sampling_batches", 1)
+    if batches < 2 or getattr(args, "weighting", None) != "tawt":
+        return
+    for task, split in train_splits.items():
+        if len(split.features) <= args.gradient_sampling_batch_size:
+            logger.warning("%s has %d training sentences, no more than --gradient_sampling_batch_size %d: its %d "
+                           "sampled batches are identical (each holds all of them); give a smaller batch size for "
+                           "M different batches", task, len(split.features), args.gradient_sampling_batch_size,
+                           batches)
+
+
 def build_model(run, task_labels):
     """A new multi-task model (fresh heads on the pretrained encoder), or, without --do_train, a saved one."""
     if run.args.do_train:
@@ -540,6 +556,7 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
         eval_tasks = [main_task] if args.eval_main_task_only else tasks
         data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, eval_tasks)
         run.training_data = training_data_fingerprint(run, data)
+        warn_identical_gradient_batches(args, data.train)
         if run.checkpoint is not None:
             check_training_data(run.checkpoint_path, run.checkpoint, run.training_data)
         model = build_model(run, data.labels)

@@ -468,3 +468,44 @@ def test_process_data_refuses_an_output_dir_that_is_a_file(tmp_path):
     blocked.write_text("")
     with pytest.raises(SystemExit, match=r"^error: .*blocked.*: Not a directory; choose another --output_dir"):
         process_data.main(["ontonotes", "--train", str(corpus), "--output_dir", str(blocked / "data")])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 17. Smaller: a refused run's new directory, the weight log's wording, the probe's time, identical batches
+
+
+def test_a_refused_run_leaves_no_new_output_directory(tiny_data_dir, tiny_model_dir, tmp_path):
+    import shutil
+
+    import run_single_task
+    from errors import TaskDataError
+
+    data = shutil.copytree(tiny_data_dir, tmp_path / "data")
+    os.remove(data / "dev_pos.txt")
+    with pytest.raises(TaskDataError, match="dev_pos.txt: file not found"):
+        run_single_task.main(["--task", "pos", *common(str(data), tiny_model_dir, tmp_path / "new" / "out")])
+    assert not (tmp_path / "new" / "out").exists()
+
+
+def test_weight_log_names_the_epoch_and_identical_sampled_batches_are_warned(tiny_data_dir, tiny_model_dir, tmp_path,
+                                                                              caplog):
+    import logging
+
+    import run_weighted_joint
+
+    caplog.set_level(logging.INFO, logger="tawt")
+    run_weighted_joint.main(JOINT[1:] + common(tiny_data_dir, tiny_model_dir, tmp_path / "out") +
+                            ["--gradient_sampling_batches", "2", "--gradient_sampling_batch_size", "16",
+                             "--weight_update_steps", "2", "--max_steps", "3", "--do_eval", "--eval_main_task_only"])
+    assert ("ner has 10 training sentences, no more than --gradient_sampling_batch_size 16: its 2 sampled batches "
+            "are identical") in caplog.text
+    assert "pos has 24" not in caplog.text  # larger than a batch: M different batches
+    assert "task weights (initial): pos 0.3333" in caplog.text
+    assert "task weights (within epoch 1, step 2): " in caplog.text
+    assert "task weights (after epoch 1, step 3): " in caplog.text
+
+
+def test_the_probes_time_is_shown_in_tenths_of_a_second():
+    from testing.task_affinity import seconds_text
+
+    assert seconds_text(2.34) == "2.3 s" and seconds_text(0.04) == "0.0 s" and seconds_text(150) == "2.5 min"
