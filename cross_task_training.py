@@ -415,7 +415,8 @@ def load_tokenizer(run):
     from transformers import AutoConfig, AutoTokenizer
 
     if os.path.isdir(run.model_name_or_path):
-        check_model_files(run.model_name_or_path, saved_by_a_run=not run.args.do_train)
+        # Without --do_train a paradigm script evaluates a run's saved model (the probe has no --do_train).
+        check_model_files(run.model_name_or_path, saved_by_a_run=not getattr(run.args, "do_train", True))
     try:
         config = AutoConfig.from_pretrained(run.model_name_or_path)
     except (OSError, ValueError) as error:

@@ -170,8 +170,7 @@ def initial_task_weights(given, tasks, flag="--task_weights"):
     with np.errstate(over="ignore"):  # an infinite sum is merely not 1
         total = weights.sum()
     if not math.isclose(total, 1.0, rel_tol=1e-6):
-        logger.warning("%s %s do not sum to 1: normalising them to %s", flag, " ".join(map(str, given)),
-                       normalised.round(6).tolist())
+        logger.warning("%s sum to %g, not 1: normalising them to %s", flag, total, normalised.round(6).tolist())
     return normalised
 
 
