@@ -1,7 +1,7 @@
 """What every paradigm script shares: run set-up and records, data and model loading, the end.
 
-A paradigm script (run_*.py) reads as its paradigm: parse arguments (run_arguments.py) -> `start_run` -> `load_task_data`
--> `build_model` -> its own schedule of `training_loop.train_stage` calls and weight updates ->
+A paradigm script (run_*.py) reads as its paradigm: parse arguments (run_arguments.py) -> `start_run`
+-> `load_task_data` -> `build_model` -> its own schedule of `training_loop.train_stage` calls and weight updates ->
 `finish_run` (save, evaluate, write results).
 """
 
@@ -274,8 +274,8 @@ def _checkpoint_to_resume(args):
         elif args.save_steps > 0:
             unfinished = " (an unfinished one whose checkpoints are gone, so it cannot be resumed)"
         else:
-            unfinished = " (an unfinished one, without checkpoints to resume from: --save_steps N makes a run resumable)"
-
+            unfinished = (" (an unfinished one, without checkpoints to resume from: --save_steps N makes a run "
+                          "resumable)")
         raise UsageError(
             f"--output_dir {output_dir} already holds a run{unfinished}; pass --overwrite_output_dir to replace "
             "it (its files are removed first), or choose another directory"
@@ -622,9 +622,9 @@ def save_model(run, model, tokenizer):
         model.save_pretrained(temporary, tokenizer)
     except Exception as error:  # a full disk: an OSError, a torch RuntimeError or a tokenizers exception
         shutil.rmtree(temporary, ignore_errors=True)
-        raise write_failure(run.output_dir, state_bytes(model.state_dict()), error,
-                            fix="free some space (or choose another --output_dir) and rerun the same command"
-                                + (": it resumes from the last checkpoint" if run.args.save_steps > 0 else "")) from None
+        resumes = ": it resumes from the last checkpoint" if run.args.save_steps > 0 else ""
+        raise write_failure(run.output_dir, state_bytes(model.state_dict()), error, fix="free some space (or choose "
+                            f"another --output_dir) and rerun the same command{resumes}") from None
     for name in sorted(os.listdir(temporary), key=lambda name: name == HEADS_CONFIG):
         os.replace(os.path.join(temporary, name), run.path(name))
     os.rmdir(temporary)

@@ -198,7 +198,8 @@ def check_ratio_arguments(ratio, main_task_sentences):
     if not math.isfinite(source_sentences) or round(source_sentences) < 1:
         raise UsageError(
             f"--auxiliary_main_ratio {ratio} with --main_task_train_sent_num {main_task_sentences} cuts every source "
-            f"to {round(source_sentences)} sentences; give a ratio of at least {1 / main_task_sentences:g} (one sentence)"
+            f"to {round(source_sentences)} sentences; give a ratio of at least {1 / main_task_sentences:g} (one "
+            "sentence)"
             if math.isfinite(source_sentences) else
             f"--auxiliary_main_ratio {ratio} times --main_task_train_sent_num {main_task_sentences} overflows; "
             "give a smaller ratio")

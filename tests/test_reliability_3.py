@@ -119,7 +119,9 @@ JOINT = ["run_weighted_joint.py", "--auxiliary_task_list", "pos", "chunking", "-
 
 def checkpoints_in(output_dir):
     directory = os.path.join(output_dir, "checkpoints")
-    return [name for name in os.listdir(directory) if name.startswith("checkpoint-")] if os.path.isdir(directory) else []
+    if not os.path.isdir(directory):
+        return []
+    return [name for name in os.listdir(directory) if name.startswith("checkpoint-")]
 
 
 def test_a_second_run_into_a_busy_directory_is_refused_until_the_first_dies(tiny_data_dir, tiny_model_dir, tmp_path):
@@ -154,8 +156,8 @@ def test_a_second_run_into_a_busy_directory_is_refused_until_the_first_dies(tiny
 def test_a_second_grid_on_a_busy_output_root_is_refused(tiny_data_dir, tmp_path):
     root = tmp_path / "grid"
     root.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, output_lock; "
-                               f"output_lock.lock_directory({str(root)!r}); print('held', flush=True); time.sleep(120)"],
+    hold = f"import time, output_lock; output_lock.lock_directory({str(root)!r}); print('held', flush=True); "
+    holder = subprocess.Popen([sys.executable, "-c", hold + "time.sleep(120)"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -229,7 +231,8 @@ def test_resuming_on_changed_training_data_is_refused(tiny_data_dir, tiny_model_
     before = (data / "train_pos.txt").stat().st_size
     with open(data / "train_pos.txt", "a") as handle:
         handle.write("the DT\ndog NN\n\n")  # one more sentence: 15 bytes
-    with pytest.raises(UsageError, match=rf"train_pos.txt has changed since \({before} bytes then, {before + 15} now\)"):
+    with pytest.raises(UsageError, match=rf"train_pos.txt has changed since \({before} bytes then, {before + 15} "
+                                         rf"now\)"):
         run_weighted_joint.main(flags)
 
 
