@@ -122,8 +122,7 @@ def pack(args):
         parts = {name: directory_bytes(os.path.join(staging, name)) for name in ("data", "gpu_check", "site", "encoder")}
         tree = travelling_tree_bytes(ROOT, leaving_out=(staging, output_dir))
         float32_bytes = os.path.getsize(os.path.join(model_dir, WEIGHT_FILE))
-        fits_in_float32 = sum(parts.values()) + float32_bytes + (tree or 0) <= TRAVEL_LIMIT_BYTES - TRAVEL_MARGIN_BYTES
-        dtype = args.weights if args.weights != "auto" else ("float32" if fits_in_float32 else "float16")
+        dtype = weights_dtype(args.weights, sum(parts.values()) + (tree or 0), float32_bytes)
         rounding = write_weights(os.path.join(model_dir, WEIGHT_FILE), os.path.join(encoder_dir, WEIGHT_FILE), dtype)
         parts["encoder"] = directory_bytes(encoder_dir)
         total = sum(parts.values()) + (tree or 0)
@@ -134,10 +133,7 @@ def pack(args):
         with open(os.path.join(staging, PACK_INFO), "w") as handle:
             json.dump(info, handle, indent=2)
         print(size_report(info))
-        if total > TRAVEL_LIMIT_BYTES - TRAVEL_MARGIN_BYTES:
-            raise UsageError(f"the pack and the working tree would take {mib(total)}, over the "
-                             f"{mib(TRAVEL_LIMIT_BYTES - TRAVEL_MARGIN_BYTES)} that may travel (64 MiB less a margin); "
-                             "lower --train_sentences/--test_sentences or pass --weights float16")
+        check_travelling_size(total)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the pack is an ordinary folder
@@ -150,6 +146,20 @@ def pack(args):
     print(f"{output_dir}: written" + ("" if inside.startswith("..") else
                                       f"; carry it to the GPU machine (the device tool's carry: [\"{inside}\"])"))
     return info
+
+
+def weights_dtype(requested, other_bytes, float32_bytes):
+    """The encoder's stored dtype: `requested`, or with auto float32 when it fits beside `other_bytes`."""
+    if requested != "auto":
+        return requested
+    return "float32" if other_bytes + float32_bytes <= TRAVEL_LIMIT_BYTES - TRAVEL_MARGIN_BYTES else "float16"
+
+
+def check_travelling_size(total):
+    if total > TRAVEL_LIMIT_BYTES - TRAVEL_MARGIN_BYTES:
+        raise UsageError(f"the pack and the working tree would take {mib(total)}, over the "
+                         f"{mib(TRAVEL_LIMIT_BYTES - TRAVEL_MARGIN_BYTES)} that may travel (64 MiB less a margin); "
+                         "lower --train_sentences/--test_sentences, pass --weights float16, or carry less")
 
 
 def copy_encoder_files(model_dir, encoder_dir):
