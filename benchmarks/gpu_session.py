@@ -52,6 +52,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing on the GPU machine can reach a hub
 
+from benchmarks.gpu_check import directory_bytes
 from cross_task_training import UsageError
 from output_files import write_text_atomic
 from scripts.experiment_grid import LARGE_GRID, JobMaker, default_data_slice, plan, settings_from_environment, summary_commands
@@ -81,6 +82,7 @@ ARCHIVE_RESERVE_S = 20
 LEAST_ROUND_S = 45
 STOP_GRACE_S = 30  # after SIGTERM, before SIGKILL (the queue ends its runs first)
 FILE_BACK_LIMIT = 16 * 2**20  # what one file of $OUT may weigh to come back
+FILES_BACK = 8  # how many files of $OUT come back
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -134,18 +136,23 @@ def pack(args):
             json.dump(info, handle, indent=2)
         print(size_report(info))
         check_travelling_size(total)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the pack is an ordinary folder
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.rename(staging, output_dir)
+        replace_directory(output_dir, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     inside = os.path.relpath(output_dir, ROOT)
     print(f"{output_dir}: written" + ("" if inside.startswith("..") else
                                       f"; carry it to the GPU machine (the device tool's carry: [\"{inside}\"])"))
     return info
+
+
+def replace_directory(directory, staging):
+    """Put the finished `staging` folder in the place of `directory` (a failure before this kept the old one)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the pack is an ordinary folder
+    if os.path.exists(directory):
+        shutil.rmtree(directory)
+    os.rename(staging, directory)
 
 
 def weights_dtype(requested, other_bytes, float32_bytes):
@@ -226,10 +233,6 @@ def travelling_tree_bytes(root, leaving_out=()):
     paths = {os.path.join(root, name) for name in listing.decode().split("\0") if name}
     paths = {path for path in paths if not any(path.startswith(folder) for folder in folders)}
     return sum(os.path.getsize(path) for path in paths if os.path.isfile(path))
-
-
-def directory_bytes(directory):
-    return sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(directory) for name in names)
 
 
 def mib(count):
@@ -333,7 +336,7 @@ def grid_environment(args, info, pack_dir, site_dirs, seeds, use_cuda):
     else:  # every run on the CPU, args.jobs at a time
         settings.update({"CUDA_VISIBLE_DEVICES": "", "SLOTS": str(args.jobs)})
     # A run's host work is a single stream of kernel launches: more threads per run than cores / runs only compete.
-    settings.setdefault("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    settings["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // args.jobs))
     return subprocess_environment(site_dirs, **settings)
 
 
@@ -377,6 +380,7 @@ def run_session(args, argv):
         write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
 
     say(f"[session] on {device}; budget {args.budget_minutes} min; pack {pack_dir}; out {out}")
+    save()
     # 1. The GPU check.
     check_output = os.path.join(out, "gpu_check.json")
     if args.skip_gpu_check:
@@ -475,6 +479,8 @@ def print_ending(record, check_output, table1_path, out):
                   f"exit {archive['exit_status']}" + (f", {mib(archive['bytes'])}" if "bytes" in archive else "")))
     if record["over_the_file_limit"]:
         lines.append(("too large to come back", " ".join(record["over_the_file_limit"])))
+    if len(os.listdir(out)) > FILES_BACK:
+        lines.append(("too many to come back", f"{len(os.listdir(out))} files; {FILES_BACK} come back"))
     lines.append(("session", f"{record['seconds'] / 60:.1f} min of {record['budget_minutes']} on {record['device']}; "
                              f"files in {out}: {' '.join(sorted(os.listdir(out)))}"))
     width = max(len(name) for name, _ in lines)
