@@ -345,12 +345,75 @@ def grid_environment(args, info, pack_dir, site_dirs, seeds, use_cuda):
     return subprocess_environment(site_dirs, **settings)
 
 
+def run_rounds(args, info, pack_dir, site_dirs, seeds, use_cuda, grid_log, grid_end, rounds, save):
+    """The grid with seeds 1, then 1 2, ...: each round runs what the one before left, until grid_end."""
+    for count in range(1, len(seeds) + 1):
+        if grid_end - time.monotonic() < LEAST_ROUND_S:
+            say(f"[session] {grid_end - time.monotonic():.0f} s left for the grid: no round with seeds "
+                f"{' '.join(seeds[:count])}")
+            return
+        environment = grid_environment(args, info, pack_dir, site_dirs, seeds[:count], use_cuda)
+        say(f"[session] the large grid, seeds {' '.join(seeds[:count])} (finished runs are skipped)")
+        status, seconds, stopped = run_until(["sh", RUN_EXPERIMENTS, *args.sections, "--no_summary"], grid_log,
+                                             environment, grid_end)
+        rounds.append({"seeds": seeds[:count], "exit_status": status, "seconds": seconds, "stopped": stopped})
+        save()
+        if stopped:
+            return
+
+
 def grid_progress(environment, sections):
     """The grid's planned runs, and (run, seconds) of those finished, read from the output tree."""
     settings = settings_from_environment(environment, prepare_data=False)
     jobs = plan(JobMaker(settings, echo=lambda message: None), settings, sections)
     finished = [(job.name, logged_seconds(job.log)) for job in jobs if job.is_done()]
     return settings, jobs, finished
+
+
+class UsageSampler:
+    """Every `interval` seconds while the grid runs: the host's load and, where nvidia-smi is, each GPU's
+    utilization (the share of time a kernel ran) and memory in use; what says whether --jobs could grow."""
+
+    def __init__(self, interval=5.0):
+        self.interval, self.samples = interval, []
+        self.nvidia_smi = shutil.which("nvidia-smi")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exception):
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _sample(self):
+        while not self._stop.wait(self.interval):
+            sample = {"load": os.getloadavg()[0]}
+            if self.nvidia_smi:
+                try:
+                    listing = subprocess.run([self.nvidia_smi, "--query-gpu=utilization.gpu,memory.used",
+                                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                                             timeout=10).stdout
+                    rows = [[float(value) for value in line.split(",")] for line in listing.strip().splitlines()]
+                    sample["gpu_utilization_percent"] = [row[0] for row in rows]
+                    sample["gpu_memory_mib"] = [row[1] for row in rows]
+                except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+                    pass
+            self.samples.append(sample)
+
+    def summary(self):
+        if not self.samples:
+            return {}
+        summary = {"samples": len(self.samples), "interval_s": self.interval,
+                   "mean_host_load": statistics.mean(sample["load"] for sample in self.samples)}
+        utilization = [max(sample["gpu_utilization_percent"]) for sample in self.samples if "gpu_utilization_percent" in sample]
+        if utilization:
+            summary["mean_gpu_utilization_percent"] = statistics.mean(utilization)
+            summary["peak_gpu_memory_mib"] = max(max(sample["gpu_memory_mib"]) for sample in self.samples
+                                                 if "gpu_memory_mib" in sample)
+        return summary
 
 
 def tar_directory(directory, archive_path, name):
@@ -402,19 +465,9 @@ def run_session(args, argv, began):
     grid_log = os.path.join(out, "grid.log")
     grid_end = end - SUMMARY_RESERVE_S - ARCHIVE_RESERVE_S
     rounds = record["phases"]["grid"] = []
-    for count in range(1, len(seeds) + 1):
-        if grid_end - time.monotonic() < LEAST_ROUND_S:
-            say(f"[session] {grid_end - time.monotonic():.0f} s left for the grid: no round with seeds "
-                f"{' '.join(seeds[:count])}")
-            break
-        environment = grid_environment(args, info, pack_dir, site_dirs, seeds[:count], use_cuda)
-        say(f"[session] the large grid, seeds {' '.join(seeds[:count])} (finished runs are skipped)")
-        status, seconds, stopped = run_until(["sh", RUN_EXPERIMENTS, *args.sections, "--no_summary"], grid_log,
-                                             environment, grid_end)
-        rounds.append({"seeds": seeds[:count], "exit_status": status, "seconds": seconds, "stopped": stopped})
-        save()
-        if stopped:
-            break
+    with UsageSampler() as usage:
+        run_rounds(args, info, pack_dir, site_dirs, seeds, use_cuda, grid_log, grid_end, rounds, save)
+    record["usage_during_the_grid"] = usage.summary()
     # Progress against the whole grid, every seed (a round stopped early ran fewer).
     environment = grid_environment(args, info, pack_dir, site_dirs, seeds, use_cuda)
     grid_settings, planned, finished = grid_progress(environment, args.sections)
@@ -476,6 +529,11 @@ def print_ending(record, check_output, table1_path, out):
                       f"{', stopped at the budget' if entry['stopped'] else ''}"))
     lines.append(("runs finished", f"{runs.get('finished', 0)} of {runs.get('planned', 0)}" +
                   (f"; median {statistics.median(seconds):.0f} s a run" if seconds else "")))
+    usage = record.get("usage_during_the_grid") or {}
+    if usage:
+        lines.append(("during the grid", f"host load {usage['mean_host_load']:.1f} (mean)" + (
+            f", GPU busy {usage['mean_gpu_utilization_percent']:.0f} % (mean), {usage['peak_gpu_memory_mib']:.0f} MiB "
+            "in use at most" if "mean_gpu_utilization_percent" in usage else "")))
     for entry in record["phases"].get("summary", []):
         lines.append((f"summary: {entry['command']}", f"exit {entry['exit_status']} in {entry['seconds']:.0f} s"))
     archive = record["phases"].get("archive")

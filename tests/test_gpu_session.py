@@ -5,6 +5,7 @@ large grid's normalized section, one seed, one epoch), and the budget's stop. No
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -79,6 +80,7 @@ def test_run_on_the_cpu_writes_the_check_the_archive_and_the_logs(pack_dir, tmp_
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert completed.stdout.rstrip().splitlines()[-1].startswith("session ")  # the session's table comes last
     assert "runs finished" in completed.stdout and "2 of 2" in completed.stdout
+    assert re.search(r"^during the grid +host load", completed.stdout, re.MULTILINE)
     check = json.loads((out / "gpu_check.json").read_text())
     assert check["finished"] and (out / "gpu_check.txt").is_file()
     session = json.loads((out / "session.json").read_text())
@@ -142,3 +144,15 @@ def test_run_without_a_pack_says_how_to_make_one(tmp_path, capsys):
                           "--out", str(tmp_path / "out")])
     assert stopped.value.code == 2
     assert "benchmarks/gpu_session.py pack" in capsys.readouterr().err
+
+
+def test_the_usage_sampler_reads_nvidia_smi_and_the_load(tmp_path, monkeypatch):
+    fake = tmp_path / "nvidia-smi"  # answers the sampler's query as nvidia-smi does, for two GPUs
+    fake.write_text("#!/bin/sh\nprintf '37, 1200\\n12, 3400\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with gpu_session.UsageSampler(interval=0.05) as sampler:
+        time.sleep(0.5)
+    summary = sampler.summary()
+    assert summary["samples"] >= 2 and summary["mean_host_load"] >= 0
+    assert summary["mean_gpu_utilization_percent"] == 37 and summary["peak_gpu_memory_mib"] == 3400
