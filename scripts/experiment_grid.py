@@ -348,12 +348,13 @@ def random_sentences_text(path, limit, seed):
 RANDOM_SLICE_SEED = 42
 
 
-def default_data_slice(grid, output_root):
+def default_data_slice(grid, output_root, source=None):
     """OUTPUT_ROOT/default_data_slice_...: the first sentences of every file of the embedded default data
-    (with grid.random_train_slice, a seeded random choice of the training files' sentences)."""
+    (with grid.random_train_slice, a seeded random choice of the training files' sentences); `source`: slice
+    that data directory instead (benchmarks/gpu_session.py packs a slice of the user's data this way)."""
     from data.make_default_data import ensure_default_data
 
-    source = ensure_default_data()
+    source = source or ensure_default_data()
     sizes = grid.data_slice
     name = "default_data_slice_" + "_".join(f"{split}{count}" for split, count in sizes.items())
     if grid.random_train_slice:
