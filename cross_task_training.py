@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 import distributed
 from data.make_default_data import ensure_default_data, resolve_model_name_or_path
 from errors import TaskDataError, UsageError
-from modeling_multi_bert import MultiTaskTagger
+from modeling_multi_bert import FORWARD_PATHS, MultiTaskTagger
 from output_files import (
     ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE,
     TRAINING_LOG_FILE, holds_checkpoints,
@@ -99,6 +99,20 @@ def add_common_arguments(parser):
                           help="run the encoder's own forward on padded batches instead of the unpadded one "
                                "(BERT-family encoders compute on real tokens only: same results, about twice as "
                                "fast on Brown-length sentences); for checking, or for encoders of another shape")
+    training.add_argument("--forward_path", choices=("auto",) + FORWARD_PATHS, default="auto",
+                          help="how a BERT-family encoder runs: unpadded (on the real tokens only; the faster on a "
+                               "CPU), bucketed (batches padded to a multiple of 16 positions and to the full batch, "
+                               "SDPA attention: few distinct shapes, for GPUs and --torch_compile); auto: unpadded "
+                               "on a CPU, bucketed on a GPU. Same results either way; run_args.json records the "
+                               "path taken")
+    training.add_argument("--torch_compile", action="store_true",
+                          help="compile the encoder's forward and backward with torch.compile (training, the head "
+                               "fit's encoder pass and evaluation; the TAWT update too). Costs a compilation at the "
+                               "start (seconds to minutes) and a C++ compiler")
+    training.add_argument("--torch_compile_mode", default=None,
+                          choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"),
+                          help="torch.compile's mode (implies --torch_compile); reduce-overhead adds CUDA graphs on "
+                               "a GPU. Default: torch.compile's default")
     training.add_argument("--dropout", type=float, default=None,
                           help="dropout before the task heads; default: the encoder's hidden_dropout_prob")
     training.add_argument("--logging_steps", type=int, default=50,
@@ -311,6 +325,7 @@ class Run:
     completed_stages: dict = field(default_factory=dict)  # stage -> its final task weights
     checkpoint_number: int = 0
     weight_history: "TaskWeightHistory" = None  # set by start_weight_history; saved in checkpoints
+    forward_path: str = None  # the model's forward path (set by build_model)
 
     @property
     def output_dir(self):
@@ -507,6 +522,8 @@ def _record_run(run, filename):
         "command": [os.path.basename(sys.argv[0])] + sys.argv[1:],
         "args": vars(args),
         "device": str(run.device),
+        "forward_path": run.forward_path,
+        "torch_compile": bool(args.torch_compile or args.torch_compile_mode),
         "world_size": distributed.world_size(),
         "resumed_from_checkpoint": run.resumed_from_checkpoint,
         "versions": package_versions(),
@@ -622,14 +639,34 @@ def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_list
     return data
 
 
+# The forward path --forward_path auto takes on each device type. On the CPU the unpadded one was
+# measured faster (README, Performance); on a GPU the bucketed one is the guess that few large kernels
+# and static shapes beat gathers (benchmarks/gpu_check.py measures both).
+AUTO_FORWARD_PATH = {"cpu": "unpadded", "cuda": "bucketed"}
+
+
+def forward_path(args, device):
+    """The forward path a run takes on `device` (before the model's own check of its encoder)."""
+    if args.forward_path != "auto":
+        return args.forward_path
+    return AUTO_FORWARD_PATH.get(device.type, "unpadded")
+
+
 def build_model(run, task_labels):
-    """A new multi-task model (fresh heads on the pretrained encoder), or, without --do_train, a saved one."""
-    if run.args.do_train:
-        model = MultiTaskTagger.from_encoder(run.model_name_or_path, task_labels, run.args.dropout,
-                                             unpadded=not run.args.padded_forward)
+    """A new multi-task model (fresh heads on the pretrained encoder), or, without --do_train, a saved one.
+
+    `run.forward_path` records the path the model takes ("encoder": the encoder's own forward)."""
+    args = run.args
+    options = dict(unpadded=not args.padded_forward, forward_path=forward_path(args, run.device))
+    if args.do_train:
+        model = MultiTaskTagger.from_encoder(run.model_name_or_path, task_labels, args.dropout, **options)
     else:
-        model = MultiTaskTagger.from_pretrained(run.model_name_or_path, unpadded=not run.args.padded_forward)
-    return model.to(run.device)
+        model = MultiTaskTagger.from_pretrained(run.model_name_or_path, **options)
+    model.to(run.device)
+    run.forward_path = model.forward_path
+    if args.torch_compile or args.torch_compile_mode:
+        model.compile(args.torch_compile_mode)
+    return model
 
 
 def prepare_run(args, paradigm, main_task, tasks, train_limits):
