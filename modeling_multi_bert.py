@@ -124,9 +124,10 @@ class MultiTaskTagger(nn.Module):
     def compile(self, mode=None):
         """Compile the encoder's forward (and its backward) with torch.compile (inductor; `mode` as
         torch.compile takes it: "reduce-overhead" adds CUDA graphs on a GPU). The heads and the loss stay
-        eager: they are a few operations, and one graph then serves every task. Shapes change from batch to
-        batch; after the first change the compiled graph treats them as dynamic (torch.compile's
-        automatic dynamic shapes), so an epoch compiles a bounded number of graphs.
+        eager: they are a few operations, and one graph then serves every task. The length is compiled as a
+        dynamic dimension (one graph for every bucket); a batch dimension that changes (the TAWT update's
+        batches) becomes dynamic at its first change (torch.compile's automatic dynamic shapes), so a run
+        compiles a bounded number of graphs: one for training, one for evaluation, a few for the update.
         """
         self.compiled_states = torch.compile(self._encoder_states, mode=mode)
         return self
@@ -143,8 +144,12 @@ class MultiTaskTagger(nn.Module):
 
         `token_index`: the positions of the real tokens in the flattened batch (`collate_batch` gives it;
         computed here when missing, which on a GPU waits for the device)."""
-        states = self.compiled_states or self._encoder_states
-        return states(input_ids, attention_mask, token_index)
+        if self.compiled_states is None:
+            return self._encoder_states(input_ids, attention_mask, token_index)
+        # The length varies from batch to batch: one graph for all lengths rather than one per bucket.
+        for tensor in (input_ids, attention_mask):
+            torch._dynamo.maybe_mark_dynamic(tensor, 1)
+        return self.compiled_states(input_ids, attention_mask, token_index)
 
     def collate_batch(self, features, pad_token_id, rows=None):
         """A batch as this model's forward path wants it, on the host (see `collate`).
