@@ -4,6 +4,7 @@ The files written are those of the README's Outputs section: {task}_{eval|test}_
 {task}_test_predictions.txt.
 """
 
+import contextlib
 import logging
 
 import torch
@@ -40,9 +41,9 @@ def predict(model, task, split, batch_size, device, pad_token_id, autocast):
     batches = [[split.features[index] for index in order[start : start + batch_size]]
                for start in range(0, len(order), batch_size)]
     loss_sums, predicted = [], []
-    with dropout_off(model):
-        loaded = prefetched(batches, lambda features: model.collate_batch(features, pad_token_id, rows=batch_size),
-                            device)
+    collated = prefetched(batches, lambda features: model.collate_batch(features, pad_token_id, rows=batch_size),
+                          device)
+    with dropout_off(model), contextlib.closing(collated) as loaded:
         for batch in tqdm(loaded, total=len(batches), desc=f"predicting {task} {split.split}", leave=False):
             with autocast():
                 _, logits = model(task, batch["input_ids"], batch["attention_mask"], token_index=batch.get("token_index"))

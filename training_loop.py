@@ -198,38 +198,40 @@ class Trainer:
 
         progress = tqdm(range(start_batch, len(batches)), desc=f"{self.stage} epoch {epoch + 1}", leave=False,
                         disable=not distributed.is_main_process())
-        with contextlib.closing(prefetched(batches[start_batch:], collated, run.device)) as loaded:
-            for batch_number, batch in zip(progress, loaded):
-                if self.done:
-                    break
-                task, indices = batches[batch_number]
-                if self.model.compiled_states is not None:
-                    torch.compiler.cudagraph_mark_step_begin()  # a new step: CUDA graphs may reuse their memory
-                with run.autocast():
-                    loss, _ = self.training_model(task, batch["input_ids"], batch["attention_mask"], batch["labels"],
-                                                  batch.get("token_index"))
-                loss = loss * multipliers[task]
-                losses.add(loss, self.global_step + 1, task, indices)
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.optimizer)
-                if args.max_grad_norm > 0:  # 0 turns clipping off, as in Hugging Face's Trainer
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.global_step += 1
-                if args.logging_steps > 0 and self.global_step % args.logging_steps == 0:
-                    mean_loss = losses.mean_since_last_log()
-                    progress.set_postfix(task=task, loss=f"{mean_loss:.4f}")
-                    self._log(epoch, mean_loss)
-                if (update_weights is not None and self.global_step % args.weight_update_steps == 0
-                        and batch_number + 1 < len(batches) and not self.done):
-                    losses.check()
-                    multipliers = loss_multipliers(update_weights())
-                if checkpoint is not None and args.save_steps > 0 and self.global_step % args.save_steps == 0:
-                    losses.check()
-                    checkpoint(batch_number + 1)
+        # Closed after the loop (an exception closes it when the generator is freed): the thread stops.
+        loaded = prefetched(batches[start_batch:], collated, run.device)
+        for batch_number, batch in zip(progress, loaded):
+            if self.done:
+                break
+            task, indices = batches[batch_number]
+            if self.model.compiled_states is not None:
+                torch.compiler.cudagraph_mark_step_begin()  # a new step: CUDA graphs may reuse their memory
+            with run.autocast():
+                loss, _ = self.training_model(task, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                              batch.get("token_index"))
+            loss = loss * multipliers[task]
+            losses.add(loss, self.global_step + 1, task, indices)
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            if args.max_grad_norm > 0:  # 0 turns clipping off, as in Hugging Face's Trainer
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.global_step += 1
+            if args.logging_steps > 0 and self.global_step % args.logging_steps == 0:
+                mean_loss = losses.mean_since_last_log()
+                progress.set_postfix(task=task, loss=f"{mean_loss:.4f}")
+                self._log(epoch, mean_loss)
+            if (update_weights is not None and self.global_step % args.weight_update_steps == 0
+                    and batch_number + 1 < len(batches) and not self.done):
+                losses.check()
+                multipliers = loss_multipliers(update_weights())
+            if checkpoint is not None and args.save_steps > 0 and self.global_step % args.save_steps == 0:
+                losses.check()
+                checkpoint(batch_number + 1)
+        loaded.close()
         if losses.unlogged():
             self._log(epoch, losses.mean_since_last_log())
 

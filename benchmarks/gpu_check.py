@@ -38,11 +38,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch
 
-from benchmarks import reference_original
 from benchmarks.run_benchmarks import (
-    AUXILIARY_TASKS, BF16_PEAK_FLOPS, SIZES, format_row, interleaved, machine_description, make_run, median,
-    non_embedding_parameters, original_padding, print_table, row, run_suite, sentences_needed, subset, table_text,
-    timed, write_results,
+    AUXILIARY_TASKS, SIZES, bf16_peak_flops, format_row, interleaved, machine_description, make_run, median,
+    original_padding, print_table, row, run_suite, sentences_needed, subset, table_text, timed,
+    training_flops_per_sentence, write_results,
 )
 from benchmarks.workloads import (
     MAIN_TASK, TASKS, build_model, load_tokenizer, load_workload, random_encoder, task_split,
@@ -229,12 +228,12 @@ def path_figures(device, kind, size, workload, tokenizer, run, deadline):
     """For encoder `kind`, each forward path of PATHS eager or compiled: training (sentences/s, ms a step,
     the host's share of a step, TFLOP/s and share of the bf16 peak, against padding to 128 in the same
     run), the head fit and evaluation. Yields rows as they are measured; stops at `deadline`."""
-    import io
     import contextlib
+    import io
 
     from evaluation import predict
-    from weighted_training_basics import fit_head_on_frozen_encoder
     from training_loop import Trainer
+    from weighted_training_basics import fit_head_on_frozen_encoder
 
     splits = {task: task_split(task, sentences, tokenizer, workload.labels[task])
               for task, sentences in workload.sentences.items()}
@@ -246,9 +245,7 @@ def path_figures(device, kind, size, workload, tokenizer, run, deadline):
     test = workload.sentences[MAIN_TASK][-4 * size["eval_sentences"]:]
     eval_split = task_split(MAIN_TASK, test, tokenizer, workload.labels[MAIN_TASK], "test")
     task_weights = {task: 1.0 / len(TASKS) for task in TASKS}
-    lengths = [len(f.input_ids) for split in train_splits.values() for f in split.features]
-    peak = next((flops for key, flops in BF16_PEAK_FLOPS.items()
-                 if device.type == "cuda" and key in torch.cuda.get_device_name(device)), None)
+    peak = bf16_peak_flops(device)
     epochs = iter(range(10**6))
     reference_rate = None
     for name, forward_path, compiled in PATHS:
@@ -282,9 +279,7 @@ def path_figures(device, kind, size, workload, tokenizer, run, deadline):
                 times = interleaved({"ours": train}, size["train_repetitions"], device)
             seconds, kernels = kernel_seconds(train, device)
             rate = sentences / median(times["ours"])
-            config = model.encoder.config
-            flops = sum(6 * non_embedding_parameters(model) * n + 12 * config.num_hidden_layers * config.hidden_size * n * n
-                        for n in lengths) / len(lengths) * rate
+            flops = training_flops_per_sentence(model, train_splits) * rate
             yield row(f"[{kind}] {name}: training, batch {size['train_batch']} (sentences/s)", rate, reference_rate,
                       rate / reference_rate, "eager >= 2x, compiled >= 5x", None, "sent/s", encoder=description,
                       forward_path=forward_path, compiled=compiled, warm_up_seconds=warm_up, times=times)
@@ -295,12 +290,16 @@ def path_figures(device, kind, size, workload, tokenizer, run, deadline):
                       "(GPU idle: the host's work)", None, "%", kernel_seconds=kernels, profiled_seconds=seconds)
             yield row(f"[{kind}] {name}:   TFLOP/s (real tokens)", flops / 1e12, None, None,
                       "(detail)", None, "TFLOP/s", share_of_bf16_peak=None if peak is None else 100 * flops / peak)
-            fit = lambda: fit_head_on_frozen_encoder(model, MAIN_TASK, head_split, run, torch.Generator().manual_seed(3))
+            def fit():
+                fit_head_on_frozen_encoder(model, MAIN_TASK, head_split, run, torch.Generator().manual_seed(3))
+
             fit()
             fit_times = [timed(fit, device)[0] for _ in range(size["head_repetitions"])]
             yield row(f"[{kind}] {name}: head fit, {len(head_split)} sentences (s)", median(fit_times), None, None,
                       "(detail)", None, "s", times=fit_times)
-            evaluate = lambda: predict(model, MAIN_TASK, eval_split, 64, device, run.pad_token_id, run.autocast)
+            def evaluate():
+                predict(model, MAIN_TASK, eval_split, 64, device, run.pad_token_id, run.autocast)
+
             evaluate()
             eval_times = [timed(evaluate, device)[0] for _ in range(size["eval_repetitions"])]
             yield row(f"[{kind}] {name}: evaluation, {len(eval_split)} sentences (s)", median(eval_times), None,
@@ -351,7 +350,8 @@ def run_check(args, argv):
                  "data": workload.source, "bf16": device.type == "cuda", "rows": []}
         results["paths"] = paths
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        path_run = make_run(device, workdir, tokenizer.pad_token_id, bf16=bf16, per_gpu_train_batch_size=size["train_batch"])
+        path_run = make_run(device, workdir, tokenizer.pad_token_id, bf16=bf16,
+                            per_gpu_train_batch_size=size["train_batch"])
         deadline = started + PATH_BUDGET_SECONDS
         for kind in (("tiny",) if args.tiny else PATH_ENCODERS):
             print(f"[{device.type}] measuring: forward paths, {kind}", flush=True)

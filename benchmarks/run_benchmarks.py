@@ -454,22 +454,34 @@ def same_loss_check(model, train_splits, pad_token_id, device):
                "<= 1e-5", worst <= 1e-5, "loss", losses=losses)
 
 
+def training_flops_per_sentence(model, train_splits):
+    """The encoder's training FLOPs per sentence of `train_splits`, on real tokens only: 6 x non-embedding
+    parameters x tokens, plus attention."""
+    config = model.encoder.config
+    non_embedding = non_embedding_parameters(model)
+    lengths = [len(f.input_ids) for split in train_splits.values() for f in split.features]
+    flops = sum(6 * non_embedding * n + 12 * config.num_hidden_layers * config.hidden_size * n * n for n in lengths)
+    return flops / len(lengths)
+
+
+def bf16_peak_flops(device):
+    """The dense bf16 peak of `device` where BF16_PEAK_FLOPS knows it, else None."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return next((flops for key, flops in BF16_PEAK_FLOPS.items() if key in name), None)
+
+
 def achieved_flops(model, train_splits, sentences_per_second, device):
     """The encoder's training FLOP/s, and its share of the device's bf16 peak where that is known.
 
     Model FLOPs count the real tokens only (6 x non-embedding parameters x tokens, plus attention), so
     an implementation that computes on padding gets no credit for it.
     """
-    config = model.encoder.config
-    non_embedding = non_embedding_parameters(model)
-    lengths = [len(f.input_ids) for split in train_splits.values() for f in split.features]
-    flops = sum(6 * non_embedding * n + 12 * config.num_hidden_layers * config.hidden_size * n * n for n in lengths)
-    per_sentence = flops / len(lengths)
+    per_sentence = training_flops_per_sentence(model, train_splits)
     tflops = {name: per_sentence * rate / 1e12 for name, rate in sentences_per_second.items()}
     rows = [row("encoder achieved TFLOP/s in training (real tokens)", tflops["ours"], tflops["reference"],
                 tflops["ours"] / tflops["reference"], "(detail)", None, "TFLOP/s")]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    peak = next((flops for key, flops in BF16_PEAK_FLOPS.items() if key in name), None)
+    peak = bf16_peak_flops(device)
     if peak is not None:
         rows.append(row(f"  share of the {name} dense bf16 peak (%)", 100 * tflops["ours"] * 1e12 / peak,
                         100 * tflops["reference"] * 1e12 / peak, None, "(detail)", None, "%",
