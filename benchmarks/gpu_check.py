@@ -1,5 +1,13 @@
-"""The GPU check: the benchmark's figures on one GPU in bf16, on a randomly initialised BERT-base, and a
-weighted joint run under --bf16 and under --fp16, on a bare machine with no network.
+"""The GPU check: each forward path eager and compiled, the benchmark's figures on one GPU in bf16, and
+weighted joint runs, on randomly initialised encoders, on a bare machine with no network.
+
+First, for a random BERT-base and a random MiniLM-shaped encoder, each forward path of PATHS (unpadded
+eager, bucketed eager, bucketed compiled with CUDA graphs): training sentences/s against padding to 128
+in the same run, ms a step, the host's share of a step (the share of the step's time the GPU runs no
+kernel, by torch.profiler), TFLOP/s and the share of the bf16 peak, the head fit and evaluation. Then
+the benchmark's figures (run_benchmarks.run_suite) on BERT-base; then a --bf16 weighted joint run with
+each path and encoder, and one under --fp16. Time budgets (PATH_BUDGET_SECONDS, JOINT_BUDGET_SECONDS)
+keep the whole check near 8 minutes; what they skip is marked so in its row.
 
 Here, where the embedded default is installed (or with --data_dir and --model_name_or_path):
 
@@ -17,7 +25,7 @@ since the encoder is built there from a BertConfig (timing and memory do not dep
 safetensors), numpy and tqdm. Without seqeval the joint runs train but skip their evaluation (the span F1
 of ner and chunking needs it); spaCy, the MiniLM package, matplotlib and scipy are not used. Every figure
 is printed as it is measured and the JSON rewritten after each, so a run cut short keeps what it
-measured; it ends with one table.
+measured; it ends with the tables.
 """
 
 import argparse

@@ -58,7 +58,7 @@ def test_pack_holds_the_data_slice_and_tokenizer_but_no_weights(pack_dir):
 def run_check(python, pack_dir, output, env=None, blocked=True):
     command = [python, "-c", WITHOUT_MODULES.format(unavailable=UNAVAILABLE)] if blocked else [python]
     command += [GPU_CHECK, "run", "--pack_dir", str(pack_dir), "--no_cuda", "--tiny", "--output", str(output)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,  # inductor compiles on the CPU
                           env={**os.environ, **OFFLINE, **(env or {})})
 
 
