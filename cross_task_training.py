@@ -665,7 +665,7 @@ def build_model(run, task_labels):
     model.to(run.device)
     run.forward_path = model.forward_path
     if args.torch_compile or args.torch_compile_mode:
-        model.compile(args.torch_compile_mode)
+        model.compile_encoder(args.torch_compile_mode)
     return model
 
 

@@ -68,7 +68,7 @@ class MultiTaskTagger(nn.Module):
         self.encoder = encoder
         own_layers = bool(unpadded) and supports_unpadded_forward(encoder)
         self.forward_path = forward_path if own_layers else "encoder"
-        self.compiled_states = None  # set by `compile`
+        self.compiled_states = None  # set by `compile_encoder`
         if dropout is None:
             dropout = getattr(encoder.config, "hidden_dropout_prob", 0.1)
         self.dropout_probability = float(dropout)
@@ -121,7 +121,7 @@ class MultiTaskTagger(nn.Module):
         """The shared encoder's trainable parameters: what TAWT compares tasks on."""
         return [parameter for parameter in self.encoder.parameters() if parameter.requires_grad]
 
-    def compile(self, mode=None):
+    def compile_encoder(self, mode=None):
         """Compile the encoder's forward (and its backward) with torch.compile (inductor; `mode` as
         torch.compile takes it: "reduce-overhead" adds CUDA graphs on a GPU). The heads and the loss stay
         eager: they are a few operations, and one graph then serves every task. The length is compiled as a

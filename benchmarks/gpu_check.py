@@ -266,7 +266,7 @@ def path_figures(device, kind, size, workload, tokenizer, run, deadline):
         model.to(device)
         if compiled:
             torch._dynamo.reset()
-            model.compile(compile_mode(device))
+            model.compile_encoder(compile_mode(device))
         trainer = Trainer(model, run, total_steps=10**9, stage="paths")
 
         def train():

@@ -163,7 +163,7 @@ def test_compiled_training_matches_eager_and_recompiles_a_bounded_number_of_time
         if compiled:
             torch._dynamo.reset()
             counters.clear()
-            model.compile()
+            model.compile_encoder()
         run = make_run(output, logging_steps=1)
         trainer = Trainer(model, run, total_steps=100, stage="test")
         trainer.train_epoch(task_splits, {"pos": 0.5, "ner": 0.5}, 0)
