@@ -119,6 +119,7 @@ class Run:
     checkpoint_number: int = 0
     weight_history: "TaskWeightHistory" = None  # set by start_weight_history; saved in checkpoints
     reporter: NoReport = field(default_factory=NoReport)  # TensorBoard (--report_to), set by open_output_dir
+    forward_path: str = None  # the model's forward path (set by build_model)
 
     @property
     def output_dir(self):
@@ -358,6 +359,8 @@ def _record_run(run, filename):
         # runs and reproducibility).
         "device_name": _device_name(run.device),
         "torch_threads": torch.get_num_threads(),
+        "forward_path": run.forward_path,
+        "torch_compile": bool(args.torch_compile or args.torch_compile_mode),
         "world_size": distributed.world_size(),
         "resumed_from_checkpoint": run.resumed_from_checkpoint,
         "training_data": run.training_data,
@@ -560,16 +563,34 @@ def warn_identical_gradient_batches(args, train_splits):
                            "sampled batches are identical (each holds all of them); give a smaller batch size for "
                            "M different batches", task, len(split.features), args.gradient_sampling_batch_size,
                            batches)
+# The forward path --forward_path auto takes on each device type. On the CPU the unpadded one was
+# measured faster (README, Performance); on a GPU the bucketed one is the guess that few large kernels
+# and static shapes beat gathers (benchmarks/gpu_check.py measures both).
+AUTO_FORWARD_PATH = {"cpu": "unpadded", "cuda": "bucketed"}
+
+
+def forward_path(args, device):
+    """The forward path a run takes on `device` (before the model's own check of its encoder)."""
+    if args.forward_path != "auto":
+        return args.forward_path
+    return AUTO_FORWARD_PATH.get(device.type, "unpadded")
 
 
 def build_model(run, task_labels):
-    """A new multi-task model (fresh heads on the pretrained encoder), or, without --do_train, a saved one."""
-    if run.args.do_train:
-        model = MultiTaskTagger.from_encoder(run.model_name_or_path, task_labels, run.args.dropout,
-                                             unpadded=not run.args.padded_forward)
+    """A new multi-task model (fresh heads on the pretrained encoder), or, without --do_train, a saved one.
+
+    `run.forward_path` records the path the model takes ("encoder": the encoder's own forward)."""
+    args = run.args
+    options = dict(unpadded=not args.padded_forward, forward_path=forward_path(args, run.device))
+    if args.do_train:
+        model = MultiTaskTagger.from_encoder(run.model_name_or_path, task_labels, args.dropout, **options)
     else:
-        model = MultiTaskTagger.from_pretrained(run.model_name_or_path, unpadded=not run.args.padded_forward)
-    return model.to(run.device)
+        model = MultiTaskTagger.from_pretrained(run.model_name_or_path, **options)
+    model.to(run.device)
+    run.forward_path = model.forward_path
+    if args.torch_compile or args.torch_compile_mode:
+        model.compile_encoder(args.torch_compile_mode)
+    return model
 
 
 def prepare_run(args, paradigm, main_task, tasks, train_limits):

@@ -4,6 +4,7 @@ The files written are those of the README's Outputs section: {task}_{eval|test}_
 {task}_test_predictions.txt.
 """
 
+import contextlib
 import logging
 
 import torch
@@ -12,7 +13,7 @@ from tqdm.auto import tqdm
 from modeling_multi_bert import dropout_off, token_classification_loss
 from output_files import predictions_file, results_file, write_text_atomic
 from sequence_metrics import compute_metrics, metric_family
-from utils_cross_task import IGNORED_LABEL_ID, collate, prediction_file_text
+from utils_cross_task import IGNORED_LABEL_ID, prediction_file_text, prefetched
 
 logger = logging.getLogger("tawt")
 
@@ -30,31 +31,34 @@ def predict(model, task, split, batch_size, device, pad_token_id, autocast):
     """Predicted labels for every sentence of `split` (one list per sentence) and the mean loss.
 
     Features are batched by length so little padding is computed; every window of a long sentence is
-    predicted, so every word gets a label and the output stays aligned with the input file.
+    predicted, so every word gets a label and the output stays aligned with the input file. The batches
+    are collated ahead on a background thread, and the predictions and losses stay on the device until
+    the last batch is queued: the host reads them once, at the end.
     """
     labels = model.task_labels[task]
     predictions = [[default_label(labels)] * len(sentence.words) for sentence in split.sentences]
     order = sorted(range(len(split.features)), key=lambda index: len(split.features[index].input_ids))
-    loss_sum, labelled_tokens = 0.0, 0
-    with dropout_off(model):
-        for start in tqdm(range(0, len(order), batch_size), desc=f"predicting {task} {split.split}", leave=False):
-            features = [split.features[index] for index in order[start : start + batch_size]]
-            batch = {name: tensor.to(device) for name, tensor in collate(features, pad_token_id).items()}
+    batches = [[split.features[index] for index in order[start : start + batch_size]]
+               for start in range(0, len(order), batch_size)]
+    loss_sums, predicted = [], []
+    collated = prefetched(batches, lambda features: model.collate_batch(features, pad_token_id, rows=batch_size),
+                          device)
+    with dropout_off(model), contextlib.closing(collated) as loaded:
+        for batch in tqdm(loaded, total=len(batches), desc=f"predicting {task} {split.split}", leave=False):
             with autocast():
-                _, logits = model(task, batch["input_ids"], batch["attention_mask"])
-            labelled = batch["labels"] != IGNORED_LABEL_ID
-            count = int(labelled.sum())
-            if count:
-                loss_sum += token_classification_loss(logits, batch["labels"]).item() * count
-                labelled_tokens += count
-            predicted_ids = logits.argmax(dim=-1)[labelled].cpu().tolist()
-            # Labelled positions come out row by row, in order: the same order as word_indices.
-            position = 0
-            for feature in features:
-                sentence_predictions = predictions[feature.sentence_index]
-                for word_index in feature.word_indices:
-                    sentence_predictions[word_index] = labels[predicted_ids[position]]
-                    position += 1
+                _, logits = model(task, batch["input_ids"], batch["attention_mask"], token_index=batch.get("token_index"))
+            loss_sums.append(token_classification_loss(logits, batch["labels"], reduction="sum"))
+            predicted.append(logits.argmax(dim=-1))
+    labelled_tokens = sum(label != IGNORED_LABEL_ID for feature in split.features for label in feature.label_ids)
+    loss_sum = float(torch.stack(loss_sums).sum()) if loss_sums else 0.0
+    for features, predicted_ids in zip(batches, predicted):
+        predicted_ids = predicted_ids.cpu()
+        for row, feature in enumerate(features):
+            labelled = [position for position, label in enumerate(feature.label_ids) if label != IGNORED_LABEL_ID]
+            # Labelled positions come in order: the same order as word_indices.
+            sentence_predictions = predictions[feature.sentence_index]
+            for word_index, label_id in zip(feature.word_indices, predicted_ids[row, labelled].tolist()):
+                sentence_predictions[word_index] = labels[label_id]
     return predictions, (loss_sum / labelled_tokens if labelled_tokens else float("nan"))
 
 

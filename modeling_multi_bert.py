@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from utils_cross_task import IGNORED_LABEL_ID
+from utils_cross_task import IGNORED_LABEL_ID, collate
 
 HEADS_WEIGHTS = "task_heads.safetensors"
 HEADS_CONFIG = "task_heads.json"
@@ -28,6 +28,13 @@ logger = logging.getLogger(__name__)
 # Weights are trained in float32 whatever the checkpoint stores (transformers 5 would otherwise keep a
 # float16/bfloat16 checkpoint in that type): mixed precision is autocast's job (--bf16/--fp16).
 MASTER_DTYPE = torch.float32
+
+# The forward paths (see `MultiTaskTagger.__init__`); "encoder" is the encoder's own forward.
+FORWARD_PATHS = ("unpadded", "bucketed")
+# Bucketed batches are padded to a multiple of this many positions (tensor-core tiles of bf16 are 8 or
+# 16 wide) and to the full batch size, so that few distinct shapes occur: at --max_seq_length 128 an
+# epoch sees at most 8, which a compiled forward (and a CUDA graph) is made for once each.
+BUCKET_POSITIONS = 16
 
 
 def load_encoder(model_name_or_path):
@@ -45,15 +52,23 @@ def load_encoder(model_name_or_path):
 
 
 class MultiTaskTagger(nn.Module):
-    def __init__(self, encoder, task_labels, dropout=None, unpadded=True):
+    def __init__(self, encoder, task_labels, dropout=None, unpadded=True, forward_path="unpadded"):
         """`task_labels` maps each task name to its label list (the head's output order).
 
-        `unpadded`: run BERT-family encoders on their real tokens only (see `unpadded_encoder_states`);
-        encoders of another shape, and `unpadded=False`, use the encoder's own padded forward.
+        `forward_path` says how BERT-family encoders run (both use the encoder's own modules and weights
+        and give its results at every real token): "unpadded", on the real tokens only (see
+        `unpadded_encoder_states`; the fastest on a CPU), or "bucketed", on batches padded to bucketed
+        shapes with SDPA attention (see `bucketed_encoder_states`; few, large kernels and few distinct
+        shapes: what a GPU and a compiled forward want). Encoders of another shape, and `unpadded=False`,
+        use the encoder's own padded forward ("encoder").
         """
         super().__init__()
+        if forward_path not in FORWARD_PATHS:
+            raise ValueError(f"forward_path {forward_path!r}: use one of {FORWARD_PATHS}")
         self.encoder = encoder
-        self.unpadded = bool(unpadded) and supports_unpadded_forward(encoder)
+        own_layers = bool(unpadded) and supports_unpadded_forward(encoder)
+        self.forward_path = forward_path if own_layers else "encoder"
+        self.compiled_states = None  # set by `compile_encoder`
         if dropout is None:
             dropout = getattr(encoder.config, "hidden_dropout_prob", 0.1)
         self.dropout_probability = float(dropout)
@@ -67,9 +82,18 @@ class MultiTaskTagger(nn.Module):
             head.weight.data.normal_(mean=0.0, std=getattr(encoder.config, "initializer_range", 0.02))
             head.bias.data.zero_()
 
+    @property
+    def unpadded(self):
+        """Whether the encoder runs on the real tokens only (the "unpadded" path)."""
+        return self.forward_path == "unpadded"
+
+    @unpadded.setter
+    def unpadded(self, value):
+        self.forward_path = "unpadded" if value else "encoder"
+
     @classmethod
-    def from_encoder(cls, model_name_or_path, task_labels, dropout=None, unpadded=True):
-        return cls(load_encoder(model_name_or_path), task_labels, dropout, unpadded)
+    def from_encoder(cls, model_name_or_path, task_labels, dropout=None, unpadded=True, forward_path="unpadded"):
+        return cls(load_encoder(model_name_or_path), task_labels, dropout, unpadded, forward_path)
 
     def head(self, task):
         try:
@@ -97,11 +121,50 @@ class MultiTaskTagger(nn.Module):
         """The shared encoder's trainable parameters: what TAWT compares tasks on."""
         return [parameter for parameter in self.encoder.parameters() if parameter.requires_grad]
 
-    def encode(self, input_ids, attention_mask):
-        """Per-token encoder states, before dropout (zeros at padded positions on the unpadded path)."""
-        if self.unpadded:
-            return unpadded_encoder_states(self.encoder, input_ids, attention_mask)
+    def compile_encoder(self, mode=None):
+        """Compile the encoder's forward (and its backward) with torch.compile (inductor; `mode` as
+        torch.compile takes it: "reduce-overhead" adds CUDA graphs on a GPU). The heads and the loss stay
+        eager: they are a few operations, and one graph then serves every task. The length is compiled as a
+        dynamic dimension (one graph for every bucket); a batch dimension that changes (the TAWT update's
+        batches) becomes dynamic at its first change (torch.compile's automatic dynamic shapes), so a run
+        compiles a bounded number of graphs: one for training, one for evaluation, a few for the update.
+        """
+        self.compiled_states = torch.compile(self._encoder_states, mode=mode)
+        return self
+
+    def _encoder_states(self, input_ids, attention_mask, token_index=None):
+        if self.forward_path == "unpadded":
+            return unpadded_encoder_states(self.encoder, input_ids, attention_mask, token_index)
+        if self.forward_path == "bucketed":
+            return bucketed_encoder_states(self.encoder, input_ids, attention_mask)
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def encode(self, input_ids, attention_mask, token_index=None):
+        """Per-token encoder states, before dropout (zeros at padded positions on the unpadded path).
+
+        `token_index`: the positions of the real tokens in the flattened batch (`collate_batch` gives it;
+        computed here when missing, which on a GPU waits for the device)."""
+        if self.compiled_states is None:
+            return self._encoder_states(input_ids, attention_mask, token_index)
+        # The length varies from batch to batch: one graph for all lengths rather than one per bucket.
+        for tensor in (input_ids, attention_mask):
+            torch._dynamo.maybe_mark_dynamic(tensor, 1)
+        return self.compiled_states(input_ids, attention_mask, token_index)
+
+    def collate_batch(self, features, pad_token_id, rows=None):
+        """A batch as this model's forward path wants it, on the host (see `collate`).
+
+        Bucketed: padded to a multiple of BUCKET_POSITIONS positions (at most the encoder's position
+        limit) and, with `rows`, to that many rows. Unpadded: padded to the longest feature, with the
+        real tokens' positions (`token_index`) found here rather than on the device.
+        """
+        if self.forward_path == "bucketed":
+            limit = getattr(self.encoder.config, "max_position_embeddings", None)
+            return collate(features, pad_token_id, pad_to_multiple_of=BUCKET_POSITIONS, max_length=limit, rows=rows)
+        batch = collate(features, pad_token_id)
+        if self.forward_path == "unpadded":
+            batch["token_index"] = batch["attention_mask"].reshape(-1).nonzero().squeeze(1)
+        return batch
 
     def classify(self, task, hidden_states, labels=None):
         """Logits (and the mean loss over labelled tokens) of `task`'s head on encoder states."""
@@ -110,8 +173,8 @@ class MultiTaskTagger(nn.Module):
             return None, logits
         return token_classification_loss(logits, labels), logits
 
-    def forward(self, task, input_ids, attention_mask, labels=None):
-        return self.classify(task, self.encode(input_ids, attention_mask), labels)
+    def forward(self, task, input_ids, attention_mask, labels=None, token_index=None):
+        return self.classify(task, self.encode(input_ids, attention_mask, token_index), labels)
 
     def save_pretrained(self, directory, tokenizer=None):
         os.makedirs(directory, exist_ok=True)
@@ -130,12 +193,12 @@ class MultiTaskTagger(nn.Module):
             )
 
     @classmethod
-    def from_pretrained(cls, directory, unpadded=True):
+    def from_pretrained(cls, directory, unpadded=True, forward_path="unpadded"):
         with open(os.path.join(directory, HEADS_CONFIG)) as handle:
             heads_config = json.load(handle)
         task_labels = {task: heads_config["task_labels"][task] for task in heads_config["task_names"]}
         model = cls(AutoModel.from_pretrained(directory, dtype=MASTER_DTYPE), task_labels, heads_config["dropout"],
-                    unpadded)
+                    unpadded, forward_path)
         head_tensors = load_file(os.path.join(directory, HEADS_WEIGHTS))
         with torch.no_grad():
             for index, head in enumerate(model.heads):
@@ -162,35 +225,68 @@ def _scatter_rows(rows, index, total_rows):
     return rows.new_zeros((total_rows,) + rows.shape[1:]).index_copy(0, index, rows)
 
 
-def unpadded_encoder_states(encoder, input_ids, attention_mask):
-    """Last hidden states of a BERT-family encoder computed on the real tokens only ([batch, length, hidden])."""
+def _self_attention(self_attention, padded_heads, attend):
+    """SDPA over [batch, heads, length, head size] queries, keys and values from `padded_heads(projection)`."""
+    head_size = self_attention.attention_head_size
+    return nn.functional.scaled_dot_product_attention(
+        padded_heads(self_attention.query), padded_heads(self_attention.key), padded_heads(self_attention.value),
+        attn_mask=attend, dropout_p=self_attention.dropout.p if self_attention.training else 0.0,
+        scale=getattr(self_attention, "scaling", head_size ** -0.5),
+    )
+
+
+def unpadded_encoder_states(encoder, input_ids, attention_mask, token_index=None):
+    """Last hidden states of a BERT-family encoder computed on the real tokens only ([batch, length, hidden]).
+
+    `token_index` (the real tokens' positions in the flattened batch) is computed from the mask when not
+    given; on a GPU that makes the host wait for the device (the number of tokens decides a shape).
+    """
     batch_size, length = input_ids.shape
     embeddings = encoder.embeddings(input_ids=input_ids)  # positions and token types as the encoder does them
     hidden_size = embeddings.shape[-1]
-    token_index = attention_mask.reshape(-1).nonzero().squeeze(1)
+    if token_index is None:
+        token_index = attention_mask.reshape(-1).nonzero().squeeze(1)
     hidden = embeddings.reshape(-1, hidden_size).index_select(0, token_index)  # [tokens, hidden]
     attend = attention_mask.bool()[:, None, None, :]  # keys that may be attended to
     for layer in encoder.encoder.layer:
-        self_attention = layer.attention.self
-        head_size = self_attention.attention_head_size
+        head_size = layer.attention.self.attention_head_size
 
         def padded_heads(projection):
             rows = _scatter_rows(projection(hidden), token_index, batch_size * length)
             return rows.view(batch_size, length, -1, head_size).transpose(1, 2)
 
-        context = nn.functional.scaled_dot_product_attention(
-            padded_heads(self_attention.query), padded_heads(self_attention.key), padded_heads(self_attention.value),
-            attn_mask=attend, dropout_p=self_attention.dropout.p if self_attention.training else 0.0,
-            scale=getattr(self_attention, "scaling", head_size ** -0.5),
-        )
+        context = _self_attention(layer.attention.self, padded_heads, attend)
         context = context.transpose(1, 2).reshape(batch_size * length, -1).index_select(0, token_index)
         attention_output = layer.attention.output(context, hidden)
         hidden = layer.output(layer.intermediate(attention_output), attention_output)
     return _scatter_rows(hidden, token_index, batch_size * length).view(batch_size, length, hidden_size)
 
 
+def bucketed_encoder_states(encoder, input_ids, attention_mask):
+    """Last hidden states of a BERT-family encoder computed on every position of the padded batch.
+
+    The same modules in the same order as `unpadded_encoder_states`, on [batch, length, hidden] tensors:
+    no gathers, and nothing whose size depends on the data, so the host never waits for the device and
+    a compiled graph serves every batch of a shape. Padded positions get states that nothing reads.
+    """
+    batch_size, length = input_ids.shape
+    hidden = encoder.embeddings(input_ids=input_ids)
+    attend = attention_mask.bool()[:, None, None, :]
+    for layer in encoder.encoder.layer:
+        head_size = layer.attention.self.attention_head_size
+
+        def padded_heads(projection):
+            return projection(hidden).view(batch_size, length, -1, head_size).transpose(1, 2)
+
+        context = _self_attention(layer.attention.self, padded_heads, attend)
+        attention_output = layer.attention.output(context.transpose(1, 2).reshape(batch_size, length, -1), hidden)
+        hidden = layer.output(layer.intermediate(attention_output), attention_output)
+    return hidden
+
+
 def supports_unpadded_forward(encoder):
-    """Whether `unpadded_encoder_states` reproduces `encoder`'s own forward (checked on a small batch).
+    """Whether `unpadded_encoder_states` and `bucketed_encoder_states` reproduce `encoder`'s own forward
+    (checked on a small batch).
 
     The check is numerical rather than structural: an encoder of another shape fails it (a missing
     module raises, a causal mask or relative positions give other states), whatever its class.
@@ -207,7 +303,8 @@ def supports_unpadded_forward(encoder):
     try:
         with torch.no_grad():
             expected = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            actual = unpadded_encoder_states(encoder, input_ids, attention_mask)
+            unpadded = unpadded_encoder_states(encoder, input_ids, attention_mask)
+            bucketed = bucketed_encoder_states(encoder, input_ids, attention_mask)
     except Exception as error:  # an encoder whose modules take other arguments: use its own forward
         logger.info("unpadded forward unavailable for %s (%s); using the padded forward",
                     type(encoder).__name__, error)
@@ -216,7 +313,8 @@ def supports_unpadded_forward(encoder):
         encoder.train(was_training)
     real = attention_mask.bool()
     tolerance = 1e-4 if expected.dtype == torch.float32 else 3e-2  # half-precision weights round more
-    agrees = torch.allclose(actual[real].float(), expected[real].float(), rtol=tolerance, atol=tolerance)
+    agrees = all(torch.allclose(actual[real].float(), expected[real].float(), rtol=tolerance, atol=tolerance)
+                 for actual in (unpadded, bucketed))
     if not agrees:
         logger.info("unpadded forward differs from %s's own; using the padded forward", type(encoder).__name__)
     return agrees
@@ -226,13 +324,15 @@ def token_classification_loss(logits, labels, reduction="mean"):
     """Cross-entropy over the labelled positions (label != IGNORED_LABEL_ID): their mean, or their sum.
 
     A batch without any labelled position gives a loss of 0 that still depends on the logits (so backward
-    works) instead of the NaN that a mean over nothing would be.
+    works) instead of the NaN that a mean over nothing would be. The mean is the sum over the count of
+    labelled positions, at least 1, computed on the device: nothing here waits for it.
     """
     flat_logits = logits.reshape(-1, logits.size(-1)).float()
     flat_labels = labels.reshape(-1)
-    if not bool((flat_labels != IGNORED_LABEL_ID).any()):
-        return flat_logits.sum() * 0.0
-    return nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORED_LABEL_ID, reduction=reduction)
+    summed = nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORED_LABEL_ID, reduction="sum")
+    if reduction == "sum":
+        return summed
+    return summed / (flat_labels != IGNORED_LABEL_ID).sum().clamp(min=1)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from errors import UsageError
+from modeling_multi_bert import FORWARD_PATHS
 from output_files import TRAINING_LOG_FILE
 from run_reporting import add_report_to_argument
 from weighted_training_basics import weight_step_size
@@ -72,6 +73,20 @@ def add_common_arguments(parser):
                           help="run the encoder's own forward on padded batches instead of the unpadded one "
                                "(BERT-family encoders compute on real tokens only: same results, about twice as "
                                "fast on Brown-length sentences); for checking, or for encoders of another shape")
+    training.add_argument("--forward_path", choices=("auto",) + FORWARD_PATHS, default="auto",
+                          help="how a BERT-family encoder runs: unpadded (on the real tokens only; the faster on a "
+                               "CPU), bucketed (batches padded to a multiple of 16 positions and to the full batch, "
+                               "SDPA attention: few distinct shapes, for GPUs and --torch_compile); auto: unpadded "
+                               "on a CPU, bucketed on a GPU. Same results either way; run_args.json records the "
+                               "path taken")
+    training.add_argument("--torch_compile", action="store_true",
+                          help="compile the encoder's forward and backward with torch.compile (training, the head "
+                               "fit's encoder pass and evaluation; the TAWT update too). Costs a compilation at the "
+                               "start (seconds to minutes) and a C++ compiler")
+    training.add_argument("--torch_compile_mode", default=None,
+                          choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"),
+                          help="torch.compile's mode (implies --torch_compile); reduce-overhead adds CUDA graphs on "
+                               "a GPU. Default: torch.compile's default")
     training.add_argument("--dropout", type=float, default=None,
                           help="dropout before the task heads; default: the encoder's hidden_dropout_prob")
     training.add_argument("--logging_steps", type=int, default=50,

@@ -30,7 +30,7 @@ import distributed
 from errors import UsageError
 from output_files import CHECKPOINT_DIR, DISK_FULL_ERRORS, TRAINING_LOG_FILE, write_failure
 from run_reporting import TaskLosses
-from utils_cross_task import collate, epoch_batches
+from utils_cross_task import epoch_batches, prefetched
 
 logger = logging.getLogger("tawt")
 
@@ -237,27 +237,31 @@ class Trainer:
                                 args.per_gpu_train_batch_size, run.data_order_generator(self.stage, epoch), lengths)
         batches = distributed.shard_batches(batches)
         self.training_model.train()
-        logged_loss, logged_steps = 0.0, 0
+        # Nothing in a step waits for the device: the losses stay there until a step that must look at
+        # them (a logging step, a weight update, a checkpoint, the epoch's end) reads them all at once.
+        losses = StepLosses(self.stage, epoch)
+
+        def collated(batch):
+            task, indices = batch
+            return self.model.collate_batch([task_splits[task].features[index] for index in indices],
+                                            run.pad_token_id, rows=args.per_gpu_train_batch_size)
+
         progress = tqdm(range(start_batch, len(batches)), desc=f"{self.stage} epoch {epoch + 1}", leave=False,
                         disable=not distributed.is_main_process())
-        for batch_number in progress:
+        # Closed after the loop (an exception closes it when the generator is freed): the thread stops.
+        loaded = prefetched(batches[start_batch:], collated, run.device)
+        for batch_number, batch in zip(progress, loaded):
             if self.done:
                 break
             task, indices = batches[batch_number]
-            batch = collate([task_splits[task].features[index] for index in indices], run.pad_token_id)
-            batch = {name: tensor.to(run.device, non_blocking=True) for name, tensor in batch.items()}
+            if self.model.compiled_states is not None:
+                torch.compiler.cudagraph_mark_step_begin()  # a new step: CUDA graphs may reuse their memory
             with run.autocast():
-                loss, _ = self.training_model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
+                loss, _ = self.training_model(task, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                              batch.get("token_index"))
             self.task_losses.add(task, loss)
             loss = loss * multipliers[task]
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"{self.stage} epoch {epoch + 1} step {self.global_step + 1}: the loss of task {task} is "
-                    f"{loss_value} on the batch of training sentences {sorted(indices)[:8]}"
-                    f"{'...' if len(indices) > 8 else ''}; the last checkpoint is kept. Lower --learning_rate, "
-                    "or use --bf16 instead of --fp16"
-                )
+            losses.add(loss, self.global_step + 1, task, indices)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
             if args.max_grad_norm > 0:  # 0 turns clipping off, as in Hugging Face's Trainer
@@ -270,18 +274,20 @@ class Trainer:
             # in torch 1.4, so AdamW steps every parameter that has ever had one, on its moments alone.
             self.optimizer.zero_grad(set_to_none=not args.zero_grad_in_place)
             self.global_step += 1
-            logged_loss, logged_steps = logged_loss + loss_value, logged_steps + 1
-            progress.set_postfix(task=task, loss=f"{loss_value:.4f}")
             if args.logging_steps > 0 and self.global_step % args.logging_steps == 0:
-                self._log(epoch, logged_loss / logged_steps)
-                logged_loss, logged_steps = 0.0, 0
+                mean_loss = losses.mean_since_last_log()
+                progress.set_postfix(task=task, loss=f"{mean_loss:.4f}")
+                self._log(epoch, mean_loss)
             if (update_weights is not None and self.global_step % args.weight_update_steps == 0
                     and batch_number + 1 < len(batches) and not self.done):
+                losses.check()
                 multipliers = loss_multipliers(update_weights())
             if checkpoint is not None and args.save_steps > 0 and self.global_step % args.save_steps == 0:
+                losses.check()
                 checkpoint(batch_number + 1)
-        if logged_steps:
-            self._log(epoch, logged_loss / logged_steps)
+        loaded.close()
+        if losses.unlogged():
+            self._log(epoch, losses.mean_since_last_log())
 
     def _log(self, epoch, mean_loss):
         task_losses = self.task_losses.take_means()  # on every process: the next window starts afresh
@@ -298,6 +304,50 @@ class Trainer:
                 raise
             raise write_failure(self.run.path(TRAINING_LOG_FILE), len(line), error) from None
         self.run.reporter.training_log(record)
+
+
+class StepLosses:
+    """The training losses of an epoch's steps, kept on the device until a step reads them.
+
+    Reading them (`check`) is the one point where the host waits for the device: every loss not yet
+    read is copied at once, and the first that is NaN or infinite stops the run, naming its step, task
+    and batch (the steps after it trained on what it left; nothing of theirs was saved).
+    """
+
+    def __init__(self, stage, epoch):
+        self.stage, self.epoch = stage, epoch
+        self.unread = []  # (loss on the device, step, task, sentence indices)
+        self.read_values = []  # losses read since the last log
+
+    def add(self, loss, step, task, indices):
+        self.unread.append((loss.detach(), step, task, indices))
+
+    def check(self):
+        if not self.unread:
+            return
+        values = torch.stack([loss for loss, *_ in self.unread]).float().tolist()
+        for value, (_, step, task, indices) in zip(values, self.unread):
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"{self.stage} epoch {self.epoch + 1} step {step}: the loss of task {task} is {value} on the "
+                    f"batch of training sentences {sorted(indices)[:8]}{'...' if len(indices) > 8 else ''}; the last "
+                    "checkpoint is kept. Lower --learning_rate, or use --bf16 instead of --fp16"
+                )
+        self.read_values.extend(values)
+        self.unread.clear()
+
+    def unlogged(self):
+        return bool(self.unread or self.read_values)
+
+    def mean_since_last_log(self):
+        self.check()
+        values, self.read_values = self.read_values, []
+        return sum(values) / len(values)
+
+
+def all_finite(parameters):
+    """Whether every entry of every parameter is finite (one wait for the device)."""
+    return bool(torch.stack([torch.isfinite(parameter).all() for parameter in parameters]).all())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -362,7 +412,14 @@ def checkpoint_paths(output_dir):
 
 
 def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights):
-    """Write checkpoint-<n>.pt atomically (temporary file, then rename), then drop the older ones."""
+    """Write checkpoint-<n>.pt atomically (temporary file, then rename), then drop the older ones.
+
+    Weights that are no longer finite are never written: the run stops, and the last checkpoint is kept."""
+    if not all_finite(model.parameters()):
+        raise FloatingPointError(
+            f"{trainer.stage} step {trainer.global_step}: the model's weights are no longer finite; the last "
+            "checkpoint is kept. Lower --learning_rate or --max_grad_norm, or use --bf16 instead of --fp16"
+        )
     run.checkpoint_number += 1
     if not distributed.is_main_process():
         return

@@ -8,7 +8,9 @@ ignored) and ``{task}_labels.txt`` (one label per line). Task names are free str
 import gzip
 import logging
 import os
+import queue
 import re
+import threading
 import zlib
 from dataclasses import dataclass, field
 
@@ -326,18 +328,75 @@ def training_order_seed(data_seed, task):
     return [data_seed, zlib.crc32(task.encode("utf-8"))]
 
 
-def collate(features, pad_token_id):
-    """Pad a list of features to the longest one in the batch (not to --max_seq_length)."""
+def collate(features, pad_token_id, pad_to_multiple_of=None, max_length=None, rows=None):
+    """Pad a list of features to the longest one in the batch (not to --max_seq_length).
+
+    `pad_to_multiple_of` rounds that length up (to at most `max_length`, when given, or the longest
+    feature if that is longer); `rows` adds rows up to that many. An added row is one padding token that
+    may be attended to (a row attending to nothing would be NaN in attention) and carries no label.
+    """
     length = max(len(feature.input_ids) for feature in features)
-    input_ids = torch.full((len(features), length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(features), length), dtype=torch.long)
-    label_ids = torch.full((len(features), length), IGNORED_LABEL_ID, dtype=torch.long)
+    if pad_to_multiple_of:
+        rounded = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+        length = max(length, min(rounded, max_length or rounded))
+    row_count = max(len(features), rows or 0)
+    input_ids = torch.full((row_count, length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((row_count, length), dtype=torch.long)
+    label_ids = torch.full((row_count, length), IGNORED_LABEL_ID, dtype=torch.long)
     for row, feature in enumerate(features):
         size = len(feature.input_ids)
         input_ids[row, :size] = torch.tensor(feature.input_ids)
         attention_mask[row, :size] = 1
         label_ids[row, :size] = torch.tensor(feature.label_ids)
+    attention_mask[len(features):, 0] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+
+
+def prefetched(items, make_batch, device, depth=2):
+    """`make_batch(item)` for each item, on `device`: made by a background thread up to `depth` batches
+    ahead (in pinned memory when the device is a GPU), so collation is off the training step's path, and
+    copied without waiting (non_blocking). The batches are the same, in the same order, as made inline.
+    """
+    ready = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    pin = device.type == "cuda"
+
+    def offer(entry):
+        """Put `entry` in the queue unless the consumer has stopped; whether it went in."""
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                batch = make_batch(item)
+                if pin:
+                    batch = {name: tensor.pin_memory() for name, tensor in batch.items()}
+                if not offer((batch, None)):
+                    return
+        except BaseException as error:  # raised again where the batch is taken
+            offer((None, error))
+            return
+        offer((None, None))
+
+    producer = threading.Thread(target=produce, name="tawt-batch-prefetch", daemon=True)
+    producer.start()
+    try:
+        while True:
+            batch, error = ready.get()
+            if error is not None:
+                raise error
+            if batch is None:
+                return
+            yield {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
+    finally:
+        stop.set()
+        producer.join()
 
 
 # --group_by_length sorts each run of this many batches' worth of shuffled sentences by length.

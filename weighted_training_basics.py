@@ -291,8 +291,9 @@ def weight_gradients(cosines):
 def labelled_token_features(model, split, batch_size, device, pad_token_id, autocast=contextlib.nullcontext):
     """The encoder's states at every labelled position of `split`, with their labels, grouped by feature.
 
-    Returns (features [tokens, hidden] in float32, labels [tokens], offsets [len(split) + 1]): the
-    labelled tokens of feature i are rows offsets[i]:offsets[i + 1]. Only labelled positions are kept:
+    Returns (features [tokens, hidden] in float32, labels [tokens], offsets: a list of len(split) + 1
+    ints, on the host): the labelled tokens of feature i are rows offsets[i]:offsets[i + 1]. Only
+    labelled positions are kept:
     a token-level head never looks at the others, so caching them would only cost memory.
     """
     # Batches of similar lengths pad little; the rows are put back in the split's order at the end.
@@ -300,21 +301,23 @@ def labelled_token_features(model, split, batch_size, device, pad_token_id, auto
     states, labels, counts = [], [], []
     with dropout_off(model):
         for start in range(0, len(order), batch_size):
-            batch = collate([split.features[index] for index in order[start : start + batch_size]], pad_token_id)
+            features = [split.features[index] for index in order[start : start + batch_size]]
+            batch = model.collate_batch(features, pad_token_id, rows=batch_size)
             batch = {name: tensor.to(device) for name, tensor in batch.items()}
             with autocast():
-                hidden = model.encode(batch["input_ids"], batch["attention_mask"])
-            labelled = batch["labels"] != IGNORED_LABEL_ID
-            states.append(hidden[labelled].float())
-            labels.append(batch["labels"][labelled])
+                hidden = model.encode(batch["input_ids"], batch["attention_mask"], batch.get("token_index"))
+            labelled = (batch["labels"] != IGNORED_LABEL_ID)[: len(features)]  # rows past them: bucket padding
+            states.append(hidden[: len(features)][labelled].float())
+            labels.append(batch["labels"][: len(features)][labelled])
             counts.append(labelled.sum(dim=1))
     sorted_counts = torch.cat(counts).tolist()  # labelled tokens of each feature, in `order`
     states_by_feature = torch.cat(states).split(sorted_counts)
     labels_by_feature = torch.cat(labels).split(sorted_counts)
     # For each feature of the split, in the split's order, its position in `order`.
     positions = sorted(range(len(order)), key=lambda position: order[position])
-    offsets = torch.zeros(len(order) + 1, dtype=torch.long, device=device)
-    offsets[1:] = torch.cumsum(torch.tensor([sorted_counts[p] for p in positions], device=device), dim=0)
+    offsets = [0]
+    for position in positions:
+        offsets.append(offsets[-1] + sorted_counts[position])
     return (torch.cat([states_by_feature[p] for p in positions]),
             torch.cat([labels_by_feature[p] for p in positions]), offsets)
 
@@ -362,9 +365,13 @@ def _fit_head(model, head, task, split, run, generator, epochs):
     was_training = model.training
     model.train()  # the dropout before the head is on, as in training
     losses = []
-    for step, (_, indices) in enumerate(batches):
-        rows = torch.cat([torch.arange(offsets[i], offsets[i + 1], device=run.device) for i in indices])
-        if rows.numel() == 0:
+    # Every step's rows are known on the host and go to the device at once: the steps never wait for it.
+    step_rows = [np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in indices]) for _, indices in batches]
+    step_ends = np.cumsum([len(rows) for rows in step_rows]).tolist()
+    all_rows = torch.from_numpy(np.concatenate(step_rows).astype(np.int64)).to(run.device)
+    for step, end in enumerate(step_ends):
+        rows = all_rows[end - len(step_rows[step]) : end]
+        if len(rows) == 0:
             scheduler.step()
             continue
         logits = head(model.dropout(features[rows]))

@@ -1,5 +1,13 @@
-"""The GPU check: the benchmark's figures on one GPU in bf16, on a randomly initialised BERT-base, and a
-weighted joint run under --bf16 and under --fp16, on a bare machine with no network.
+"""The GPU check: each forward path eager and compiled, the benchmark's figures on one GPU in bf16, and
+weighted joint runs, on randomly initialised encoders, on a bare machine with no network.
+
+First, for a random BERT-base and a random MiniLM-shaped encoder, each forward path of PATHS (unpadded
+eager, bucketed eager, bucketed compiled with CUDA graphs): training sentences/s against padding to 128
+in the same run, ms a step, the host's share of a step (the share of the step's time the GPU runs no
+kernel, by torch.profiler), TFLOP/s and the share of the bf16 peak, the head fit and evaluation. Then
+the benchmark's figures (run_benchmarks.run_suite) on BERT-base; then a --bf16 weighted joint run with
+each path and encoder, and one under --fp16. Time budgets (PATH_BUDGET_SECONDS, JOINT_BUDGET_SECONDS)
+keep the whole check near 8 minutes; what they skip is marked so in its row.
 
 Here, where the embedded default is installed (or with --data_dir and --model_name_or_path):
 
@@ -17,7 +25,7 @@ since the encoder is built there from a BertConfig (timing and memory do not dep
 safetensors), numpy and tqdm. Without seqeval the joint runs train but skip their evaluation (the span F1
 of ner and chunking needs it); spaCy, the MiniLM package, matplotlib and scipy are not used. Every figure
 is printed as it is measured and the JSON rewritten after each, so a run cut short keeps what it
-measured; it ends with one table.
+measured; it ends with the tables.
 """
 
 import argparse
@@ -39,10 +47,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
 
 from benchmarks.run_benchmarks import (
-    AUXILIARY_TASKS, SIZES, format_row, machine_description, print_table, row, run_suite, sentences_needed,
-    table_text, write_results,
+    AUXILIARY_TASKS, SIZES, bf16_peak_flops, format_row, interleaved, machine_description, make_run, median,
+    original_padding, print_table, row, run_suite, sentences_needed, subset, table_text, timed,
+    training_flops_per_sentence, write_results,
 )
-from benchmarks.workloads import MAIN_TASK, TASKS, load_tokenizer, load_workload, random_encoder
+from benchmarks.workloads import (
+    MAIN_TASK, TASKS, build_model, load_tokenizer, load_workload, random_encoder, task_split,
+)
 from cross_task_training import UsageError, package_versions, resolve_data_dir, resolve_model_name_or_path
 from data.conll_io import (
     SPLITS, labels_file_text, sample_sentences, task_file_text, write_files_atomically,
@@ -67,6 +78,17 @@ GPU_SIZE = dict(encoder="bert-base", memory_encoder="bert-base", update_batch=64
 JOINT = dict(steps=300, main_task_sentences=500, batch=32, logging_steps=25)
 TINY_JOINT = dict(steps=12, main_task_sentences=8, batch=4, logging_steps=2)
 PACK_SENTENCES = dict(train=1000, dev=200, test=200)
+
+# The forward paths measured one by one: (name, --forward_path, compiled). Compiled runs use
+# --torch_compile_mode reduce-overhead on a GPU (CUDA graphs), torch.compile's default on the CPU.
+PATHS = (("unpadded, eager", "unpadded", False), ("bucketed, eager", "bucketed", False),
+         ("bucketed, compiled", "bucketed", True))
+PATH_ENCODERS = ("bert-base", "minilm")
+# The check is sized for about 8 minutes on one GPU: the per-path figures start no new path after
+# PATH_BUDGET_SECONDS, and no joint run starts after JOINT_BUDGET_SECONDS (both from the check's start;
+# the figures of run_benchmarks take about 3 minutes in between). What is skipped says so in its row.
+PATH_BUDGET_SECONDS = 240
+JOINT_BUDGET_SECONDS = 450
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -142,25 +164,26 @@ def has_module(name):
         return False
 
 
-def joint_run(precision, model_dir, data_dir, device, joint, evaluate, workdir):
-    """One weighted joint run of run_weighted_joint.py, in this process, under --bf16 or --fp16.
+def joint_run(precision, model_dir, data_dir, device, joint, evaluate, workdir, path_flags=(), label=""):
+    """One weighted joint run of run_weighted_joint.py, in this process, under --bf16 or --fp16, with
+    `path_flags` (--forward_path, --torch_compile_mode) named by `label`.
 
     Returns its rows: the time, whether every logged loss is finite and every weight vector is on the
     simplex, and (on a GPU) the peak GPU memory.
     """
     import run_weighted_joint
 
-    figure = f"weighted joint run --{precision}, {joint['steps']} steps (s)"
+    figure = f"weighted joint run --{precision}{label}, {joint['steps']} steps (s)"
     target = "finite loss, simplex weights"
     if precision == "fp16" and device.type != "cuda":
         return [row(figure, None, None, None, target, None, "s", skipped="--fp16 needs a GPU")]
-    output_dir = os.path.join(workdir, f"joint_{precision}")
+    output_dir = os.path.join(workdir, f"joint_{precision}{''.join(c for c in label if c.isalnum())}")
     argv = ["--data_dir", data_dir, "--model_name_or_path", model_dir, "--output_dir", output_dir,
             "--overwrite_output_dir", "--auxiliary_task_list", *AUXILIARY_TASKS, "--main_task", MAIN_TASK,
             "--main_task_train_sent_num", str(joint["main_task_sentences"]), "--do_train",
             "--max_steps", str(joint["steps"]), "--per_gpu_train_batch_size", str(joint["batch"]),
             "--gradient_sampling_batch_size", str(2 * joint["batch"]), "--logging_steps", str(joint["logging_steps"]),
-            f"--{precision}"]
+            f"--{precision}", *path_flags]
     argv += ["--do_eval", "--do_predict"] if evaluate else []
     argv += ["--no_cuda"] if device.type != "cuda" else []
     print(f"[{device.type}] weighted joint run: python run_weighted_joint.py {shlex.join(argv)}", flush=True)
@@ -192,6 +215,112 @@ def joint_run(precision, model_dir, data_dir, device, joint, evaluate, workdir):
     return rows
 
 
+def compile_mode(device):
+    return "reduce-overhead" if device.type == "cuda" else "default"
+
+
+def kernel_seconds(function, device):
+    """(wall seconds, seconds of GPU kernels) of `function`, by torch.profiler; kernels None on a CPU."""
+    if device.type != "cuda":
+        return timed(function, device)[0], None
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    torch.cuda.synchronize(device)
+    with torch.profiler.profile(activities=activities) as profile:
+        seconds = timed(function, device)[0]
+    kernels = sum(event.self_device_time_total for event in profile.events()
+                  if event.device_type == torch.autograd.DeviceType.CUDA) / 1e6
+    return seconds, kernels
+
+
+def path_figures(device, kind, size, workload, tokenizer, run, deadline):
+    """For encoder `kind`, each forward path of PATHS eager or compiled: training (sentences/s, ms a step,
+    the host's share of a step, TFLOP/s and share of the bf16 peak, against padding to 128 in the same
+    run), the head fit and evaluation. Yields rows as they are measured; stops at `deadline`."""
+    import contextlib
+    import io
+
+    from evaluation import predict
+    from training_loop import Trainer
+    from weighted_training_basics import fit_head_on_frozen_encoder
+
+    splits = {task: task_split(task, sentences, tokenizer, workload.labels[task])
+              for task, sentences in workload.sentences.items()}
+    count = size["train_batch"] * size["train_batches_per_task"]
+    train_splits = {task: subset(splits[task], count) for task in TASKS}
+    sentences = sum(len(split) for split in train_splits.values())
+    steps = sum(-(-len(split) // size["train_batch"]) for split in train_splits.values())
+    head_split = subset(splits[MAIN_TASK], size["head_sentences"])
+    test = workload.sentences[MAIN_TASK][-4 * size["eval_sentences"]:]
+    eval_split = task_split(MAIN_TASK, test, tokenizer, workload.labels[MAIN_TASK], "test")
+    task_weights = {task: 1.0 / len(TASKS) for task in TASKS}
+    peak = bf16_peak_flops(device)
+    epochs = iter(range(10**6))
+    reference_rate = None
+    for name, forward_path, compiled in PATHS:
+        if time.perf_counter() > deadline:
+            yield row(f"[{kind}] {name}", None, None, None, "(detail)", None, "sent/s",
+                      skipped="the per-path time budget was spent")
+            continue
+        model, description = build_model(kind, len(tokenizer), workload.labels)
+        model.forward_path = forward_path
+        model.to(device)
+        if compiled:
+            torch._dynamo.reset()
+            model.compile_encoder(compile_mode(device))
+        trainer = Trainer(model, run, total_steps=10**9, stage="paths")
+
+        def train():
+            with contextlib.redirect_stderr(io.StringIO()):
+                trainer.train_epoch(train_splits, task_weights, next(epochs))
+
+        def reference():
+            with original_padding(model), contextlib.redirect_stderr(io.StringIO()):
+                trainer.train_epoch(train_splits, task_weights, next(epochs))
+
+        try:
+            warm_up = timed(train, device)[0]  # the compilation (and CUDA graph recording) happens here
+            if reference_rate is None:
+                reference()
+                times = interleaved({"ours": train, "reference": reference}, size["train_repetitions"], device)
+                reference_rate = sentences / median(times["reference"])
+            else:
+                times = interleaved({"ours": train}, size["train_repetitions"], device)
+            seconds, kernels = kernel_seconds(train, device)
+            rate = sentences / median(times["ours"])
+            flops = training_flops_per_sentence(model, train_splits) * rate
+            yield row(f"[{kind}] {name}: training, batch {size['train_batch']} (sentences/s)", rate, reference_rate,
+                      rate / reference_rate, "eager >= 2x, compiled >= 5x", None, "sent/s", encoder=description,
+                      forward_path=forward_path, compiled=compiled, warm_up_seconds=warm_up, times=times)
+            yield row(f"[{kind}] {name}:   ms a step", 1000 * median(times["ours"]) / steps, None, None, "(detail)",
+                      None, "ms")
+            yield row(f"[{kind}] {name}:   host's share of a step (%)",
+                      None if kernels is None else 100 * max(0.0, 1 - kernels / seconds), None, None,
+                      "(GPU idle: the host's work)", None, "%", kernel_seconds=kernels, profiled_seconds=seconds)
+            yield row(f"[{kind}] {name}:   TFLOP/s (real tokens)", flops / 1e12, None, None,
+                      "(detail)", None, "TFLOP/s", share_of_bf16_peak=None if peak is None else 100 * flops / peak)
+            def fit():
+                fit_head_on_frozen_encoder(model, MAIN_TASK, head_split, run, torch.Generator().manual_seed(3))
+
+            fit()
+            fit_times = [timed(fit, device)[0] for _ in range(size["head_repetitions"])]
+            yield row(f"[{kind}] {name}: head fit, {len(head_split)} sentences (s)", median(fit_times), None, None,
+                      "(detail)", None, "s", times=fit_times)
+            def evaluate():
+                predict(model, MAIN_TASK, eval_split, 64, device, run.pad_token_id, run.autocast)
+
+            evaluate()
+            eval_times = [timed(evaluate, device)[0] for _ in range(size["eval_repetitions"])]
+            yield row(f"[{kind}] {name}: evaluation, {len(eval_split)} sentences (s)", median(eval_times), None,
+                      None, "(detail)", None, "s", times=eval_times)
+        except Exception as error:  # one path that fails must not lose the others' figures
+            yield row(f"[{kind}] {name}", None, None, None, "(detail)", False, "sent/s",
+                      error=f"{type(error).__name__}: {error}")
+        del model, trainer
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 def run_check(args, argv):
     pack_dir = os.path.abspath(args.pack_dir)
     info = read_pack(pack_dir)
@@ -216,26 +345,62 @@ def run_check(args, argv):
         results["suites"], results["seconds"] = [suite], time.perf_counter() - started
         results["finished"] = finished
         write_results(output, results)
-        write_text_atomic(table_path, table_text(suite))
+        tables = [table_text(results["paths"])] if results.get("paths") else []
+        write_text_atomic(table_path, "\n".join(tables + [table_text(suite)]))
 
     data_dir, tokenizer_dir = os.path.join(pack_dir, "data"), os.path.join(pack_dir, "tokenizer")
     workload = load_workload(sentences_needed(size), data_dir=data_dir)
     tokenizer = load_tokenizer(workload, tokenizer_dir)
     with tempfile.TemporaryDirectory(prefix="tawt-gpu-check-") as workdir:
-        suite = run_suite(device, size, workload, tokenizer, workdir, report=report, host_memory=False)
-        # The joint runs start from a saved model: the same random encoder, written with the tokenizer.
-        model_dir = os.path.join(workdir, "random_encoder")
-        encoder, description = random_encoder(size["encoder"], len(tokenizer))
-        encoder.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
-        del encoder
-        for precision in ("bf16", "fp16"):
-            for entry in joint_run(precision, model_dir, data_dir, device, joint, evaluate, workdir):
-                suite["rows"].append(entry)
+        # First each forward path, eager and compiled, per encoder (the figures wanted most), then the
+        # benchmark's figures against the original's approach, then the joint runs.
+        paths = {"device": str(device), "machine": machine_description(device), "encoder": "per row",
+                 "data": workload.source, "bf16": device.type == "cuda", "rows": []}
+        results["paths"] = paths
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        path_run = make_run(device, workdir, tokenizer.pad_token_id, bf16=bf16,
+                            per_gpu_train_batch_size=size["train_batch"])
+        deadline = started + PATH_BUDGET_SECONDS
+        for kind in (("tiny",) if args.tiny else PATH_ENCODERS):
+            print(f"[{device.type}] measuring: forward paths, {kind}", flush=True)
+            for entry in path_figures(device, kind, size, workload, tokenizer, path_run, deadline):
+                paths["rows"].append(entry)
                 print(f"[{device.type}] {format_row(entry)} {entry.get('error') or entry.get('skipped') or ''}",
                       flush=True)
-            report(suite)
+                write_results(output, results)
+        suite = run_suite(device, size, workload, tokenizer, workdir, report=report, host_memory=False)
+        # The joint runs start from a saved model: the same random encoder, written with the tokenizer.
+        for kind in (("tiny",) if args.tiny else PATH_ENCODERS):
+            model_dir = os.path.join(workdir, f"random_encoder_{kind}")
+            encoder, description = random_encoder(kind, len(tokenizer))
+            encoder.save_pretrained(model_dir)
+            tokenizer.save_pretrained(model_dir)
+            del encoder
+            runs = [("bf16", name, path, compiled) for name, path, compiled in PATHS]
+            if kind == size["encoder"]:
+                runs.append(("fp16", "unpadded, eager", "unpadded", False))
+            for precision, name, path, compiled in runs:
+                flags = ["--forward_path", path] + (["--torch_compile_mode", compile_mode(device)] if compiled else [])
+                label = f" [{kind}, {name}]"
+                skipped = None
+                if compiled and device.type != "cuda":
+                    # Inductor compiles a bf16 run's kernels as C++ one by one: minutes on a small CPU. The
+                    # compiled path's training, head fit and evaluation were measured above.
+                    skipped = "a compiled joint run is measured on a GPU only"
+                elif time.perf_counter() > started + JOINT_BUDGET_SECONDS and not args.tiny:
+                    skipped = "the check's time budget was spent"
+                if skipped is None:
+                    entries = joint_run(precision, model_dir, data_dir, device, joint, evaluate, workdir, flags, label)
+                else:
+                    entries = [row(f"weighted joint run --{precision}{label}, {joint['steps']} steps (s)", None, None,
+                                   None, "finite loss, simplex weights", None, "s", skipped=skipped)]
+                for entry in entries:
+                    suite["rows"].append(entry)
+                    print(f"[{device.type}] {format_row(entry)} {entry.get('error') or entry.get('skipped') or ''}",
+                          flush=True)
+                report(suite)
     report(suite, finished=True)
+    print_table(paths)
     print_table(suite)
     print(f"\n{results['command']}: {(time.perf_counter() - started) / 60:.1f} minutes; results written to {output} "
           f"and {table_path}")

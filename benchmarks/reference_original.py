@@ -27,12 +27,12 @@ from benchmarks.workloads import collate_padded_to_max_length
 @contextlib.contextmanager
 def padded_forward(model):
     """The model computing on every padded position, as the original's encoder did."""
-    unpadded = model.unpadded
-    model.unpadded = False
+    forward_path = model.forward_path
+    model.forward_path = "encoder"
     try:
         yield model
     finally:
-        model.unpadded = unpadded
+        model.forward_path = forward_path
 
 
 def on_padded_forward(function):
@@ -147,3 +147,50 @@ def predict_with_np_append(model, task, split, batch_size, device, pad_token_id)
             if out_label_ids[i, j] != IGNORED_LABEL_ID:
                 preds_list[i].append(labels[preds[i][j]])
     return preds_list, eval_loss / max(1, steps)
+
+
+class OriginalTrainingLoop:
+    """The original's training loop (run_joint_training_multi.py's `train`), on this project's model.
+
+    Its batches were collated before training (every sentence padded to 128; a list of every task's
+    DataLoader batches, shuffled), so collation is not part of its steps. Each step: `model.train()`, the
+    batch copied to the device, the encoder's own forward, `loss.backward()`, `tr_loss += loss.item()`
+    (the host waits for the device at every step), gradient clipping, an AdamW step that updates one
+    parameter at a time (transformers 2.8's AdamW did; torch's `foreach=False` is the same loop),
+    the schedule, `model.zero_grad()`.
+    """
+
+    def __init__(self, model, args, total_steps):
+        self.model, self.args = model, args
+        no_decay = [parameter for parameter in model.parameters() if parameter.ndim < 2]
+        decay = [parameter for parameter in model.parameters() if parameter.ndim >= 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=args.learning_rate, eps=args.adam_epsilon, foreach=False)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: max(0.0, (total_steps - step) / max(1, total_steps)))
+
+    def epoch(self, batches, device):
+        """One pass over `batches` ((task, batch padded to 128) pairs); returns the summed loss."""
+        model, tr_loss = self.model, 0.0
+        model.zero_grad()
+        with padded_forward(model):
+            for task, batch in batches:
+                model.train()
+                batch = {name: tensor.to(device) for name, tensor in batch.items()}
+                loss, _ = model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
+                loss.backward()
+                tr_loss += loss.item()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                model.zero_grad()
+        return tr_loss
+
+
+def original_batches(task_splits, batch_size, generator, pad_token_id):
+    """The original's list of batches: each task's sentences shuffled and cut, padded to 128, all shuffled."""
+    return [(task, collate_padded_to_max_length([task_splits[task].features[index] for index in indices],
+                                                pad_token_id))
+            for task, indices in epoch_batches({task: len(split) for task, split in task_splits.items()}, batch_size,
+                                               generator)]

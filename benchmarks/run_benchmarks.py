@@ -43,8 +43,10 @@ from benchmarks.workloads import (
     MAIN_TASK, TASKS, build_model, collate_padded_to_max_length, load_tokenizer, load_workload, parameter_bytes,
     task_split,
 )
-from cross_task_training import Run
+from cross_task_training import AUTO_FORWARD_PATH, Run
+from run_arguments import add_common_arguments, add_multi_task_arguments
 from evaluation import predict
+from modeling_multi_bert import FORWARD_PATHS, MultiTaskTagger
 from output_files import write_json_atomic
 from run_arguments import add_common_arguments, add_multi_task_arguments
 from testing import task_affinity
@@ -68,16 +70,20 @@ SIZES = {
     "full": dict(encoder="pretrained", memory_encoder="bert-base", update_batch=64, update_repetitions=2,
                  memory_batch=8, train_batch=32, train_batches_per_task=4, train_repetitions=2,
                  head_sentences=300, head_repetitions=2, eval_sentences=128, eval_repetitions=2, probe_batches=4,
-                 probe_head_fit_steps=500),
+                 probe_head_fit_steps=500, loop_batches_per_task=6, loop_repetitions=3),
     "quick": dict(encoder="pretrained", memory_encoder="pretrained", update_batch=16, update_repetitions=1,
                   memory_batch=4, train_batch=16, train_batches_per_task=1, train_repetitions=1,
                   head_sentences=96, head_repetitions=1, eval_sentences=32, eval_repetitions=1, probe_batches=2,
-                  probe_head_fit_steps=100),
+                  probe_head_fit_steps=100, loop_batches_per_task=2, loop_repetitions=1),
     "tiny": dict(encoder="tiny", memory_encoder="tiny", update_batch=4, update_repetitions=1,
                  memory_batch=2, train_batch=4, train_batches_per_task=1, train_repetitions=1,
                  head_sentences=8, head_repetitions=1, eval_sentences=4, eval_repetitions=1, probe_batches=2,
-                 probe_head_fit_steps=4),
+                 probe_head_fit_steps=4, loop_batches_per_task=1, loop_repetitions=1),
 }
+
+# The loop-overhead figure's encoder: 4 layers of width 64, where a step's arithmetic is negligible and
+# its time is the loop's own work (dispatch, launches, host waits): what makes a GPU launch-bound.
+LOOP_ENCODER_SHAPE = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256)
 
 # Dense bf16 peak (FLOP/s) of the usual training GPUs, for the share of peak the encoder reaches.
 BF16_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12,
@@ -137,14 +143,12 @@ def on_device(batch, device):
 @contextlib.contextmanager
 def original_padding(model):
     """The core's Trainer with the original's padding: every sentence padded to 128, the encoder's own forward."""
-    training_module = sys.modules[Trainer.__module__]
-    per_batch = training_module.collate
-    training_module.collate = collate_padded_to_max_length
+    model.collate_batch = lambda features, pad_token_id, rows=None: collate_padded_to_max_length(features, pad_token_id)
     try:
         with reference_original.padded_forward(model):
             yield
     finally:
-        training_module.collate = per_batch
+        del model.collate_batch  # the class's own again
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -287,7 +291,7 @@ def memory_child(spec_path, implementation):
     model, description = build_model(spec["kind"], spec["vocab_size"], spec["labels"],
                                      model_name_or_path=spec["model_name_or_path"])
     if implementation == "reference":
-        model.unpadded = False  # the original's forward, for its plain gradient too
+        model.forward_path = "encoder"  # the original's forward, for its plain gradient too
     pad = spec["pad_token_id"]
     features = {task: [Feature(ids, labels, 0, []) for ids, labels in rows] for task, rows in spec["features"].items()}
     collate_function = collate if implementation == "ours" else collate_padded_to_max_length
@@ -362,6 +366,64 @@ def training_throughput(model, run, splits, size, device):
     return rows, ours_rate, reference_rate
 
 
+def dispatched_operators(function):
+    """The aten operators `function` dispatches (every thread, nested ones included), by torch.profiler."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        function()
+    return sum(1 for event in profile.events() if event.name.startswith("aten::"))
+
+
+def loop_overhead(run, tokenizer, labels, splits, size, device):
+    """The training loop's own cost per step on a tiny encoder (LOOP_ENCODER_SHAPE): ms a step and aten
+    operators dispatched a step, ours (each forward path) against the original's loop
+    (reference_original.OriginalTrainingLoop, batches padded to 128 and collated before the loop)."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=len(tokenizer), **LOOP_ENCODER_SHAPE), add_pooling_layer=False)
+    model = MultiTaskTagger(encoder, labels).to(device)
+    count = size["train_batch"] * size["loop_batches_per_task"]
+    loop_splits = {task: subset(splits[task], count) for task in TASKS}
+    steps = sum(-(-len(split) // size["train_batch"]) for split in loop_splits.values())
+    trainer = Trainer(model, run, total_steps=10**9, stage="loop overhead")
+    original = reference_original.OriginalTrainingLoop(model, run.args, total_steps=10**9)
+    original_batches = reference_original.original_batches(loop_splits, size["train_batch"],
+                                                           torch.Generator().manual_seed(5), run.pad_token_id)
+    task_weights = {task: 1.0 / len(TASKS) for task in TASKS}
+    epochs = iter(range(10**6))
+    implementations = {}
+    for path in FORWARD_PATHS:
+        def ours(path=path):
+            model.forward_path = path
+            with contextlib.redirect_stderr(io.StringIO()):
+                trainer.train_epoch(loop_splits, task_weights, next(epochs))
+        implementations[path] = ours
+    implementations["original"] = lambda: original.epoch(original_batches, device)
+    for implementation in implementations.values():  # warm-up: allocator, kernels, the first bucket shapes
+        implementation()
+    times = interleaved(implementations, size["loop_repetitions"], device)
+    ms = {name: 1000 * median(values) / steps for name, values in times.items()}
+    # The operators are counted over one batch per task (the profiler's record of a long run is slow to read).
+    loop_splits.update({task: subset(split, size["train_batch"]) for task, split in loop_splits.items()})
+    original_batches[:] = [next(batch for batch in original_batches if batch[0] == task) for task in TASKS]
+    operators = {name: dispatched_operators(implementation) / len(TASKS)
+                 for name, implementation in implementations.items()}
+    default = AUTO_FORWARD_PATH.get(device.type, "unpadded")
+    other = next(path for path in FORWARD_PATHS if path != default)
+    shape = f"{LOOP_ENCODER_SHAPE['num_hidden_layers']} layers x {LOOP_ENCODER_SHAPE['hidden_size']}"
+    return [
+        row(f"loop overhead: tiny encoder ({shape}), batch {size['train_batch']} (ms a step)", ms[default],
+            ms["original"], ms["original"] / ms[default], "ours <= the original's", ms[default] <= ms["original"],
+            "ms", forward_path=default, steps=steps, times=times, ms_per_step=ms),
+        row(f"  with --forward_path {other} (ms a step)", ms[other], ms["original"], ms["original"] / ms[other],
+            "(detail)", None, "ms"),
+        row("  aten operators dispatched a step", operators[default], operators["original"],
+            operators["original"] / operators[default], "(detail)", None, "ops", operators_per_step=operators),
+        row(f"  aten operators a step with --forward_path {other}", operators[other], operators["original"],
+            operators["original"] / operators[other], "(detail)", None, "ops"),
+    ]
+
+
 def peak_gpu_memory(figure, implementations, device):
     """The GPU memory each implementation holds at its peak (model, optimizer state and activations)."""
     peaks = {}
@@ -394,22 +456,34 @@ def same_loss_check(model, train_splits, pad_token_id, device):
                "<= 1e-5", worst <= 1e-5, "loss", losses=losses)
 
 
+def training_flops_per_sentence(model, train_splits):
+    """The encoder's training FLOPs per sentence of `train_splits`, on real tokens only: 6 x non-embedding
+    parameters x tokens, plus attention."""
+    config = model.encoder.config
+    non_embedding = non_embedding_parameters(model)
+    lengths = [len(f.input_ids) for split in train_splits.values() for f in split.features]
+    flops = sum(6 * non_embedding * n + 12 * config.num_hidden_layers * config.hidden_size * n * n for n in lengths)
+    return flops / len(lengths)
+
+
+def bf16_peak_flops(device):
+    """The dense bf16 peak of `device` where BF16_PEAK_FLOPS knows it, else None."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return next((flops for key, flops in BF16_PEAK_FLOPS.items() if key in name), None)
+
+
 def achieved_flops(model, train_splits, sentences_per_second, device):
     """The encoder's training FLOP/s, and its share of the device's bf16 peak where that is known.
 
     Model FLOPs count the real tokens only (6 x non-embedding parameters x tokens, plus attention), so
     an implementation that computes on padding gets no credit for it.
     """
-    config = model.encoder.config
-    non_embedding = non_embedding_parameters(model)
-    lengths = [len(f.input_ids) for split in train_splits.values() for f in split.features]
-    flops = sum(6 * non_embedding * n + 12 * config.num_hidden_layers * config.hidden_size * n * n for n in lengths)
-    per_sentence = flops / len(lengths)
+    per_sentence = training_flops_per_sentence(model, train_splits)
     tflops = {name: per_sentence * rate / 1e12 for name, rate in sentences_per_second.items()}
     rows = [row("encoder achieved TFLOP/s in training (real tokens)", tflops["ours"], tflops["reference"],
                 tflops["ours"] / tflops["reference"], "(detail)", None, "TFLOP/s")]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    peak = next((flops for key, flops in BF16_PEAK_FLOPS.items() if key in name), None)
+    peak = bf16_peak_flops(device)
     if peak is not None:
         rows.append(row(f"  share of the {name} dense bf16 peak (%)", 100 * tflops["ours"] * 1e12 / peak,
                         100 * tflops["reference"] * 1e12 / peak, None, "(detail)", None, "%",
@@ -545,6 +619,7 @@ def run_suite(device, size, workload, tokenizer, workdir, model_name_or_path=Non
         ("memory", lambda: memory_figure(size, tokenizer, workload.labels, splits, workdir, model_name_or_path)
          if device.type == "cpu" and host_memory else []),  # on a GPU: the peak GPU memory rows instead
         ("training throughput", throughput),
+        ("loop overhead", lambda: loop_overhead(run, tokenizer, workload.labels, splits, size, device)),
         ("TAWT overhead", lambda: [tawt_overhead(update_row(), rates["ours"], rates["reference"],
                                                  update_row()["reference"]),
                                    tawt_overhead_within_epochs(update_row(), rates["ours"], rates["reference"],

@@ -144,6 +144,7 @@ def load_tokenizer(workload, model_name_or_path=None):
 # The shapes of the randomly initialised encoders (BertConfig's defaults are BERT-base's).
 RANDOM_ENCODER_SHAPES = {
     "bert-base": ({}, "randomly initialised BERT-base (12 layers, 768 hidden)"),
+    "minilm": (MINILM_SHAPE, "randomly initialised MiniLM-shaped BERT (6 layers, 384 hidden)"),
     "tiny": (dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
              "tiny random BERT"),
 }

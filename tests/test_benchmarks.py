@@ -24,7 +24,7 @@ def test_benchmark_command_runs_at_tiny_size(tmp_path):
     output = tmp_path / "results.json"
     suites = run_benchmarks.main(["--tiny", "--no_cuda", "--output", str(output)])
     figures = [entry["figure"] for entry in suites[0]["rows"]]
-    for expected in ("weight update", "ceiling", "peak memory", "training throughput", "--padded_forward",
+    for expected in ("weight update", "ceiling", "peak memory", "training throughput", "--padded_forward", "loop overhead",
                      "same loss", "TAWT overhead", "--weight_update_steps 100", "head fit", "task-affinity probe",
                      "evaluation time"):
         assert any(expected in figure for figure in figures), expected

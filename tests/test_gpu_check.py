@@ -58,7 +58,7 @@ def test_pack_holds_the_data_slice_and_tokenizer_but_no_weights(pack_dir):
 def run_check(python, pack_dir, output, env=None, blocked=True):
     command = [python, "-c", WITHOUT_MODULES.format(unavailable=UNAVAILABLE)] if blocked else [python]
     command += [GPU_CHECK, "run", "--pack_dir", str(pack_dir), "--no_cuda", "--tiny", "--output", str(output)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,  # inductor compiles on the CPU
                           env={**os.environ, **OFFLINE, **(env or {})})
 
 
@@ -78,6 +78,19 @@ def check_results(completed, output):
     assert abs(sum(bf16["final_weights"].values()) - 1) < 1e-9
     fp16 = next(entry for figure, entry in rows.items() if figure.startswith("weighted joint run --fp16"))
     assert fp16["skipped"] == "--fp16 needs a GPU"
+    # Each forward path, eager and compiled: training, head fit and evaluation measured; a joint run with each
+    # eager path (a compiled one is left to the GPU).
+    paths = {entry["figure"]: entry for entry in results["paths"]["rows"]}
+    for path in ("unpadded, eager", "bucketed, eager", "bucketed, compiled"):
+        for figure in ("training, batch", "ms a step", "TFLOP/s", "head fit", "evaluation"):
+            entry = next((entry for name, entry in paths.items() if name.startswith(f"[tiny] {path}:")
+                          and figure in name), None)
+            assert entry is not None and entry["ours"] is not None and "error" not in entry, (path, figure, entry)
+    compiled = next(entry for name, entry in paths.items() if name.startswith("[tiny] bucketed, compiled: training"))
+    assert compiled["compiled"] and compiled["reference"] > 0
+    for path in ("unpadded, eager", "bucketed, eager"):
+        assert rows[f"weighted joint run --bf16 [tiny, {path}], 12 steps (s)"]["met"]
+    assert rows["weighted joint run --bf16 [tiny, bucketed, compiled], 12 steps (s)"]["skipped"]
 
 
 def test_gpu_command_runs_offline_without_spacy_seqeval_or_minilm(pack_dir, tmp_path):

@@ -67,29 +67,59 @@ def _padded_batch(pad_token_id):
     return input_ids, attention_mask, labels
 
 
+@pytest.mark.parametrize("path", ["unpadded", "bucketed"])
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
-def test_unpadded_forward_gives_the_encoders_own_states_loss_and_gradient(kind):
-    model = MultiTaskTagger(_tiny_encoder(kind), {"pos": ["a", "b", "c"]}).eval()
-    assert model.unpadded
+def test_own_forward_paths_give_the_encoders_own_states_loss_and_gradient(kind, path):
+    model = MultiTaskTagger(_tiny_encoder(kind), {"pos": ["a", "b", "c"]}, forward_path=path).eval()
+    assert model.forward_path == path and model.unpadded == (path == "unpadded")
     input_ids, attention_mask, labels = _padded_batch(model.encoder.config.pad_token_id)
     real = attention_mask.bool()
 
-    def states_loss_gradient(unpadded):
-        model.unpadded = unpadded
+    def states_loss_gradient(forward_path):
+        model.forward_path = forward_path
         states = model.encode(input_ids, attention_mask)
         loss, _ = model.classify("pos", states, labels)
         return states.detach(), loss.item(), torch.autograd.grad(loss, model.encoder_parameters(), allow_unused=True)
 
-    states, loss, gradient = states_loss_gradient(True)
-    own_states, own_loss, own_gradient = states_loss_gradient(False)
+    states, loss, gradient = states_loss_gradient(path)
+    own_states, own_loss, own_gradient = states_loss_gradient("encoder")
     assert torch.allclose(states[real], own_states[real], atol=1e-5)
-    assert torch.count_nonzero(states[~real]) == 0  # padded positions are left out, not computed
+    if path == "unpadded":
+        assert torch.count_nonzero(states[~real]) == 0  # padded positions are left out, not computed
     assert loss == pytest.approx(own_loss, rel=1e-6)
     for ours, own in zip(gradient, own_gradient):
         if own is None:
             assert ours is None or torch.count_nonzero(ours) == 0
         else:
             assert torch.allclose(ours, own, atol=1e-6)
+
+
+def test_bucketed_batches_have_few_shapes_and_the_same_loss():
+    """Bucketed collation pads to a multiple of 16 positions and to the full batch: the loss is the one
+    of the batch padded to its longest sentence (added rows and positions carry no label)."""
+    from utils_cross_task import Feature
+
+    model = MultiTaskTagger(_tiny_encoder("bert", dropout=0.0), {"pos": ["a", "b", "c"]}, forward_path="bucketed")
+    generator = torch.Generator().manual_seed(2)
+    features = [Feature(torch.randint(5, 40, (length,), generator=generator).tolist(),
+                        [-100] + torch.randint(0, 3, (length - 2,), generator=generator).tolist() + [-100], row, [])
+                for row, length in enumerate([9, 3, 17])]
+    batch = model.collate_batch(features, 0, rows=5)
+    assert batch["input_ids"].shape == (5, 32) and "token_index" not in batch
+    assert (batch["attention_mask"][3:].sum(dim=1) == 1).all() and (batch["labels"][3:] == -100).all()
+    shapes = {tuple(model.collate_batch(features[:count], 0, rows=5)["input_ids"].shape) for count in (1, 2, 3)}
+    assert shapes == {(5, 16), (5, 32)}
+    model.forward_path = "unpadded"
+    unpadded = model.collate_batch(features, 0, rows=5)
+    assert unpadded["input_ids"].shape == (3, 17)
+    assert torch.equal(unpadded["token_index"], unpadded["attention_mask"].reshape(-1).nonzero().squeeze(1))
+    losses = []
+    for path, collated in (("bucketed", batch), ("unpadded", unpadded)):
+        model.forward_path = path
+        loss, _ = model("pos", collated["input_ids"], collated["attention_mask"], collated["labels"],
+                        collated.get("token_index"))
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
 def test_unpadded_forward_keeps_dropout_in_training_and_falls_back_for_other_encoders():
@@ -102,9 +132,9 @@ def test_unpadded_forward_keeps_dropout_in_training_and_falls_back_for_other_enc
     model.eval()
     assert torch.equal(model.encode(input_ids, attention_mask), model.encode(input_ids, attention_mask))
 
-    assert not MultiTaskTagger(_tiny_encoder("bert"), {"pos": ["a"]}, unpadded=False).unpadded
-    other = MultiTaskTagger(_tiny_encoder("distilbert"), {"pos": ["a", "b"]}).eval()
-    assert not other.unpadded  # not BERT-shaped: its own forward
+    assert MultiTaskTagger(_tiny_encoder("bert"), {"pos": ["a"]}, unpadded=False).forward_path == "encoder"
+    other = MultiTaskTagger(_tiny_encoder("distilbert"), {"pos": ["a", "b"]}, forward_path="bucketed").eval()
+    assert other.forward_path == "encoder"  # not BERT-shaped: its own forward
     _, logits = other("pos", input_ids, attention_mask)
     assert logits.shape == (*input_ids.shape, 2)
 

@@ -173,30 +173,35 @@ def test_group_by_length_trains_end_to_end(tiny_data_dir, tiny_model_dir, tmp_pa
     assert json.loads((tmp_path / "grouped" / "run_args.json").read_text())["args"]["group_by_length"] is True
 
 
-def test_padded_forward_gives_the_same_run(tiny_data_dir, tmp_path):
-    """Unpadding changes what is computed, not the results: without dropout, a weighted joint run with
-    --padded_forward has the same weights, losses and predictions as the default one."""
+def test_every_forward_path_gives_the_same_run(tiny_data_dir, tmp_path):
+    """The forward path changes what is computed, not the results: without dropout, a weighted joint run
+    with --padded_forward (the encoder's own forward) or --forward_path bucketed has the same weights,
+    losses and predictions as the default (unpadded on a CPU); run_args.json records the path taken."""
     from tests.conftest import write_tiny_bert
 
     model_dir = write_tiny_bert(tmp_path / "no_dropout_bert", hidden_dropout_prob=0.0,
                                 attention_probs_dropout_prob=0.0)
     runs = {}
-    for name, extra in (("unpadded", []), ("padded", ["--padded_forward"])):
+    for name, extra in (("unpadded", []), ("encoder", ["--padded_forward"]),
+                        ("bucketed", ["--forward_path", "bucketed"])):
         output = tmp_path / name
         runs[name] = run_weighted_joint.main(common(tiny_data_dir, model_dir, output) + [
             "--auxiliary_task_list", "pos", "chunking", "--main_task", "ner", "--gradient_sampling_batch_size", "8",
             "--dropout", "0", "--logging_steps", "1", *extra])
         with open(output / "run_args.json") as handle:
-            assert json.load(handle)["args"]["padded_forward"] == (name == "padded")
+            recorded = json.load(handle)
+        assert recorded["args"]["padded_forward"] == (name == "encoder")
+        assert recorded["forward_path"] == name and recorded["torch_compile"] is False
     histories = [weight_history(tmp_path / name)["history"] for name in runs]
     assert len(histories[0]) == 3 and histories[0][-1]["weights"] != histories[0][0]["weights"]
-    for unpadded, padded in zip(*histories):
-        assert unpadded["weights"] == pytest.approx(padded["weights"], abs=1e-5)
     losses = [[json.loads(line)["loss"] for line in open(tmp_path / name / "training_log.jsonl")] for name in runs]
-    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
-    for task in ("ner", "pos", "chunking"):
-        predictions = [(tmp_path / name / f"{task}_test_predictions.txt").read_text() for name in runs]
-        assert predictions[0] == predictions[1]
+    predictions = [[(tmp_path / name / f"{task}_test_predictions.txt").read_text() for task in ("ner", "pos", "chunking")]
+                   for name in runs]
+    for other in (1, 2):
+        for unpadded, padded in zip(histories[0], histories[other]):
+            assert unpadded["weights"] == pytest.approx(padded["weights"], abs=1e-5)
+        assert losses[0] == pytest.approx(losses[other], rel=1e-4)
+        assert predictions[0] == predictions[other]
 
 
 ENTRY_POINTS_IN_FOLDERS = ["benchmarks/gpu_check.py", "benchmarks/gpu_session.py", "benchmarks/run_benchmarks.py",
