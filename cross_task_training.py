@@ -37,6 +37,7 @@ from training_loop import checkpoint_paths, load_checkpoint, remove_checkpoints,
 from utils_cross_task import (
     labels_file, load_task_split, read_labels, read_sentences, task_file, training_order_seed,
 )
+import target_aware_baselines as baselines
 from weighted_training_basics import weight_step_size
 
 logger = logging.getLogger("tawt")
@@ -119,8 +120,9 @@ def add_common_arguments(parser):
     return parser
 
 
-def add_multi_task_arguments(parser, main_task_weighted=True):
-    """The knobs shared by every multi-task script: which tasks, their weights, and the TAWT update."""
+def add_multi_task_arguments(parser, main_task_weighted=True, target_aware_baselines=False):
+    """The knobs shared by every multi-task script: which tasks, their weights, and the TAWT update (and,
+    with `target_aware_baselines`, --weighting gcs and olaux: target_aware_baselines.py)."""
     tasks = parser.add_argument_group("tasks")
     tasks.add_argument("--auxiliary_task_list", nargs="+", required=True,
                        help="the source tasks, e.g. 'pos chunking predicate' (commas also work)")
@@ -133,9 +135,14 @@ def add_multi_task_arguments(parser, main_task_weighted=True):
     order = "sources in order, main task last" if main_task_weighted else "one per source, in order"
     weighting.add_argument("--task_weights", nargs="+", type=float, default=None,
                            help=f"starting task weights ({order}); normalised to sum 1; default: uniform")
-    weighting.add_argument("--weighting", choices=("fixed", "tawt"), default="tawt",
+    weighting.add_argument("--weighting", choices=("fixed", "tawt") + (baselines.WEIGHTINGS if target_aware_baselines
+                                                                       else ()), default="tawt",
                            help="fixed: the weights stay as given; tawt: they follow the TAWT update after each epoch "
-                                "(and every --weight_update_steps steps)")
+                                "(and every --weight_update_steps steps)" + (
+                                    "; gcs: GCS (Du et al. 2018), fixed weights and each source batch's encoder "
+                                    "gradient kept or scaled by its cosine with the main task's; olaux: OL-AUX (Lin "
+                                    "et al. 2019), weights moved additively by <G_main, G_source>"
+                                    if target_aware_baselines else ""))
     weighting.add_argument("--weight_lr", type=float, default=1.0, help="step size of the weight update (paper: 1)")
     weighting.add_argument("--normalized_gradients", action="store_true",
                            help="exponent -weight_lr * g_t (g_t = -cosine); without it, -weight_lr * "
@@ -187,6 +194,8 @@ def paradigm_name(base, args, fixed_weights_variant=True):
     """The paradigm's name in run_args.json: weighted_<base> (TAWT), <base>, or <base>_fixed_weights."""
     if args.weighting == "tawt":
         return f"weighted_{base}"
+    if args.weighting in baselines.WEIGHTINGS:
+        return baselines.paradigm_name(base, args)
     if fixed_weights_variant and args.task_weights is not None:
         return f"{base}_fixed_weights"
     return base
@@ -200,6 +209,8 @@ def check_multi_task_arguments(args):
     args.auxiliary_task_list = parse_task_list(args.auxiliary_task_list)
     check_task_lists(args.auxiliary_task_list, args.main_task)
     check_weighting_arguments(args)
+    if hasattr(args, "target_gradient_steps"):
+        baselines.check_arguments(args)
     return args
 
 
@@ -311,6 +322,8 @@ class Run:
     completed_stages: dict = field(default_factory=dict)  # stage -> its final task weights
     checkpoint_number: int = 0
     weight_history: "TaskWeightHistory" = None  # set by start_weight_history; saved in checkpoints
+    target_aware_baseline: object = None  # GCS or OL-AUX (target_aware_baselines.start_baseline); saved in checkpoints
+    restored_target_aware_baseline: dict = None
 
     @property
     def output_dir(self):
@@ -524,7 +537,8 @@ class TaskWeightHistory:
     def record(self, stage, epoch, weights, similarities=None, step=0):
         """One entry: `stage` "initial", "epoch" (an update after an epoch) or "step" (one within an epoch,
         --weight_update_steps), the epoch, the optimizer step reached, the weights, and `similarities` (the
-        update's TaskSimilarities: the cosines it used, and their mean and spread over the sampled batches)."""
+        update's TaskSimilarities: the cosines it used, and their mean and spread over the sampled batches;
+        or GCS's and OL-AUX's MethodRecord, whose fields are added to the entry)."""
 
         def listed(values):
             return None if values is None else [None if value is None else float(value) for value in values]
@@ -537,6 +551,7 @@ class TaskWeightHistory:
             "cosine_similarities": listed(None if similarities is None else similarities.cosines),
             "cosine_batch_mean": listed(None if similarities is None else similarities.batch_means),
             "cosine_batch_std": listed(None if similarities is None else similarities.batch_stds),
+            **getattr(similarities, "fields", {}),  # GCS's and OL-AUX's report (target_aware_baselines.MethodRecord)
         })
         logger.info("task weights (%s %d, step %d): %s", stage, epoch, step,
                     ", ".join(f"{task} {weight:.4f}" for task, weight in zip(self.tasks, weights)))
