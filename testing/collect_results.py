@@ -3,7 +3,8 @@
 Walks OUTPUT_ROOT for run directories (those with run_args.json), and writes to --output_dir:
 
 * `table1.md`: rows single-task, pre-training, weighted pre-training, joint, weighted joint, normalized joint,
-  weighted normalized joint; columns the main tasks and their average. A cell is the main task's test
+  weighted normalized joint, and the target-aware baselines GCS, weighted GCS and OL-AUX where the tree has
+  them (target_aware_baselines.py); columns the main tasks and their average. A cell is the main task's test
   score x 100 (accuracy for tagging tasks such as pos, F1 otherwise; read from `{task}_test_results.txt`),
   mean ± sample std over the seeds. Below it, every other configuration of the tree (ratio analysis, other
   main-task sizes, fixed-weight re-runs, the weighted pre-training inv_constants not shown) in one long table.
@@ -16,10 +17,11 @@ several configurations for a main task (weighted pre-training's inv_constant 1/1
 the one with the best mean dev score (`{task}_eval_results.txt`), and a footnote names it.
 
 Significance marks: a weighted row's cell gets † when it is better than its baseline (pre-training, joint,
-normalized joint) with p < --alpha in a paired test over the seeds both have: each seed's baseline and
+normalized joint; joint for GCS and OL-AUX) with p < --alpha in a paired test over the seeds both have: each seed's baseline and
 weighted runs are paired sentence by sentence, and the seeds' test sentences are pooled into one test
 (paired t-test on per-sentence scores by default, --mark_test to use the bootstrap or the randomization
-test). The p-values are in table1.csv.
+test). The p-values are in table1.csv; TAWT tested against GCS and OL-AUX is in the significance batch's
+CSV (testing/significance_testing.py batch).
 
 Usage:
   python testing/collect_results.py out/ --output_dir out/summary
@@ -51,6 +53,10 @@ TABLE1_ROWS = {
     "weighted_joint": "Weighted joint training",
     "normalized_joint": "Normalized joint training",
     "weighted_normalized_joint": "Weighted normalized joint training",
+    # The target-aware baselines (target_aware_baselines.py), in joint training from uniform weights.
+    "joint_gcs": "GCS (Du et al. 2018)",
+    "joint_gcs_weighted": "Weighted GCS (Du et al. 2018)",
+    "joint_olaux": "OL-AUX (Lin et al. 2019)",
 }
 TASK_ORDER = ("pos", "chunking", "predicate", "ner")  # the paper's column order; other tasks follow by name
 TASK_TITLES = {"pos": "POS", "chunking": "Chunking", "predicate": "Predicate", "ner": "NER"}
@@ -276,7 +282,8 @@ def table1_markdown(cells, tasks, rows, mark_test, alpha):
     notes = [
         "Test score x 100 of the main task (accuracy for tagging tasks, F1 for span and binary tasks), "
         "mean ± sample std over seeds (no ± for one seed); Avg is the mean of the row's task means.",
-        f"{SIGNIFICANT_MARK}: better than its baseline (pre-training, joint, normalized joint) with p < {alpha} "
+        f"{SIGNIFICANT_MARK}: better than its baseline (pre-training, joint, normalized joint; joint for GCS and "
+        f"OL-AUX) with p < {alpha} "
         f"in a paired {TEST_NAMES[mark_test]}, each seed's runs paired sentence by sentence, seeds pooled.",
     ]
     for (paradigm, task), cell in sorted(cells.items(), key=lambda item: (list(TABLE1_ROWS).index(item[0][0]), item[0][1])):
