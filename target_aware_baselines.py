@@ -41,6 +41,10 @@ from weighted_training_basics import (
 )
 
 WEIGHTINGS = ("gcs", "olaux")
+# OL-AUX's beta multiplies raw gradient dot products, so no value carries over between models and losses.
+# On the medium grid (MiniLM, learning rate 5e-4) lr * <G_main, G_k> is about 1e-4 per source step: beta = 100
+# moves a coefficient (1 at the start) by about 0.01 per step, by O(1) over a run. Not tuned on dev.
+OLAUX_LR = 100.0
 GCS_MODES = ("unweighted", "weighted")
 # A source's coefficient never falls below this: at 0 its loss, hence its gradient, would vanish and OL-AUX
 # could never measure it again (the paper computes the gradient of each auxiliary loss unweighted).
@@ -56,9 +60,9 @@ def add_arguments(parser):
                        help="GCS and OL-AUX: refresh the target gradient (the main task's encoder gradient on "
                             "--gradient_sampling_batch_size sampled sentences) at a source step once it is this many "
                             "steps old; 1: at every source step, as in both papers")
-    group.add_argument("--olaux_lr", type=float, default=1.0,
+    group.add_argument("--olaux_lr", type=float, default=OLAUX_LR,
                        help="OL-AUX (Lin et al. 2019): step size beta of the coefficients, lambda_k += beta * "
-                            "sum over the horizon (--weight_update_steps) of lr * <G_main, G_k>")
+                            "sum over the horizon (--weight_update_steps) of lr * <G_main, G_k> (default %(default)s)")
     return parser
 
 
@@ -67,7 +71,7 @@ def check_arguments(args):
         raise UsageError(f"--target_gradient_steps {args.target_gradient_steps}: give at least 1 (1: a fresh target "
                          "gradient at every source step)")
     if args.weighting == "olaux" and not (math.isfinite(args.olaux_lr) and args.olaux_lr > 0):
-        raise UsageError(f"--olaux_lr {args.olaux_lr}: give a finite positive step size (default 1)")
+        raise UsageError(f"--olaux_lr {args.olaux_lr}: give a finite positive step size (default {OLAUX_LR:g})")
     # torchrun's WORLD_SIZE, read before the processes connect: fail before anything is loaded.
     if args.weighting in WEIGHTINGS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError(f"--weighting {args.weighting} runs in one process only; start it without torchrun")

@@ -411,12 +411,12 @@ def normalized_section_jobs(maker, settings):
 
 def baselines_section_jobs(maker, settings):
     jobs = []
-    for main_task, setting in settings.grid.main_tasks.items():
-        tasks = [*setting.sources, main_task, setting.train_size]
-        for seed in settings.seeds:
-            for method in settings.grid.baselines:
+    for seed in settings.seeds:  # seed by seed: an interrupted section leaves every method with the same seeds
+        for method in settings.grid.baselines:
+            for main_task, setting in settings.grid.main_tasks.items():
                 jobs.append(maker.job(f"baselines/joint_{method}/{main_task}", main_task,
-                                      "run_target_aware_baseline_multi.sh", [method, *tasks], seed))
+                                      "run_target_aware_baseline_multi.sh",
+                                      [method, *setting.sources, main_task, setting.train_size], seed))
     return jobs
 
 
