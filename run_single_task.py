@@ -10,7 +10,8 @@ import argparse
 
 import numpy as np
 
-from cross_task_training import add_common_arguments, check_positive, finish_run, prepare_run, run_main
+from cross_task_training import finish_run, prepare_run, run_main
+from run_arguments import add_common_arguments, check_positive
 from training_loop import train_stage
 
 

@@ -20,9 +20,9 @@ OL-AUX, the target-aware baselines, are described in target_aware_baselines.py.
 
 import argparse
 
-from cross_task_training import (
-    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, finish_run, initial_task_weights,
-    paradigm_name, prepare_run, run_main, start_weight_history,
+from cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
+from run_arguments import (
+    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, initial_task_weights,
 )
 import target_aware_baselines
 from training_loop import train_stage

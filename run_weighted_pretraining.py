@@ -11,8 +11,8 @@ schedule. The weights are over the sources only (the main task is not trained in
 Weighted pre-training, after each pre-training epoch (and every --weight_update_steps steps within one):
 fit a throw-away copy of the main task's head on the frozen encoder for one epoch, take the TAWT weight
 step with that copy (paper: --inv_constant 1, 10, 30, 100), and drop it; fine-tuning starts from the main
-head as it was before pre-training.
---pre_train_only stops after stage 1.
+head as it was before pre-training. --reseed_each_update draws the same head-fit order and gradient-sampling
+batches at every update, as the original did. --pre_train_only stops after stage 1.
 
     python run_weighted_pretraining.py --auxiliary_task_list pos chunking predicate --main_task ner \\
         --main_task_train_sent_num 500 --inv_constant 10 --output_dir out/weighted_pretraining_ner \\
@@ -23,9 +23,9 @@ import argparse
 
 import numpy as np
 
-from cross_task_training import (
-    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, finish_run, initial_task_weights,
-    paradigm_name, prepare_run, run_main, start_weight_history,
+from cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
+from run_arguments import (
+    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, initial_task_weights,
 )
 from training_loop import train_stage
 from weighted_training_basics import fit_head_on_frozen_encoder, tawt_update
@@ -37,6 +37,10 @@ def parse_arguments(argv=None):
     add_multi_task_arguments(parser, main_task_weighted=False)
     parser.add_argument("--pre_train_only", action="store_true",
                         help="stop after pre-training on the sources (no fine-tuning on the main task)")
+    parser.add_argument("--reseed_each_update", action="store_true",
+                        help="as the original (which re-seeded its generators at the start of every head fit): "
+                             "every weight update draws the same gradient-sampling batches, and every head fit "
+                             "the same batches in the same order. By default each update draws fresh ones")
     return check_multi_task_arguments(parser.parse_args(argv))
 
 
@@ -56,10 +60,15 @@ def main(argv=None):
             # The gradients are taken through a fitted copy of the main head, then the copy is dropped:
             # the model's own main head stays as it was for fine-tuning. An update within the epoch
             # (--weight_update_steps) orders its fit's batches by its own step.
-            fit_order = run.data_order_generator("head-fit" if step is None else f"head-fit step {step}", epoch)
+            sampler = None
+            if args.reseed_each_update:  # the same draws at every update, from generators made afresh
+                fit_order = run.data_order_generator("head-fit", 0)
+                sampler = run.new_gradient_sampling_generator()
+            else:
+                fit_order = run.data_order_generator("head-fit" if step is None else f"head-fit step {step}", epoch)
             main_head, _ = fit_head_on_frozen_encoder(model, main_task, data.train[main_task], run, fit_order)
             with model.replaced_heads({main_task: main_head}):
-                return tawt_update(model, run, weights, sources, main_task, data.train)
+                return tawt_update(model, run, weights, sources, main_task, data.train, sampler)
 
         source_splits = {task: data.train[task] for task in sources}
         train_stage(model, run, "pre-train", source_splits, source_weights, history,

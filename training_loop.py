@@ -121,16 +121,21 @@ def train_stage(model, run, stage, task_splits, task_weights, history=None, upda
 
 def adamw_with_linear_schedule(parameters, args, total_steps, device):
     """AdamW (weight decay on matrices only, not on biases and LayerNorm) and a linear schedule: warm-up
-    over --warmup_steps, then decay to 0 at `total_steps`. Training stages and the head fit both use it."""
+    over --warmup_steps, then decay to 0 at `total_steps`. Training stages and the head fit both use it.
+
+    torch's AdamW by default; with --legacy_adamw the step of transformers 2.8's AdamW, which the original
+    code used (`Transformers28AdamW`).
+    """
     parameters = [parameter for parameter in parameters if parameter.requires_grad]
     decay = [parameter for parameter in parameters if parameter.ndim >= 2]
     no_decay = [parameter for parameter in parameters if parameter.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.learning_rate, eps=args.adam_epsilon,
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if args.legacy_adamw:
+        optimizer = Transformers28AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon)
+    else:
         # The fused kernel (CPU and CUDA) is several times faster than the per-tensor default on a CPU.
-        fused=device.type in ("cpu", "cuda"),
-    )
+        optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon,
+                                      fused=device.type in ("cpu", "cuda"))
     warmup = args.warmup_steps
 
     def linear_decay(step):
@@ -139,6 +144,48 @@ def adamw_with_linear_schedule(parameters, args, total_steps, device):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, linear_decay)
+
+
+class Transformers28AdamW(torch.optim.Optimizer):
+    """The AdamW step of transformers 2.8 (`transformers.AdamW`, correct_bias=True), which the original used.
+
+    It differs from torch's AdamW in two places: eps is added to the raw sqrt(v) and the bias corrections
+    are folded into the step size, lr * sqrt(1 - beta2^t) / (1 - beta1^t), so its eps acts like torch's eps
+    divided by sqrt(1 - beta2^t) (about 30 times larger at the first step, the same after a few thousand);
+    and weight decay is applied after the Adam step, to the updated parameter (torch: before it). With
+    --weight_decay 0 (the paper's) only the first difference remains. As in both, a parameter whose
+    gradient is None is skipped; one whose gradient is zero is stepped on its moments.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for parameter in group["params"]:
+                if parameter.grad is None:
+                    continue
+                state = self.state[parameter]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(parameter)
+                    state["exp_avg_sq"] = torch.zeros_like(parameter)
+                state["step"] += 1
+                grad, exp_avg, exp_avg_sq = parameter.grad, state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+                denominator = exp_avg_sq.sqrt().add_(group["eps"])
+                step_size = group["lr"] * math.sqrt(1.0 - beta2 ** state["step"]) / (1.0 - beta1 ** state["step"])
+                parameter.addcdiv_(exp_avg, denominator, value=-step_size)
+                if group["weight_decay"] > 0.0:
+                    parameter.add_(parameter, alpha=-group["lr"] * group["weight_decay"])
+        return loss
 
 
 class Trainer:
@@ -221,7 +268,10 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            # By default a parameter outside this batch (another task's head) has no gradient and AdamW
+            # leaves it alone; --zero_grad_in_place zeroes gradients as the original's model.zero_grad() did
+            # in torch 1.4, so AdamW steps every parameter that has ever had one, on its moments alone.
+            self.optimizer.zero_grad(set_to_none=not args.zero_grad_in_place)
             self.global_step += 1
             logged_loss, logged_steps = logged_loss + loss_value, logged_steps + 1
             progress.set_postfix(task=task, loss=f"{loss_value:.4f}")

@@ -82,7 +82,12 @@ def gradient_dot_and_norms(first, second):
 def cosine_similarity(first, second):
     """Cosine between two gradients given as lists of tensors; None where a gradient is zero (undefined)."""
     dot, first_squared, second_squared = (value.item() for value in gradient_dot_and_norms(first, second))
-    if first_squared == 0.0 or second_squared == 0.0 or not math.isfinite(dot):
+    if not all(math.isfinite(value) for value in (dot, first_squared, second_squared)):
+        logger.warning("a gradient's dot product or norm is not finite (%s, %s, %s): its loss or gradient "
+                       "overflowed (under --fp16, try --bf16); the cosine is undefined", dot, first_squared,
+                       second_squared)
+        return None
+    if first_squared == 0.0 or second_squared == 0.0:
         return None
     return max(-1.0, min(1.0, dot / math.sqrt(first_squared * second_squared)))
 
@@ -231,46 +236,48 @@ def sample_gradient_batches(task_splits, batch_size, generator, pad_token_id, de
     return batch_rounds
 
 
-def tawt_update(model, run, weights, weighted_tasks, main_task, task_splits):
+def tawt_update(model, run, weights, weighted_tasks, main_task, task_splits, generator=None):
     """The whole TAWT weight update: sample, compare with the main task, step.
 
     Returns (new weights, TaskSimilarities). `weights` are over `weighted_tasks` (which hold the main task
     in joint training, not in weighted pre-training); `run` gives the arguments, device, precision and the
-    sampler's own generator. Each task's gradient is averaged over --gradient_sampling_batches batches.
+    sampler's own generator (`generator`, when given, draws the batches instead). Each task's gradient is
+    averaged over --gradient_sampling_batches batches.
     In a multi-process run the main process computes the update and broadcasts the new weights and the
     cosines, so every process trains with bit-identical weights (recomputing on each process could differ
     in the last bits between GPUs, and would not be cheaper).
     """
     if distributed.is_main_process():
         with untouched_random_state(run.device):  # nothing here may change what training draws next
-            update = _tawt_update(model, run, weights, weighted_tasks, main_task, task_splits)
+            update = _tawt_update(model, run, weights, weighted_tasks, main_task, task_splits, generator)
     else:
         update = None
     return distributed.broadcast_from_main(update)
 
 
-def _tawt_update(model, run, weights, weighted_tasks, main_task, task_splits):
+def _tawt_update(model, run, weights, weighted_tasks, main_task, task_splits, generator):
     args = run.args
-    similarities = sampled_similarities(model, run, main_task, weighted_tasks, task_splits)
+    similarities = sampled_similarities(model, run, main_task, weighted_tasks, task_splits, generator)
     step_size = weight_step_size(args.weight_lr, args.normalized_gradients, args.inv_constant)
     return exponentiated_gradient_step(weights, weight_gradients(similarities.cosines), step_size), similarities
 
 
-def sampled_similarities(model, run, main_task, weighted_tasks, task_splits):
-    """TaskSimilarities on --gradient_sampling_batches fresh rounds of sampled batches, with a warning
-    for the tasks whose cosine is undefined."""
+def sampled_similarities(model, run, main_task, weighted_tasks, task_splits, generator=None):
+    """TaskSimilarities on --gradient_sampling_batches fresh rounds of sampled batches (drawn from
+    `generator`, default the run's gradient-sampling generator), with a warning for the tasks whose cosine
+    is undefined."""
     args = run.args
     tasks_to_sample = dict.fromkeys(list(weighted_tasks) + [main_task])
     batch_rounds = sample_gradient_batches(
         {task: task_splits[task] for task in tasks_to_sample}, args.gradient_sampling_batch_size,
-        run.gradient_sampling_generator, run.pad_token_id, run.device, args.gradient_sampling_batches,
+        generator or run.gradient_sampling_generator, run.pad_token_id, run.device, args.gradient_sampling_batches,
     )
     similarities = compare_with_main_task(model, main_task, weighted_tasks, batch_rounds, run.autocast)
     undefined = [task for task, cosine in zip(weighted_tasks, similarities.cosines) if cosine is None]
     if undefined:
         logger.warning(
             "cosine undefined for %s (a zero gradient: no labelled token in the sampled batches, or a zero "
-            "loss); keeping their weights", undefined,
+            "loss; or a gradient that is not finite, warned above); keeping their weights", undefined,
         )
     return similarities
 

@@ -43,9 +43,10 @@ from benchmarks.workloads import (
     MAIN_TASK, TASKS, build_model, collate_padded_to_max_length, load_tokenizer, load_workload, parameter_bytes,
     task_split,
 )
-from cross_task_training import Run, add_common_arguments, add_multi_task_arguments
+from cross_task_training import Run
 from evaluation import predict
 from output_files import write_json_atomic
+from run_arguments import add_common_arguments, add_multi_task_arguments
 from testing import task_affinity
 from training_loop import Trainer
 from utils_cross_task import Feature, collate

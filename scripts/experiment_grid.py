@@ -89,8 +89,18 @@ class Grid:
     note: str = ""  # printed with the summary and written into table1.md
     seeds: tuple = ("1",)  # the seeds when SEEDS is not set
     baselines: tuple = BASELINE_METHODS  # the target-aware baselines of the baselines section
+    script_args: dict = field(default_factory=dict)  # script -> flags its runs add to EXTRA_ARGS
+    summary_args: list = field(default_factory=list)  # flags of testing/collect_results.py for the summary
+    original_optimizer_rows: bool = False  # joint and weighted joint also with the original's optimizer
+    random_train_slice: bool = False  # data_slice's training sentences drawn at random, not the first ones
 
 
+# What the original's optimizer did (README: Differences from the original code): gradients zeroed rather
+# than cleared, so AdamW keeps stepping heads outside the batch, and transformers 2.8's AdamW step.
+ORIGINAL_OPTIMIZER_FLAGS = ("--zero_grad_in_place", "--legacy_adamw")
+
+# The paper's grid computes what the paper's code computed: its optimizer in every run, its re-seeding in
+# weighted pre-training, and Table 1's weighted pre-training cell at its inv_constant per target.
 PAPER_GRID = Grid(
     main_tasks={
         "pos": MainTaskSetting(["chunking", "predicate", "ner"], 100, [0.01, 0.01, 0.01, 0.97]),
@@ -106,8 +116,10 @@ PAPER_GRID = Grid(
     + [(n_main, 8) for n_main in (1000, 2000, 4000, 8000)],
     single_task_sizes=[500, 1000, 2000, 4000, 8000],
     training={"MAX_LENGTH": "128", "BATCH_SIZE": "32", "NUM_EPOCHS": "4", "GRADIENT_SAMPLING_BATCH_SIZE": "64",
-              "EXTRA_ARGS": ""},
+              "EXTRA_ARGS": " ".join(ORIGINAL_OPTIMIZER_FLAGS)},
     description="the paper's grid",
+    script_args={"run_weighted_pre_training_multi.sh": ["--reseed_each_update"]},
+    summary_args=["--inv_constant_choice", "paper", "--table1_optimizer", "original"],
 )
 
 # The grid on the embedded default data when no WORKING_DIR is given: every section and paradigm of the
@@ -169,7 +181,41 @@ MEDIUM_GRID = Grid(
     note="Medium grid on the embedded default data (Brown text; labels from spaCy except brown_pos, which is "
          "Brown's gold tagging): not comparable with the paper's OntoNotes/CoNLL-2000 numbers.",
 )
-GRIDS = {"paper": PAPER_GRID, "reduced": REDUCED_GRID, "medium": MEDIUM_GRID}
+# GRID=large: the paper's regime on the embedded default data: targets at the paper's sizes (brown_pos, Brown's
+# gold tags, with 100 sentences from pos chunking ner; ner with 500 from pos chunking predicate) beside sources
+# of 3,000 sentences each (a seeded random 3,000 of the 48,544, the same sentences for every task), so the sources hold 90 and 18 times the target's
+# sentences. The paper's schedule (4 epochs, batch 32, length 128) with learning rate 5e-4, the rate at which
+# the one-seed preview of brown_pos learned in single-task (57 %) and joint training (79 %); only the main
+# task is evaluated, on the first 500 dev and 2,000 test sentences. Weighted pre-training at the paper's
+# inv_constants for these targets (30 for a pos target, 100 for ner) and 1, the medium grid's dev choice;
+# Table 1 shows the paper's. Joint and weighted joint also run with the original's optimizer, as rows of
+# other_runs.csv.
+LARGE_SOURCE_SIZE = 3000
+LARGE_GRID = Grid(
+    main_tasks={
+        "brown_pos": MainTaskSetting(["pos", "chunking", "ner"], 100, inv_constants=[1, 30]),
+        "ner": MainTaskSetting(["pos", "chunking", "predicate"], 500, inv_constants=[1, 100]),
+    },
+    inv_constants=[1],
+    analysis_main_task="ner",
+    analysis_sources=["pos", "predicate"],
+    analysis_settings=[],
+    single_task_sizes=[],
+    training={"MAX_LENGTH": "128", "BATCH_SIZE": "32", "NUM_EPOCHS": "4", "GRADIENT_SAMPLING_BATCH_SIZE": "64",
+              "EXTRA_ARGS": "--learning_rate 5e-4 --per_gpu_eval_batch_size 64 --eval_main_task_only",
+              # the baselines' 64 target sentences every 2 steps: as many per step as a training batch of 32
+              "TARGET_GRADIENT_STEPS": "2"},
+    data_slice={"train": LARGE_SOURCE_SIZE, "dev": 500, "test": 2000},
+    description="the large grid on the embedded default data",
+    sections=("main", "normalized", "baselines"),
+    seeds=("1", "2", "3"),
+    summary_args=["--inv_constant_choice", "paper", "--paper_inv_constant", "brown_pos=30"],
+    original_optimizer_rows=True,
+    random_train_slice=True,
+    note="Large grid on the embedded default data (Brown text; labels from spaCy except brown_pos, Brown's gold "
+         "tagging; sources of 3,000 sentences): not comparable with the paper's OntoNotes/CoNLL-2000 numbers.",
+)
+GRIDS = {"paper": PAPER_GRID, "reduced": REDUCED_GRID, "medium": MEDIUM_GRID, "large": LARGE_GRID}
 
 
 class GridError(ValueError):
@@ -283,13 +329,31 @@ def first_sentences_text(path, limit):
     return "".join(kept)
 
 
+def random_sentences_text(path, limit, seed):
+    """The text of `limit` sentences of a task file drawn at random (seeded), in the file's order.
+
+    The permutation depends only on the seed and the number of sentences, so task files of the same text
+    (the embedded default's tasks label the same Brown sentences) keep the same sentences."""
+    import random
+
+    blocks = [block + "\n" for block in first_sentences_text(path, None).split("\n\n") if block.strip()]
+    chosen = sorted(random.Random(seed).sample(range(len(blocks)), min(limit, len(blocks))))
+    return "".join(blocks[index] + "\n" for index in chosen)
+
+
+RANDOM_SLICE_SEED = 42
+
+
 def default_data_slice(grid, output_root):
-    """OUTPUT_ROOT/default_data_slice: the first sentences of every file of the embedded default data."""
+    """OUTPUT_ROOT/default_data_slice_...: the first sentences of every file of the embedded default data
+    (with grid.random_train_slice, a seeded random choice of the training files' sentences)."""
     from data.make_default_data import ensure_default_data
 
     source = ensure_default_data()
     sizes = grid.data_slice
     name = "default_data_slice_" + "_".join(f"{split}{count}" for split, count in sizes.items())
+    if grid.random_train_slice:
+        name += f"_random{RANDOM_SLICE_SEED}"
     target = os.path.join(output_root, name)
     marker = os.path.join(target, "slice_info.json")
     if os.path.isfile(marker):
@@ -299,13 +363,17 @@ def default_data_slice(grid, output_root):
     os.makedirs(target, exist_ok=True)
     for task in tasks:
         for split, limit in sizes.items():
+            path = os.path.join(source, f"{split}_{task}.txt")
             with open(os.path.join(target, f"{split}_{task}.txt"), "w", encoding="utf-8") as handle:
-                handle.write(first_sentences_text(os.path.join(source, f"{split}_{task}.txt"), limit))
+                handle.write(random_sentences_text(path, limit, RANDOM_SLICE_SEED)
+                             if split == "train" and grid.random_train_slice else first_sentences_text(path, limit))
         with open(os.path.join(source, f"{task}_labels.txt"), encoding="utf-8") as labels:
             with open(os.path.join(target, f"{task}_labels.txt"), "w", encoding="utf-8") as handle:
                 handle.write(labels.read())  # the full data's labels, so a label absent from the slice is fine
     with open(marker, "w", encoding="utf-8") as handle:  # written last: marks a complete slice
-        json.dump({"source": source, "sentences_per_split": sizes, "tasks": tasks}, handle, indent=1)
+        json.dump({"source": source, "sentences_per_split": sizes, "tasks": tasks,
+                   "train_sentences": f"random, seed {RANDOM_SLICE_SEED}" if grid.random_train_slice else "first"},
+                  handle, indent=1)
     return target
 
 
@@ -349,14 +417,17 @@ class JobMaker:
     def environment_text(settings):
         return " ".join(f"{name}={shlex.quote(value)}" for name, value in settings.items())
 
-    def job(self, run_path, main_task, script, arguments, seed):
+    def job(self, run_path, main_task, script, arguments, seed, extra_args=()):
+        """The job of one run; `extra_args` (and the grid's flags for `script`) are added to EXTRA_ARGS."""
         output_dir = os.path.join(self.settings.output_root, run_path, f"seed_{seed}")
+        added = [*self.settings.grid.script_args.get(script, []), *extra_args]
         # A run with checkpoints resumes by itself; one interrupted before its first checkpoint left nothing
         # to resume from, and starts again.
-        settings = self.shared_settings
         if holds_results(output_dir) and not holds_checkpoints(output_dir):
-            settings = self.environment_text({**self.shared, "EXTRA_ARGS": self.shared["EXTRA_ARGS"]
-                                              + " --overwrite_output_dir"})
+            added.append("--overwrite_output_dir")
+        settings = self.shared_settings
+        if added:  # a later assignment wins: the shared settings stay a prefix that --list leaves out
+            settings += " " + self.environment_text({"EXTRA_ARGS": " ".join([self.shared["EXTRA_ARGS"], *added])})
         command = " ".join([settings, f"SEED={seed}", f"OUTPUT_DIR={shlex.quote(output_dir)}", "sh",
                             shlex.quote(os.path.join(SCRIPTS_DIR, script)), *map(shlex.quote, map(str, arguments))])
         return Job(command=command, log=os.path.join(self.settings.output_root, "logs", run_path, f"seed_{seed}.log"),
@@ -370,13 +441,13 @@ class JobMaker:
             self._sentences[task] = count_sentences(path) if self.settings.data_dir and os.path.isfile(path) else None
         return self._sentences[task]
 
-    def fits(self, task, needed, what):
+    def note_size(self, task, needed, what):
+        """Say so when `what` asks for more training sentences of `task` than its file has: the run takes
+        the whole file, as the original's `features[:n]` did, and its all_results.json records the size used."""
         available = self.sentences(task)
         if available is not None and needed > available:
-            self.echo(f"[grid] skipping {what}: it needs {needed} training sentences of {task}, "
-                      f"train_{task}.txt has {available}")
-            return False
-        return True
+            self.echo(f"[grid] {what} asks for {needed} training sentences of {task}; train_{task}.txt has "
+                      f"{available}: it trains on all of them (all_results.json records the sizes used)")
 
 
 def main_section_jobs(maker, settings):
@@ -389,6 +460,11 @@ def main_section_jobs(maker, settings):
             jobs.append(maker.job(f"main/joint/{main_task}", main_task, "run_joint_training_multi.sh", tasks, seed))
             jobs.append(maker.job(f"main/weighted_joint/{main_task}", main_task, "run_weighted_joint_training_multi.sh",
                                   tasks, seed))
+            if settings.grid.original_optimizer_rows:
+                for paradigm, script in (("joint", "run_joint_training_multi.sh"),
+                                         ("weighted_joint", "run_weighted_joint_training_multi.sh")):
+                    jobs.append(maker.job(f"main/{paradigm}_original_optimizer/{main_task}", main_task, script, tasks,
+                                          seed, ORIGINAL_OPTIMIZER_FLAGS))
             jobs.append(maker.job(f"main/pretraining/{main_task}", main_task, "run_pre_training_multi.sh", tasks, seed))
             inv_constants = list(setting.inv_constants or settings.grid.inv_constants)
             if seed == settings.seeds[0]:  # the sweep that chooses the inv_constant on dev
@@ -441,16 +517,15 @@ def analysis_section_jobs(maker, settings):
     for n_main, ratio in grid.analysis_settings:
         single_task_sizes.append(n_main * (1 + len(sources) * ratio))  # as many sentences as main plus sources
         what = f"the ratio analysis n_main={n_main} ratio={ratio}"
-        if not maker.fits(main_task, n_main, what) or not all(maker.fits(source, n_main * ratio, what)
-                                                                for source in sources):
-            continue
+        maker.note_size(main_task, n_main, what)
+        for source in sources:
+            maker.note_size(source, n_main * ratio, what)
         for seed in settings.seeds:
             for paradigm, script in ANALYSIS_SCRIPTS:
                 jobs.append(maker.job(f"analysis/{paradigm}_n{n_main}_r{ratio}/{main_task}", main_task, script,
                                       [n_main, ratio, *sources, main_task], seed))
     for size in sorted(set(single_task_sizes)):
-        if not maker.fits(main_task, size, f"single-task {main_task} with {size} sentences"):
-            continue
+        maker.note_size(main_task, size, f"single-task {main_task} with {size} sentences")
         for seed in settings.seeds:
             jobs.append(maker.job(single_task_path(settings, main_task, size), main_task, "run_single_analysis.sh",
                                   [size, main_task], seed))
@@ -458,14 +533,20 @@ def analysis_section_jobs(maker, settings):
 
 
 def weights_of_last_epoch(history):
-    """The weights in effect when training ended: the entry before the update that followed the last epoch
-    (with --weight_update_steps, the last update within that epoch).
+    """The weights in effect when training ended: those of the last update made before the optimizer step
+    at which the run's last update was made (an update at step s trains steps s + 1 on).
 
-    The last entry of a TAWT run's history is the update made after its last epoch, which no training
-    step used (the original's published final weights, e.g. 0.87 = e^3 / (e^3 + 3) after four epochs,
-    are those in effect during the fourth epoch).
+    The last entry of a TAWT run's history is the update made after its last epoch (or after the step at
+    which --max_steps stopped it), which no training step used: the original's published final weights,
+    e.g. 0.87 = e^3 / (e^3 + 3) after four epochs, are those in effect during the fourth epoch. With
+    --weight_update_steps, that is the last update within the last epoch. Choosing by step rather than by
+    position stays right however the run ended.
     """
-    return history[-2]["weights"] if len(history) >= 2 else history[-1]["weights"]
+    if not all("step" in entry for entry in history):  # a history written before entries had their step
+        return history[-2]["weights"] if len(history) >= 2 else history[-1]["weights"]
+    final_step = history[-1]["step"]
+    earlier = [entry for entry in history if entry["step"] < final_step]
+    return (earlier[-1] if earlier else history[0])["weights"]
 
 
 def final_weights(settings, run_path):
@@ -542,7 +623,8 @@ def plan(maker, settings, sections):
 
 def summary_commands(settings):
     """The Table-1 summary with the weight plots, and the significance tests of every weighted run."""
-    collect = [sys.executable, os.path.join(ROOT, "testing", "collect_results.py"), settings.output_root]
+    collect = [sys.executable, os.path.join(ROOT, "testing", "collect_results.py"), settings.output_root,
+               *settings.grid.summary_args]
     if settings.grid.note:
         collect += ["--note", settings.grid.note]
     significance = [sys.executable, os.path.join(ROOT, "testing", "significance_testing.py"), "batch",

@@ -14,7 +14,10 @@ Walks OUTPUT_ROOT for run directories (those with run_args.json), and writes to 
 Which runs make Table 1: those without --auxiliary_main_ratio whose main-task training size is the one most
 of the main task's multi-task runs share (the paper's n_main; set it with --main_train_size). Where a row has
 several configurations for a main task (weighted pre-training's inv_constant 1/10/30/100), the cell shows
-the one with the best mean dev score (`{task}_eval_results.txt`), and a footnote names it.
+the one with the best mean dev score (`{task}_eval_results.txt`), or with --inv_constant_choice paper the
+original's per target (pos 30, chunking 1, predicate 1, ner 100), and a footnote names it. Runs trained with
+the original's optimizer (--zero_grad_in_place --legacy_adamw) make Table 1 with --table1_optimizer original;
+otherwise they are listed with the other runs.
 
 Significance marks: a weighted row's cell gets † when it is better than its baseline (pre-training, joint,
 normalized joint; joint for GCS and OL-AUX) with p < --alpha in a paired test over the seeds both have: each seed's baseline and
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from testing.output_tree import (
-    BASELINE_OF, CONFIGURATION_ARGS, TASK_WEIGHTS_FILE, OutputTreeError, csv_text, find_runs,
+    ARGUMENT_DEFAULTS, BASELINE_OF, CONFIGURATION_ARGS, TASK_WEIGHTS_FILE, OutputTreeError, csv_text, find_runs,
     read_task_weights, write_text_atomic,
 )
 from testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, TESTS, compare_runs
@@ -111,6 +114,7 @@ class Cell:
     chosen_on_seeds: set = None  # the seeds the configurations shared, on which the dev scores were compared
     p_value: float = None
     significant: bool = False
+    chosen_by: str = "dev"  # how the configuration was chosen among several: "dev" score, or the "paper"'s
 
 
 def load_experiments(runs):
@@ -173,22 +177,32 @@ def varying_settings(experiments):
 
 
 def describe_settings(experiment, names):
-    """`name=value` of the configuration arguments `names`; `weighting` is left to the paradigm's name."""
+    """`name=value` of the configuration arguments `names` that are set and not at a flag's default;
+    `weighting` is left to the paradigm's name."""
     settings = dict(experiment.first.configuration[-1])
     settings.pop("weighting", None)
     return " ".join(
         f"{name}={list(settings[name]) if isinstance(settings[name], tuple) else settings[name]}"
-        for name in names if settings.get(name) is not None
+        for name in names
+        if settings.get(name) is not None and (name not in ARGUMENT_DEFAULTS or settings[name] != ARGUMENT_DEFAULTS[name])
     )
 
 
-def build_table1(experiments, train_sizes):
-    """{(paradigm, main task): Cell}, choosing among several configurations by mean dev score."""
+# The original fixed weighted pre-training's inv_constant per target (its testing/significance_testing.py).
+PAPER_INV_CONSTANTS = {"pos": 30.0, "chunking": 1.0, "predicate": 1.0, "ner": 100.0}
+
+
+def build_table1(experiments, train_sizes, optimizer="torch", inv_constant_choice="dev", paper_inv_constants=None):
+    """{(paradigm, main task): Cell}: the runs trained with `optimizer` ('torch' or 'original'); where a row
+    has several configurations for a main task, the one with the best mean dev score, or with
+    inv_constant_choice 'paper' weighted pre-training's inv_constant of `paper_inv_constants` for that task
+    (falling back to the dev choice, with a warning, for a task it lacks or a value that was not run)."""
+    paper_inv_constants = PAPER_INV_CONSTANTS if paper_inv_constants is None else paper_inv_constants
     candidates = defaultdict(list)
     for experiment in experiments:
         run = experiment.first
         if (
-            run.paradigm in TABLE1_ROWS and run.auxiliary_main_ratio is None
+            run.paradigm in TABLE1_ROWS and run.auxiliary_main_ratio is None and run.optimizer_name == optimizer
             and run.main_task in train_sizes and run.main_train_size == train_sizes[run.main_task]
         ):
             candidates[run.paradigm, run.main_task].append(experiment)
@@ -198,7 +212,21 @@ def build_table1(experiments, train_sizes):
         if any(np.isnan(option.dev_mean_on(shared)) for option in options) and len(options) > 1:
             logger.warning("%s %s: some configurations have no dev results; they rank last", *key)
         options.sort(key=lambda option: -np.nan_to_num(option.dev_mean_on(shared), nan=-np.inf))
-        cells[key] = Cell(options[0], chosen_from=options[1:], chosen_on_seeds=shared if len(options) > 1 else None)
+        chosen_by = "dev"
+        if inv_constant_choice == "paper" and key[0] == "weighted_pretraining":
+            wanted = paper_inv_constants.get(key[1])
+            paper_choice = [option for option in options
+                            if wanted is not None and float(option.first.arg("inv_constant")) == float(wanted)]
+            if paper_choice:
+                options.remove(paper_choice[0])
+                options.insert(0, paper_choice[0])
+                chosen_by = "paper"
+            else:
+                logger.warning("weighted pre-training %s: %s; Table 1 shows the dev choice", key[1],
+                               "no paper inv_constant for this task (give --paper_inv_constant TASK=K)" if wanted is None
+                               else f"no run with the paper's inv_constant {wanted:g}")
+        cells[key] = Cell(options[0], chosen_from=options[1:], chosen_on_seeds=shared if len(options) > 1 else None,
+                          chosen_by=chosen_by)
     return cells
 
 
@@ -295,10 +323,12 @@ def table1_markdown(cells, tasks, rows, mark_test, alpha):
                 for option in options
             )
             seeds = ", ".join(map(str, sorted(cell.chosen_on_seeds or [])))
-            notes.append(
-                f"{TABLE1_ROWS[paradigm]}, {task}: {describe_settings(cell.experiment, names)}, chosen by mean dev "
-                f"score on seed{'s' if len(cell.chosen_on_seeds or []) > 1 else ''} {seeds} ({alternatives})."
-            )
+            seeds_text = f"seed{'s' if len(cell.chosen_on_seeds or []) > 1 else ''} {seeds}"
+            if cell.chosen_by == "paper":
+                how = f"the paper's choice for {task} (mean dev scores on {seeds_text}: {alternatives})"
+            else:
+                how = f"chosen by mean dev score on {seeds_text} ({alternatives})"
+            notes.append(f"{TABLE1_ROWS[paradigm]}, {task}: {describe_settings(cell.experiment, names)}, {how}.")
     return markdown_table(header, lines) + "\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
 
 
@@ -412,8 +442,33 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap/randomization marks (default: %(default)s)")
     parser.add_argument("--no_plots", action="store_true", help="skip the task-weight plots")
     parser.add_argument("--note", default="", help="a line written under the title of table1.md (what the runs are)")
+    parser.add_argument(
+        "--inv_constant_choice", choices=("dev", "paper"), default="dev",
+        help="weighted pre-training's cell: the inv_constant with the best mean dev score (default), or the "
+             "paper's per target (pos 30, chunking 1, predicate 1, ner 100; the paper grid uses it). The footnote "
+             "names the choice either way",
+    )
+    parser.add_argument(
+        "--paper_inv_constant", nargs="+", metavar="TASK=K", default=[],
+        help="with --inv_constant_choice paper: the inv_constant of other main tasks, or another for the paper's "
+             "(e.g. brown_pos=30)",
+    )
+    parser.add_argument(
+        "--table1_optimizer", choices=("torch", "original"), default="torch",
+        help="Table 1 shows the runs trained with this optimizer: torch's AdamW (default) or the original's "
+             "(--zero_grad_in_place --legacy_adamw); the others go to the other runs' table",
+    )
     args = parser.parse_args(argv)
     args.main_train_size = parse_train_sizes(args.main_train_size, parser)
+    args.paper_inv_constants = dict(PAPER_INV_CONSTANTS)
+    for value in args.paper_inv_constant:
+        task, separator, constant = value.partition("=")
+        try:
+            args.paper_inv_constants[task] = float(constant) if separator and task else float("nan")
+        except ValueError:
+            parser.error(f"--paper_inv_constant {value!r}: write TASK=K, e.g. brown_pos=30")
+        if not separator or not task or not args.paper_inv_constants[task] > 0:
+            parser.error(f"--paper_inv_constant {value!r}: write TASK=K with K > 0, e.g. brown_pos=30")
     args.output_dir = args.output_dir or os.path.join(args.output_root, "summary")
     return args
 
@@ -424,7 +479,8 @@ def collect(args):
     if not experiments:
         raise OutputTreeError(f"{args.output_root}: no run has a test results file yet; wait for the runs to finish")
     train_sizes = table1_train_sizes(experiments, args.main_train_size)
-    cells = build_table1(experiments, train_sizes)
+    cells = build_table1(experiments, train_sizes, args.table1_optimizer, args.inv_constant_choice,
+                         args.paper_inv_constants)
     mark_significance(cells, args.data_dir, args.mark_test, args.alpha, args.samples, args.seed)
     tasks = ordered_tasks({task for _, task in cells})
     rows = table1_rows(cells, tasks, args.output_root)

@@ -36,8 +36,13 @@ COMPARISONS = list(BASELINE_OF.items()) + [
 # The arguments that make two runs of one paradigm different configurations rather than two seeds of one
 # (weighted pre-training's grid varies inv_constant; fixed-weight runs vary task_weights). The TAWT update's
 # own arguments count only in the paradigms that update weights: elsewhere their values are unused defaults.
-TAWT_ARGS = ("inv_constant", "weight_lr", "normalized_gradients")
-CONFIGURATION_ARGS = TAWT_ARGS + ("weighting", "task_weights")
+TAWT_ARGS = ("inv_constant", "weight_lr", "normalized_gradients", "reseed_each_update")
+# How the optimizer trained (the original's optimizer: both True). Runs that differ here are different
+# experiments, and a weighted run is paired only with a baseline trained the same way.
+OPTIMIZER_ARGS = ("zero_grad_in_place", "legacy_adamw")
+CONFIGURATION_ARGS = TAWT_ARGS + ("weighting", "task_weights") + OPTIMIZER_ARGS
+# Flags that older runs' run_args.json lack: such a run had the flag's default.
+ARGUMENT_DEFAULTS = {"reseed_each_update": False, "zero_grad_in_place": False, "legacy_adamw": False}
 
 
 class OutputTreeError(ValueError):
@@ -130,7 +135,7 @@ class Run:
         return (
             self.paradigm, self.main_task, tuple(self.tasks), self.main_train_size, self.auxiliary_main_ratio,
             tuple(
-                (name, _jsonable(self.args.get(name)))
+                (name, _jsonable(self.arg(name)))
                 for name in CONFIGURATION_ARGS if self.updates_weights or name not in TAWT_ARGS
             ),
         )
@@ -140,10 +145,27 @@ class Run:
         """True for the paradigms with the TAWT weight update."""
         return self.paradigm.startswith("weighted_")
 
+    def arg(self, name):
+        """The run's value of argument `name` (the default for a flag its run_args.json predates)."""
+        return self.args.get(name, ARGUMENT_DEFAULTS.get(name))
+
+    @property
+    def optimizer_setting(self):
+        """(zero_grad_in_place, legacy_adamw): (True, True) is the original's optimizer."""
+        return tuple(bool(self.arg(name)) for name in OPTIMIZER_ARGS)
+
+    @property
+    def optimizer_name(self):
+        """'original' (zeroed gradients and transformers 2.8's AdamW step), 'torch', or the one flag given."""
+        return {(False, False): "torch", (True, True): "original"}.get(
+            self.optimizer_setting, " ".join(name for name, on in zip(OPTIMIZER_ARGS, self.optimizer_setting) if on))
+
     @property
     def pairing_key(self):
-        """What a weighted run and its baseline share: the data (main task, sources, sizes) and the seed."""
-        return (self.main_task, tuple(sorted(self.sources)), self.main_train_size, self.auxiliary_main_ratio, self.seed)
+        """What a weighted run and its baseline share: the data (main task, sources, sizes), the seed and the
+        optimizer."""
+        return (self.main_task, tuple(sorted(self.sources)), self.main_train_size, self.auxiliary_main_ratio, self.seed,
+                self.optimizer_setting)
 
     def path(self, filename):
         return os.path.join(self.directory, filename)

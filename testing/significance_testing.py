@@ -403,7 +403,7 @@ def run_batch(args, test_options):
             "main_task": weighted.main_task, "seed": weighted.seed, "baseline_paradigm": baseline.paradigm,
             "weighted_paradigm": weighted.paradigm, "inv_constant": weighted.args.get("inv_constant"),
             "auxiliary_main_ratio": weighted.auxiliary_main_ratio, "main_train_size": weighted.main_train_size,
-            **result,
+            "optimizer": weighted.optimizer_name, **result,
             "baseline_dir": os.path.relpath(baseline.directory, args.output_root),
             "weighted_dir": os.path.relpath(weighted.directory, args.output_root),
         })

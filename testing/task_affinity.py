@@ -39,11 +39,11 @@ import torch
 from tqdm.auto import tqdm
 
 from cross_task_training import (
-    Run, UsageError, load_task_data, load_tokenizer, parse_task_list, resolve_data_dir, resolve_model_name_or_path,
-    run_main, set_seed,
+    Run, UsageError, load_task_data, load_tokenizer, resolve_data_dir, resolve_model_name_or_path, run_main, set_seed,
 )
 from modeling_multi_bert import MultiTaskTagger, load_encoder
 from output_files import write_text_atomic
+from run_arguments import parse_task_list
 from testing.output_tree import csv_text
 from utils_cross_task import IGNORED_LABEL_ID, Feature, TaskSplit
 from weighted_training_basics import (

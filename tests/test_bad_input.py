@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 import run_single_task
 import run_weighted_joint
-from cross_task_training import UsageError, initial_task_weights, run_main
+from cross_task_training import UsageError, run_main
+from run_arguments import initial_task_weights
 from tests.test_scripts import common
 from utils_cross_task import TaskDataError, read_sentences
 from weighted_training_basics import exponentiated_gradient_step

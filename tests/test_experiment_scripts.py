@@ -475,4 +475,42 @@ def test_medium_grid_lists_table_1_for_two_main_tasks_with_an_inv_constant_sweep
 
     unknown = subprocess.run(["sh", os.path.join(SCRIPTS, "run_experiments.sh"), "--list"], capture_output=True,
                              text=True, cwd=tmp_path, timeout=60, env=clean_environment(GRID="huge", DATA_DIR=data))
-    assert unknown.returncode != 0 and "GRID=huge: no such grid; choose from paper reduced medium" in unknown.stderr
+    assert unknown.returncode != 0 and "GRID=huge: no such grid; choose from paper reduced medium large" in unknown.stderr
+
+
+def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original_optimizer_rows(tmp_path):
+    data = tmp_path / "data"
+    write_data_dir(data, 1, tasks=("pos", "chunking", "predicate", "ner", "brown_pos"))
+    completed = subprocess.run(["sh", os.path.join(SCRIPTS, "run_experiments.sh"), "--list"], capture_output=True,
+                               text=True, cwd=tmp_path, timeout=60,
+                               env=clean_environment(GRID="large", DATA_DIR=data, BERT_MODEL="m",
+                                                     CUDA_VISIBLE_DEVICES=""))
+    assert completed.returncode == 0, completed.stderr
+    assert "sections main normalized baselines, seeds 1 2 3" in completed.stdout
+    listed = [line for line in completed.stdout.splitlines() if "SEED=" in line and not line.startswith("#")]
+    # per main task and seed: single, joint, weighted joint, both with the original's optimizer, pre-training,
+    # weighted pre-training at two inv_constants, normalized joint, weighted normalized joint, and the three
+    # target-aware baselines
+    assert len(listed) == 2 * 3 * 13
+    assert sum(line.endswith("run_target_aware_baseline_multi.sh olaux pos chunking ner brown_pos 100")
+               for line in listed) == 3
+    assert sum(line.endswith("run_weighted_pre_training_multi.sh 30 pos chunking ner brown_pos 100") for line in listed) == 3
+    assert sum(line.endswith("run_weighted_pre_training_multi.sh 100 pos chunking predicate ner 500") for line in listed) == 3
+    original = [line for line in listed if "_original_optimizer/" in line]
+    assert len(original) == 2 * 3 * 2
+    assert all("--zero_grad_in_place --legacy_adamw" in line for line in original)
+    assert not any("--zero_grad_in_place" in line for line in listed if line not in original)
+    shared = next(line for line in completed.stdout.splitlines() if line.startswith("# every job runs with"))
+    assert "MAX_LENGTH=128" in shared and "BATCH_SIZE=32" in shared and "NUM_EPOCHS=4" in shared
+    assert "--learning_rate 5e-4" in shared and "--eval_main_task_only" in shared and "TARGET_GRADIENT_STEPS=2" in shared
+
+
+def test_paper_grid_computes_with_the_original_optimizer_and_reseeding(tmp_path):
+    settings = paper_settings(tmp_path, MAIN_TASKS="ner", INV_CONSTANTS="100")
+    maker = experiment_grid.JobMaker(settings, echo=lambda message: None)
+    jobs = experiment_grid.main_section_jobs(maker, settings)
+    assert all("--zero_grad_in_place --legacy_adamw" in job.command for job in jobs)
+    assert [("--reseed_each_update" in job.command) for job in jobs] == [
+        "run_weighted_pre_training_multi.sh" in job.command for job in jobs]
+    collect = experiment_grid.summary_commands(settings)[0]
+    assert collect[-4:] == ["--inv_constant_choice", "paper", "--table1_optimizer", "original"]

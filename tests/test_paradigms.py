@@ -99,7 +99,7 @@ def test_head_fit_trains_a_copy_and_leaves_the_model_alone(tiny_data_dir, tiny_m
 
     args = Namespace(max_seq_length=32, do_eval=False, do_predict=False, per_gpu_eval_batch_size=8,
                      per_gpu_train_batch_size=4, learning_rate=1e-2, adam_epsilon=1e-8, max_grad_norm=1.0,
-                     weight_decay=0.0, warmup_steps=0, seed=1, bf16=False, fp16=False, keep_order=True, data_seed=1)
+                     weight_decay=0.0, warmup_steps=0, legacy_adamw=False, seed=1, bf16=False, fp16=False, keep_order=True, data_seed=1)
     run = Run(args=args, paradigm="test", main_task="ner", tasks=["pos", "ner"], device=torch.device("cpu"),
               data_dir=tiny_data_dir, model_name_or_path=tiny_model_dir)
     data = load_task_data(run, load_tokenizer(run), {"ner": 10}, [])

@@ -1,0 +1,242 @@
+"""Every flag the paradigm scripts share, and every check of what a user may say before anything is loaded.
+
+The flags keep the original scripts' names and the paper's defaults. Each check raises a UsageError whose
+one line names the flag and the fix, so that a mistake stops the run before any data or model is read.
+A paradigm script adds its own few flags beside these (and checks them in its parse_arguments).
+"""
+
+import argparse
+import logging
+import math
+
+import numpy as np
+
+from errors import UsageError
+from output_files import TRAINING_LOG_FILE
+import target_aware_baselines as baselines
+from weighted_training_basics import weight_step_size
+
+logger = logging.getLogger("tawt")
+
+
+def add_common_arguments(parser):
+    data = parser.add_argument_group("data, model and output")
+    data.add_argument("--data_dir", default=None,
+                      help="directory of {train,dev,test}_{task}.txt and {task}_labels.txt; default: the embedded "
+                           "default data (Brown corpus with spaCy labels), built and cached on first use")
+    data.add_argument("--model_type", default=None,
+                      help="accepted for compatibility with the original scripts; the architecture is read from "
+                           "the model's config")
+    data.add_argument("--model_name_or_path", default=None,
+                      help="a Hugging Face encoder directory or name (BERT, RoBERTa, ...); default: the MiniLM "
+                           "encoder of the embedded default. Without --do_train: a directory saved by a run")
+    data.add_argument("--output_dir", required=True, help="where the model, results and predictions go")
+    data.add_argument("--overwrite_output_dir", action="store_true",
+                      help="allow writing into an output directory that already holds a run's results")
+    data.add_argument("--max_seq_length", type=int, default=128,
+                      help="sub-tokens per sentence, special tokens included; longer training sentences are cut "
+                           "(and counted), longer evaluation sentences are predicted in windows")
+    data.add_argument("--keep_order", action="store_true",
+                      help="keep the training files' sentence order: --main_task_train_sent_num / --train_sent_num "
+                           "N (and the ratio analysis' cut) then take a file's first N sentences. By default each "
+                           "task's training file is shuffled first, with an order of its own drawn from "
+                           "--data_seed, as the original's data converter did")
+    data.add_argument("--data_seed", type=int, default=42,
+                      help="seed of the training files' sentence order (not of training: runs with different "
+                           "--seed train on the same sentences); recorded in run_args.json")
+    data.add_argument("--eval_main_task_only", action="store_true",
+                      help="evaluate and predict the main task only (the sources' dev and test sets are not read); "
+                           "by default every task with a head is evaluated. Single-task runs have only one task")
+    data.add_argument("--do_train", action="store_true", help="train")
+    data.add_argument("--do_eval", action="store_true", help="evaluate on dev_{task}.txt")
+    data.add_argument("--do_predict", action="store_true",
+                      help="evaluate on test_{task}.txt and write {task}_test_predictions.txt")
+
+    training = parser.add_argument_group("training (the paper's defaults)")
+    training.add_argument("--per_gpu_train_batch_size", type=int, default=32, help="sentences per training batch")
+    training.add_argument("--per_gpu_eval_batch_size", type=int, default=64, help="sentences per evaluation batch")
+    training.add_argument("--learning_rate", type=float, default=5e-5, help="AdamW learning rate")
+    training.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay (not on biases/norms)")
+    training.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon")
+    training.add_argument("--max_grad_norm", type=float, default=1.0,
+                          help="clip the gradient's norm to this value; 0: no clipping")
+    training.add_argument("--num_train_epochs", type=float, default=4.0, help="training epochs (whole numbers)")
+    training.add_argument("--max_steps", type=int, default=-1,
+                          help="if > 0: stop after this many optimizer steps (overrides --num_train_epochs)")
+    training.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up steps")
+    training.add_argument("--group_by_length", action="store_true",
+                          help="batch sentences of similar length together (less padding, faster); batches are "
+                               "still random, but no longer uniformly so: off by default, as in the paper")
+    training.add_argument("--padded_forward", action="store_true",
+                          help="run the encoder's own forward on padded batches instead of the unpadded one "
+                               "(BERT-family encoders compute on real tokens only: same results, about twice as "
+                               "fast on Brown-length sentences); for checking, or for encoders of another shape")
+    training.add_argument("--dropout", type=float, default=None,
+                          help="dropout before the task heads; default: the encoder's hidden_dropout_prob")
+    training.add_argument("--logging_steps", type=int, default=50,
+                          help=f"write the mean training loss every N steps to {TRAINING_LOG_FILE}")
+    training.add_argument("--save_steps", type=int, default=0,
+                          help="write a checkpoint to OUTPUT_DIR/checkpoints every N steps and after every epoch "
+                               "(0: never). Rerunning the same command after an interruption resumes from the "
+                               "newest one; the checkpoints are deleted once the results are written")
+    training.add_argument("--resume_from_checkpoint", default=None,
+                          help="resume from this checkpoint file (or directory of checkpoints) instead of the "
+                               "newest one in --output_dir")
+    original = parser.add_argument_group(
+        "the original's optimizer (both together reproduce its steps; README: Differences from the original code)")
+    original.add_argument("--zero_grad_in_place", action="store_true",
+                          help="zero the gradients after each step instead of clearing them, as the original's "
+                               "model.zero_grad() did in torch 1.4: AdamW then keeps stepping every parameter that "
+                               "has had a gradient (another task's head, on its momentum) at every later step. "
+                               "Default: a head outside the batch is left untouched")
+    original.add_argument("--legacy_adamw", action="store_true",
+                          help="the AdamW step of transformers 2.8, which the original used (eps added to the raw "
+                               "sqrt(v), bias corrections in the step size, weight decay after the step) instead "
+                               "of torch's AdamW")
+    training.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
+    training.add_argument("--seed", type=int, default=1, help="random seed")
+    training.add_argument("--no_cuda", action="store_true", help="run on the CPU even when a GPU is present")
+    precision = training.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="float16 autocast with a gradient scaler (GPU)")
+    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU, or a CPU that supports it)")
+    return parser
+
+
+def add_multi_task_arguments(parser, main_task_weighted=True, target_aware_baselines=False):
+    """The knobs shared by every multi-task script: which tasks, their weights, and the TAWT update (and,
+    with `target_aware_baselines`, --weighting gcs and olaux: target_aware_baselines.py)."""
+    tasks = parser.add_argument_group("tasks")
+    tasks.add_argument("--auxiliary_task_list", nargs="+", required=True,
+                       help="the source tasks, e.g. 'pos chunking predicate' (commas also work)")
+    tasks.add_argument("--main_task", required=True, help="the target task, e.g. ner")
+    tasks.add_argument("--main_task_train_sent_num", type=int, default=None,
+                       help="use the first N sentences of train_{main_task}.txt (paper: pos 100, chunking 100, "
+                            "predicate 300, ner 500); default: all")
+
+    weighting = parser.add_argument_group("task weights and the TAWT update")
+    order = "sources in order, main task last" if main_task_weighted else "one per source, in order"
+    weighting.add_argument("--task_weights", nargs="+", type=float, default=None,
+                           help=f"starting task weights ({order}); normalised to sum 1; default: uniform")
+    weighting.add_argument("--weighting", choices=("fixed", "tawt") + (baselines.WEIGHTINGS if target_aware_baselines
+                                                                       else ()), default="tawt",
+                           help="fixed: the weights stay as given; tawt: they follow the TAWT update after each epoch "
+                                "(and every --weight_update_steps steps)" + (
+                                    "; gcs: GCS (Du et al. 2018), fixed weights and each source batch's encoder "
+                                    "gradient kept or scaled by its cosine with the main task's; olaux: OL-AUX (Lin "
+                                    "et al. 2019), weights moved additively by <G_main, G_source>"
+                                    if target_aware_baselines else ""))
+    weighting.add_argument("--weight_lr", type=float, default=1.0, help="step size of the weight update (paper: 1)")
+    weighting.add_argument("--normalized_gradients", action="store_true",
+                           help="exponent -weight_lr * g_t (g_t = -cosine); without it, -weight_lr * "
+                                "inv_constant * g_t")
+    weighting.add_argument("--inv_constant", type=float, default=1.0,
+                           help="scale s of the weight gradient when --normalized_gradients is not given "
+                                "(paper's weighted pre-training: 1, 10, 30, 100)")
+    weighting.add_argument("--gradient_sampling_batch_size", type=int, default=64,
+                           help="sentences in each sampled batch whose encoder gradient is compared (paper: 64)")
+    weighting.add_argument("--gradient_sampling_batches", type=int, default=1,
+                           help="M: each task's encoder gradient is the mean over M independently sampled batches "
+                                "(paper and original: 1); task_weights.json also records the mean and spread of "
+                                "the M batches' own cosines")
+    weighting.add_argument("--weight_update_steps", type=int, default=0,
+                           help="also update the weights every N optimizer steps within an epoch (0: only after "
+                                "each epoch, as in the paper)")
+    return parser
+
+
+def parse_task_list(values):
+    return [task for value in values for task in value.split(",") if task]
+
+
+def check_task_lists(auxiliary_tasks, main_task):
+    if len(set(auxiliary_tasks)) != len(auxiliary_tasks):
+        repeated = sorted({task for task in auxiliary_tasks if auxiliary_tasks.count(task) > 1})
+        raise UsageError(f"--auxiliary_task_list names {repeated} more than once; name each source once")
+    if main_task in auxiliary_tasks:
+        raise UsageError(f"--main_task {main_task} is also in --auxiliary_task_list; a task is a source or the main task")
+
+
+def initial_task_weights(given, tasks, flag="--task_weights"):
+    """The starting weights over `tasks`: the given ones normalised to sum 1, or uniform."""
+    if given is None:
+        return np.full(len(tasks), 1.0 / len(tasks))
+    weights = np.asarray(given, dtype=np.float64)
+    if len(weights) != len(tasks):
+        raise UsageError(f"{flag} has {len(weights)} values but there are {len(tasks)} weighted tasks ({' '.join(tasks)})")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise UsageError(f"{flag} {' '.join(map(str, given))}: weights must be finite and non-negative")
+    if weights.sum() == 0:
+        raise UsageError(f"{flag} are all zero; give at least one positive weight")
+    if not math.isclose(weights.sum(), 1.0, rel_tol=1e-6):
+        logger.warning("%s sum to %g, not 1: normalising them to %s", flag, weights.sum(), (weights / weights.sum()).round(6).tolist())
+    return weights / weights.sum()
+
+
+def check_multi_task_arguments(args):
+    """Normalise and check the multi-task flags that need no data; returns `args`.
+
+    Called by each script's parse_arguments, so a mistake stops the run before anything is loaded.
+    """
+    args.auxiliary_task_list = parse_task_list(args.auxiliary_task_list)
+    check_task_lists(args.auxiliary_task_list, args.main_task)
+    check_weighting_arguments(args)
+    if hasattr(args, "target_gradient_steps"):
+        baselines.check_arguments(args)
+    return args
+
+
+def check_weighting_arguments(args):
+    check_positive(args.main_task_train_sent_num, "--main_task_train_sent_num", "sentences; leave it out to use all")
+    if not math.isfinite(args.inv_constant):
+        raise UsageError(f"--inv_constant {args.inv_constant}: give a finite number (paper: 1, 10, 30, 100)")
+    if args.weighting == "tawt":
+        if not (math.isfinite(args.weight_lr) and args.weight_lr > 0):
+            raise UsageError(
+                f"--weight_lr {args.weight_lr}: give a finite positive step size (paper: 1); a negative one "
+                "reverses the update. Use --weighting fixed to keep the weights fixed"
+            )
+        if not args.normalized_gradients and args.inv_constant <= 0:
+            raise UsageError(
+                f"--inv_constant {args.inv_constant} would freeze (or reverse) the TAWT update; give a positive "
+                "value, --normalized_gradients, or --weighting fixed to keep the weights fixed"
+            )
+        if not math.isfinite(weight_step_size(args.weight_lr, args.normalized_gradients, args.inv_constant)):
+            raise UsageError(f"--weight_lr {args.weight_lr} times --inv_constant {args.inv_constant} overflows; "
+                             "give smaller values")
+    if args.gradient_sampling_batch_size < 1:
+        raise UsageError("--gradient_sampling_batch_size must be at least 1")
+    if args.gradient_sampling_batches < 1:
+        raise UsageError(f"--gradient_sampling_batches {args.gradient_sampling_batches}: give at least 1 batch")
+    if args.weight_update_steps < 0:
+        raise UsageError(f"--weight_update_steps {args.weight_update_steps}: give 0 (after each epoch only) or a "
+                         "positive number of steps")
+
+
+def check_positive(value, flag, fix):
+    """A count flag that, when given, must be at least 1 (0 or less would silently mean something else)."""
+    if value is not None and value < 1:
+        raise UsageError(f"{flag} {value}: give at least 1 {fix}")
+
+
+def check_training_arguments(args):
+    """The flags every script shares whose bad values would otherwise run to a meaningless end."""
+    if not (args.do_train or args.do_eval or args.do_predict):
+        raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    if args.num_train_epochs != int(args.num_train_epochs) or args.num_train_epochs < 1:
+        raise UsageError(f"--num_train_epochs {args.num_train_epochs}: give a whole number of epochs (>= 1)")
+    check_positive(args.per_gpu_train_batch_size, "--per_gpu_train_batch_size", "sentence per batch (paper: 32)")
+    check_positive(args.per_gpu_eval_batch_size, "--per_gpu_eval_batch_size", "sentence per batch")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise UsageError(f"--learning_rate {args.learning_rate}: give a finite positive value (paper: 5e-5)")
+    if not (math.isfinite(args.max_grad_norm) and args.max_grad_norm >= 0):
+        raise UsageError(
+            f"--max_grad_norm {args.max_grad_norm}: give a finite value >= 0 (paper: 1.0; 0 turns clipping off)"
+        )
+    if args.max_seq_length < 1:
+        raise UsageError(f"--max_seq_length {args.max_seq_length}: give a positive length (paper: 128)")
+
+
+def check_max_seq_length(max_seq_length, config):
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and max_seq_length > limit:
+        raise UsageError(f"--max_seq_length {max_seq_length} exceeds the model's {limit} positions; use at most {limit}")
