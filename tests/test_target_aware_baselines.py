@@ -156,7 +156,7 @@ def test_an_interrupted_run_resumes_to_identical_results(twin_data_dir, tiny_mod
     assert run_outputs(tmp_path / "resumed") == run_outputs(tmp_path / "whole")
 
 
-def test_bad_baseline_flags_are_refused_before_anything_runs(tmp_path):
+def test_bad_baseline_flags_are_refused_before_anything_runs(tmp_path, monkeypatch):
     import run_weighted_joint
     from errors import UsageError
 
@@ -165,4 +165,7 @@ def test_bad_baseline_flags_are_refused_before_anything_runs(tmp_path):
         run_weighted_joint.parse_arguments(base + ["--weighting", "gcs", "--target_gradient_steps", "0"])
     with pytest.raises(UsageError, match="--olaux_lr -1"):
         run_weighted_joint.parse_arguments(base + ["--weighting", "olaux", "--olaux_lr", "-1"])
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun
+    with pytest.raises(UsageError, match="--weighting gcs runs in one process only"):
+        run_weighted_joint.parse_arguments(base + ["--weighting", "gcs"])
     assert not (tmp_path / "out").exists()
