@@ -23,8 +23,8 @@ Significance marks: a weighted row's cell gets † when it is better than its ba
 normalized joint; joint for GCS and OL-AUX) with p < --alpha in a paired test over the seeds both have: each seed's baseline and
 weighted runs are paired sentence by sentence, and the seeds' test sentences are pooled into one test
 (paired t-test on per-sentence scores by default, --mark_test to use the bootstrap or the randomization
-test). The p-values are in table1.csv; TAWT tested against GCS and OL-AUX is in the significance batch's
-CSV (testing/significance_testing.py batch).
+test). The p-values are in table1.csv; on the rows of GCS and OL-AUX, `tawt_p_value` and `tawt_difference`
+are TAWT's (weighted joint's) cell tested against theirs the same way (per seed: the significance batch).
 
 Usage:
   python testing/collect_results.py out/ --output_dir out/summary
@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from testing.output_tree import (
-    ARGUMENT_DEFAULTS, BASELINE_OF, CONFIGURATION_ARGS, TASK_WEIGHTS_FILE, OutputTreeError, csv_text, find_runs,
-    read_task_weights, write_text_atomic,
+    ARGUMENT_DEFAULTS, BASELINE_OF, CONFIGURATION_ARGS, TASK_WEIGHTS_FILE, TAWT_OF, OutputTreeError, csv_text,
+    find_runs, read_task_weights, write_text_atomic,
 )
 from testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, TESTS, compare_runs
 from utils_cross_task import TaskDataError
@@ -114,6 +114,8 @@ class Cell:
     chosen_on_seeds: set = None  # the seeds the configurations shared, on which the dev scores were compared
     p_value: float = None
     significant: bool = False
+    tawt_p_value: float = None  # a target-aware baseline's cell: TAWT's cell tested against it (TAWT_OF)
+    tawt_difference: float = None  # TAWT's pooled score minus this cell's, on the paired test sentences
     chosen_by: str = "dev"  # how the configuration was chosen among several: "dev" score, or the "paper"'s
 
 
@@ -231,21 +233,27 @@ def build_table1(experiments, train_sizes, optimizer="torch", inv_constant_choic
 
 
 def mark_significance(cells, data_dir, mark_test, alpha, samples, seed):
-    """Fill each weighted cell's p-value against its baseline cell, seeds paired and pooled."""
+    """Fill each weighted cell's p-value against its baseline cell, seeds paired and pooled; and each
+    target-aware baseline's cell's p-value of TAWT's cell tested against it."""
     from tqdm import tqdm
 
-    weighted_keys = [key for key in cells if key[0] in BASELINE_OF and (BASELINE_OF[key[0]], key[1]) in cells]
-    for key in tqdm(weighted_keys, desc="significance", unit="cell", disable=not weighted_keys):
-        weighted, baseline = cells[key], cells[BASELINE_OF[key[0]], key[1]]
+    tested = [(key, (BASELINE_OF[key[0]], key[1])) for key in cells
+              if key[0] in BASELINE_OF and (BASELINE_OF[key[0]], key[1]) in cells]
+    tested += [((TAWT_OF[key[0]], key[1]), key) for key in cells if key[0] in TAWT_OF and (TAWT_OF[key[0]], key[1]) in cells]
+    for key, baseline_key in tqdm(tested, desc="significance", unit="cell", disable=not tested):
+        weighted, baseline = cells[key], cells[baseline_key]
         baseline_by_seed = {run.seed: run for run in baseline.experiment.runs}
         pairs = [(baseline_by_seed[run.seed], run) for run in weighted.experiment.runs if run.seed in baseline_by_seed]
         if not pairs:
-            logger.warning("%s %s: no seed in common with %s; no significance mark", key[0], key[1], BASELINE_OF[key[0]])
+            logger.warning("%s %s: no seed in common with %s; no significance mark", key[0], key[1], baseline_key[0])
             continue
         try:
             result = compare_runs(pairs, data_dir, tests=(mark_test,), samples=samples, seed=seed)
         except (TaskDataError, OutputTreeError) as error:
             logger.warning("%s %s: no significance mark: %s", key[0], key[1], error)
+            continue
+        if baseline_key[0] in TAWT_OF:  # TAWT against a target-aware baseline: reported on the baseline's row
+            baseline.tawt_p_value, baseline.tawt_difference = result[f"{mark_test}_p"], result["difference"]
             continue
         weighted.p_value = result[f"{mark_test}_p"]
         weighted.significant = (
@@ -282,6 +290,7 @@ def table1_rows(cells, tasks, output_root):
                 "main_train_size": experiment.first.main_train_size,
                 "settings": describe_settings(experiment, CONFIGURATION_ARGS),
                 "p_value_vs_baseline": cell.p_value, "significant": cell.significant,
+                "tawt_p_value": cell.tawt_p_value, "tawt_difference": cell.tawt_difference,
                 "run_dirs": " ".join(os.path.relpath(run.directory, output_root) for run in experiment.runs),
             })
         if means and len(means) == len(tasks):

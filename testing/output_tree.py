@@ -29,9 +29,9 @@ for _base in ("joint", "normalized_joint"):
     BASELINE_OF.update({f"{_base}_{method}": _base for method in TARGET_AWARE_BASELINES})
 # Every (tested paradigm, baseline) pair the significance batch tests: BASELINE_OF's, and TAWT against each
 # target-aware baseline of the same kind (does TAWT beat GCS and OL-AUX?).
-COMPARISONS = list(BASELINE_OF.items()) + [
-    (f"weighted_{base}", f"{base}_{method}") for base in ("joint", "normalized_joint") for method in TARGET_AWARE_BASELINES
-]
+TAWT_OF = {f"{base}_{method}": f"weighted_{base}" for base in ("joint", "normalized_joint")
+           for method in TARGET_AWARE_BASELINES}
+COMPARISONS = list(BASELINE_OF.items()) + [(tawt, baseline) for baseline, tawt in TAWT_OF.items()]
 
 # The arguments that make two runs of one paradigm different configurations rather than two seeds of one
 # (weighted pre-training's grid varies inv_constant; fixed-weight runs vary task_weights). The TAWT update's
