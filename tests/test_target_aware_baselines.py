@@ -169,3 +169,23 @@ def test_bad_baseline_flags_are_refused_before_anything_runs(tmp_path, monkeypat
     with pytest.raises(UsageError, match="--weighting gcs runs in one process only"):
         run_weighted_joint.parse_arguments(base + ["--weighting", "gcs"])
     assert not (tmp_path / "out").exists()
+
+
+def test_gcs_that_keeps_every_step_trains_exactly_as_joint_training(twin_data_dir, tiny_model_dir, tmp_path,
+                                                                    monkeypatch):
+    """Drawing and computing the target gradient between backward and step disturbs nothing: with every
+    cosine taken as 1, GCS is joint training to the last bit (same batches, dropout, updates)."""
+    import target_aware_baselines
+
+    train(twin_data_dir, tiny_model_dir, tmp_path / "joint", ["--weighting", "fixed"])
+    computed = []
+
+    def always_agrees(target, gradient):
+        computed.append(len(target))
+        return 1.0
+
+    monkeypatch.setattr(target_aware_baselines, "cosine_similarity", always_agrees)
+    train(twin_data_dir, tiny_model_dir, tmp_path / "gcs", ["--weighting", "gcs"])
+    assert len(computed) == 12  # a target gradient at each source step
+    joint, gcs = run_outputs(tmp_path / "joint"), run_outputs(tmp_path / "gcs")
+    assert gcs[1:] == joint[1:]  # predictions and results
