@@ -20,10 +20,10 @@ the original's optimizer (--zero_grad_in_place --legacy_adamw) make Table 1 with
 otherwise they are listed with the other runs.
 
 Significance marks: a weighted row's cell gets † when it is better than its baseline (pre-training, joint,
-normalized joint; joint for GCS and OL-AUX) with p < --alpha in a paired test over the seeds both have: each seed's baseline and
-weighted runs are paired sentence by sentence, and the seeds' test sentences are pooled into one test
-(paired t-test on per-sentence scores by default, --mark_test to use the bootstrap or the randomization
-test). The p-values are in table1.csv; on the rows of GCS and OL-AUX, `tawt_p_value` and `tawt_difference`
+normalized joint; joint for GCS and OL-AUX) with p < --alpha in a paired test over the seeds both have:
+each seed's baseline and weighted runs are paired sentence by sentence, and the seeds' test sentences are
+pooled into one test (paired t-test on per-sentence scores by default, --mark_test to use the bootstrap or
+the randomization test). The p-values are in table1.csv; on the rows of GCS and OL-AUX, `tawt_p_value` and `tawt_difference`
 are TAWT's (weighted joint's) cell tested against theirs the same way (per seed: the significance batch).
 
 Usage:
@@ -290,7 +290,9 @@ def table1_rows(cells, tasks, output_root):
                 "main_train_size": experiment.first.main_train_size,
                 "settings": describe_settings(experiment, CONFIGURATION_ARGS),
                 "p_value_vs_baseline": cell.p_value, "significant": cell.significant,
-                "tawt_p_value": cell.tawt_p_value, "tawt_difference": cell.tawt_difference,
+                # (columns a table without target-aware baselines does not get)
+                **({"tawt_p_value": cell.tawt_p_value, "tawt_difference": cell.tawt_difference}
+                   if paradigm in TAWT_OF else {}),
                 "run_dirs": " ".join(os.path.relpath(run.directory, output_root) for run in experiment.runs),
             })
         if means and len(means) == len(tasks):
@@ -316,11 +318,12 @@ def table1_markdown(cells, tasks, rows, mark_test, alpha):
         values.append(f"{100 * average['mean']:.2f}" if average else "–")
         lines.append([title] + values)
     header = ["Method"] + [TASK_TITLES.get(task, task) for task in tasks] + ["Avg"]
+    gcs_and_olaux = "; joint for GCS and OL-AUX" if any(paradigm in TAWT_OF for paradigm, _ in cells) else ""
     notes = [
         "Test score x 100 of the main task (accuracy for tagging tasks, F1 for span and binary tasks), "
         "mean ± sample std over seeds (no ± for one seed); Avg is the mean of the row's task means.",
-        f"{SIGNIFICANT_MARK}: better than its baseline (pre-training, joint, normalized joint; joint for GCS and "
-        f"OL-AUX) with p < {alpha} "
+        f"{SIGNIFICANT_MARK}: better than its baseline (pre-training, joint, normalized joint{gcs_and_olaux}) "
+        f"with p < {alpha} "
         f"in a paired {TEST_NAMES[mark_test]}, each seed's runs paired sentence by sentence, seeds pooled.",
     ]
     for (paradigm, task), cell in sorted(cells.items(), key=lambda item: (list(TABLE1_ROWS).index(item[0][0]), item[0][1])):
