@@ -27,10 +27,11 @@ from data.make_default_data import ensure_default_data, resolve_model_name_or_pa
 from errors import TaskDataError, UsageError
 from modeling_multi_bert import MultiTaskTagger
 from output_files import (
-    ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE,
-    holds_checkpoints, holds_results, previous_run_files, write_json_atomic,
+    ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, EVALUATION_TENSORBOARD_DIR, RUN_ARGS_FILE, RUN_LOG_FILE,
+    TASK_WEIGHTS_FILE, TENSORBOARD_DIR, holds_checkpoints, holds_results, previous_run_files, write_json_atomic,
 )
 from run_arguments import check_max_seq_length, check_training_arguments
+from run_reporting import NoReport, open_report, resolve_report_to
 from sequence_metrics import check_labels_fit_metric
 from training_loop import checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint
 from utils_cross_task import (
@@ -74,7 +75,7 @@ def package_versions():
     import importlib.metadata
 
     versions = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "tokenizers", "seqeval", "numpy", "scipy", "tqdm"):
+    for package in ("torch", "transformers", "tokenizers", "seqeval", "numpy", "scipy", "tqdm", "tensorboard"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -112,6 +113,7 @@ class Run:
     weight_history: "TaskWeightHistory" = None  # set by start_weight_history; saved in checkpoints
     target_aware_baseline: object = None  # GCS or OL-AUX (target_aware_baselines.start_baseline); saved in checkpoints
     restored_target_aware_baseline: dict = None
+    reporter: NoReport = field(default_factory=NoReport)  # TensorBoard (--report_to), set by open_output_dir
 
     @property
     def output_dir(self):
@@ -214,6 +216,7 @@ def start_run(args, paradigm, main_task, tasks):
     if outcome == "error":
         raise UsageError(value)
     _configure_logging()
+    args.report_to = resolve_report_to(args.report_to)
     set_seed(args.seed)
     run = Run(
         args=args, paradigm=paradigm, main_task=main_task, tasks=list(tasks), device=device,
@@ -303,12 +306,13 @@ def open_output_dir(run):
                 os.remove(path)
     beside_training = in_place and os.path.isfile(run.path(RUN_ARGS_FILE))
     _start_log_file(run.path(EVALUATION_LOG_FILE if beside_training else RUN_LOG_FILE))
-    _record_run(run, EVALUATION_ARGS_FILE if beside_training else RUN_ARGS_FILE)
+    record = _record_run(run, EVALUATION_ARGS_FILE if beside_training else RUN_ARGS_FILE)
+    run.reporter = open_report(run, record, run.path(EVALUATION_TENSORBOARD_DIR if beside_training else TENSORBOARD_DIR))
 
 
 def _record_run(run, filename):
     args = run.args
-    write_json_atomic(run.path(filename), {
+    record = {
         "paradigm": run.paradigm,
         "main_task": run.main_task,
         "tasks": run.tasks,
@@ -322,21 +326,29 @@ def _record_run(run, filename):
         "resumed_from_checkpoint": run.resumed_from_checkpoint,
         "versions": package_versions(),
         "git_commit": _git_commit(),
-    })
+    }
+    write_json_atomic(run.path(filename), record)
+    return record
 
 
 class TaskWeightHistory:
     """The task weights at the start and after every update, rewritten to task_weights.json each time."""
 
-    def __init__(self, path, tasks, weighting):
+    def __init__(self, path, tasks, weighting, reporter=None):
         self.path, self.tasks, self.weighting = path, list(tasks), weighting
+        self.reporter = reporter or NoReport()
         self.history = []
+        self.next_entry_values = {}
+
+    def add_to_next_entry(self, **values):
+        """Values the next update's entry records too (weighted pre-training's head-fit loss; what GCS and
+        OL-AUX did, target_aware_baselines.py)."""
+        self.next_entry_values.update(values)
 
     def record(self, stage, epoch, weights, similarities=None, step=0):
         """One entry: `stage` "initial", "epoch" (an update after an epoch) or "step" (one within an epoch,
         --weight_update_steps), the epoch, the optimizer step reached, the weights, and `similarities` (the
-        update's TaskSimilarities: the cosines it used, and their mean and spread over the sampled batches;
-        or GCS's and OL-AUX's MethodRecord, whose fields are added to the entry)."""
+        update's TaskSimilarities: the cosines it used, and their mean and spread over the sampled batches)."""
 
         def listed(values):
             return None if values is None else [None if value is None else float(value) for value in values]
@@ -349,8 +361,10 @@ class TaskWeightHistory:
             "cosine_similarities": listed(None if similarities is None else similarities.cosines),
             "cosine_batch_mean": listed(None if similarities is None else similarities.batch_means),
             "cosine_batch_std": listed(None if similarities is None else similarities.batch_stds),
-            **getattr(similarities, "fields", {}),  # GCS's and OL-AUX's report (target_aware_baselines.MethodRecord)
+            **self.next_entry_values,
         })
+        self.next_entry_values = {}
+        self.reporter.weight_update(self.tasks, self.history[-1])
         logger.info("task weights (%s %d, step %d): %s", stage, epoch, step,
                     ", ".join(f"{task} {weight:.4f}" for task, weight in zip(self.tasks, weights)))
         self.write()
@@ -457,7 +471,7 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
 
 def start_weight_history(run, tasks, task_weights):
     """task_weights.json with the starting weights, or, when resuming, the history up to the checkpoint."""
-    history = TaskWeightHistory(run.path(TASK_WEIGHTS_FILE), tasks, run.args.weighting)
+    history = TaskWeightHistory(run.path(TASK_WEIGHTS_FILE), tasks, run.args.weighting, run.reporter)
     if run.restored_weight_history is not None:
         history.history = list(run.restored_weight_history)
         history.write()
@@ -489,6 +503,8 @@ def finish_run(run, model, tokenizer, data):
             for task, split in splits.items():
                 summary[f"{task}_{split_name}"] = evaluate_and_write(run, model, task, split, split_name)
         write_json_atomic(run.path(ALL_RESULTS_FILE), summary)
+        run.reporter.results(summary)
+        run.reporter.close()
         # The results are written: the checkpoints of this run have served their purpose.
         remove_checkpoints(run.output_dir)
     distributed.close()

@@ -12,10 +12,12 @@ TASK_WEIGHTS_FILE = "task_weights.json"
 TRAINING_LOG_FILE = "training_log.jsonl"
 ALL_RESULTS_FILE = "all_results.json"
 CHECKPOINT_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"  # event files (--report_to tensorboard)
 RUN_LOG_FILE = "run.log"
 # An evaluation of the model saved in --output_dir itself records itself here, beside the training's record.
 EVALUATION_ARGS_FILE = "evaluation_args.json"
 EVALUATION_LOG_FILE = "evaluation.log"
+EVALUATION_TENSORBOARD_DIR = "evaluation_tensorboard"
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "task_heads.safetensors", "task_heads.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
@@ -50,7 +52,7 @@ def holds_checkpoints(output_dir):
     return os.path.isdir(directory) and any(name.startswith("checkpoint-") for name in os.listdir(directory))
 
 
-TRAINING_RECORD = (RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, RUN_LOG_FILE, CHECKPOINT_DIR)
+TRAINING_RECORD = (RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, RUN_LOG_FILE, CHECKPOINT_DIR, TENSORBOARD_DIR)
 
 
 def previous_run_files(output_dir, evaluating_in_place=False):
@@ -63,8 +65,8 @@ def previous_run_files(output_dir, evaluating_in_place=False):
     if not os.path.isdir(output_dir):
         return []
     kept = set(MODEL_FILES + TOKENIZER_FILES + TRAINING_RECORD) if evaluating_in_place else set()
-    run_files = {*TRAINING_RECORD, ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, *MODEL_FILES,
-                 *TOKENIZER_FILES}
+    run_files = {*TRAINING_RECORD, ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, EVALUATION_TENSORBOARD_DIR,
+                 *MODEL_FILES, *TOKENIZER_FILES}
     return [
         os.path.join(output_dir, name) for name in sorted(os.listdir(output_dir))
         if name not in kept and (name in run_files or name.endswith(("_results.txt", "_test_predictions.txt")))

@@ -13,6 +13,7 @@ import numpy as np
 
 from errors import UsageError
 from output_files import TRAINING_LOG_FILE
+from run_reporting import add_report_to_argument
 import target_aware_baselines as baselines
 from weighted_training_basics import weight_step_size
 
@@ -51,6 +52,7 @@ def add_common_arguments(parser):
     data.add_argument("--do_eval", action="store_true", help="evaluate on dev_{task}.txt")
     data.add_argument("--do_predict", action="store_true",
                       help="evaluate on test_{task}.txt and write {task}_test_predictions.txt")
+    add_report_to_argument(data)
 
     training = parser.add_argument_group("training (the paper's defaults)")
     training.add_argument("--per_gpu_train_batch_size", type=int, default=32, help="sentences per training batch")

@@ -66,7 +66,8 @@ def main(argv=None):
                 sampler = run.new_gradient_sampling_generator()
             else:
                 fit_order = run.data_order_generator("head-fit" if step is None else f"head-fit step {step}", epoch)
-            main_head, _ = fit_head_on_frozen_encoder(model, main_task, data.train[main_task], run, fit_order)
+            main_head, fit_loss = fit_head_on_frozen_encoder(model, main_task, data.train[main_task], run, fit_order)
+            history.add_to_next_entry(head_fit_loss=fit_loss)
             with model.replaced_heads({main_task: main_head}):
                 return tawt_update(model, run, weights, sources, main_task, data.train, sampler)
 

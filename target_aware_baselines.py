@@ -25,7 +25,8 @@ update draws it). It is refreshed at a source step when it is --target_gradient_
 (R = 1: a fresh one at every source step, as in both papers, which use the current main-task batch). Its
 cost is one forward and backward pass over that many sentences every R source steps; the cosine or dot
 product itself is one pass over the encoder's gradients. What each method did goes into task_weights.json
-(see `MethodRecord`); its state (the cached target gradient, the counters, OL-AUX's coefficients and
+(the entries' gcs_* and olaux_* fields) and, with --report_to tensorboard, into TensorBoard scalars
+(run_reporting.py); its state (the cached target gradient, the counters, OL-AUX's coefficients and
 accumulators) goes into every checkpoint, so a resumed run continues exactly.
 """
 
@@ -82,19 +83,6 @@ def paradigm_name(base, args):
     if args.weighting == "gcs":
         return f"{base}_gcs" + ("_weighted" if args.gcs_mode == "weighted" else "")
     return f"{base}_olaux"
-
-
-class MethodRecord:
-    """What a method reports at a weight-history entry: extra fields of task_weights.json's entry.
-
-    Stands where the TAWT update's TaskSimilarities would (TaskWeightHistory.record reads the same three
-    attributes); `fields` are added to the entry as they are.
-    """
-
-    cosines = batch_means = batch_stds = None
-
-    def __init__(self, fields):
-        self.fields = fields
 
 
 class TargetGradient:
@@ -169,12 +157,12 @@ class GradientSimilarity:
 
     def update_weights(self, weights, epoch, step):
         """The weights stay; the history entry reports what GCS did since the previous one."""
-        record = MethodRecord({"gcs_mode": "weighted" if self.weighted else "unweighted",
-                               "gcs_since_previous_entry": self._summary(self.interval),
-                               "gcs_whole_run": self._summary(self.total),
-                               "target_gradients_computed": self.target.refreshes})
+        self.run.weight_history.add_to_next_entry(
+            gcs_mode="weighted" if self.weighted else "unweighted",
+            gcs_since_previous_entry=self._summary(self.interval), gcs_whole_run=self._summary(self.total),
+            target_gradients_computed=self.target.refreshes)
         self.interval = self._zero_counts()
-        return np.asarray(weights, dtype=np.float64), record
+        return np.asarray(weights, dtype=np.float64), None
 
     def _summary(self, counts):
         def ratio(numerator, denominator):
@@ -229,16 +217,16 @@ class OnlineAuxiliaryWeighting:
     def update_weights(self, weights, epoch, step):
         """The end of a horizon: one additive step of the source coefficients, then the accumulators restart."""
         beta = self.run.args.olaux_lr
-        record = MethodRecord({"olaux_coefficients_before": list(self.coefficients),
-                               "olaux_lr_times_dot_sum": list(self.accumulated), "olaux_source_steps": list(self.steps),
-                               "target_gradients_computed": self.target.refreshes})
+        self.run.weight_history.add_to_next_entry(
+            olaux_coefficients_before=list(self.coefficients), olaux_lr_times_dot_sum=list(self.accumulated),
+            olaux_source_steps=list(self.steps), target_gradients_computed=self.target.refreshes)
         for index in range(len(self.tasks)):
             if index != self.main_index:
                 self.coefficients[index] = max(OLAUX_MIN_COEFFICIENT,
                                                self.coefficients[index] + beta * self.accumulated[index])
         self.accumulated = [0.0] * len(self.tasks)
         self.steps = [0] * len(self.tasks)
-        return self.weights, record
+        return self.weights, None
 
     def state_dict(self):
         return {"target": self.target.state_dict(), "coefficients": list(self.coefficients),

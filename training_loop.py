@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 import distributed
 from errors import UsageError
 from output_files import CHECKPOINT_DIR, TRAINING_LOG_FILE
+from run_reporting import TaskLosses
 from utils_cross_task import collate, epoch_batches
 
 logger = logging.getLogger("tawt")
@@ -38,7 +39,7 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)\.pt$")
 # Arguments that may change between a run and its resumption: they do not change what is trained.
 RESUMABLE_ARGUMENT_CHANGES = {
     "output_dir", "overwrite_output_dir", "logging_steps", "save_steps", "resume_from_checkpoint", "do_eval",
-    "do_predict", "per_gpu_eval_batch_size", "local_rank",
+    "do_predict", "per_gpu_eval_batch_size", "local_rank", "report_to",
 }
 
 
@@ -70,10 +71,11 @@ def train_stage(model, run, stage, task_splits, task_weights, history=None, upda
     weights. A stage that a resumed run had already finished is skipped; one it was in the middle of
     continues where it stopped.
     """
+    epochs, total_steps = training_schedule(run.args, task_splits)
+    run.reporter.start_stage(stage, total_steps)  # also for a skipped stage: the later stages' steps follow it
     if stage in run.completed_stages:  # only a resumed run can have finished a stage before it began
         logger.info("stage %s was finished before the interruption: skipping it", stage)
         return np.array(run.completed_stages[stage])
-    epochs, total_steps = training_schedule(run.args, task_splits)
     trainer = Trainer(model, run, total_steps, stage)
     task_weights = np.asarray(task_weights, dtype=np.float64)
     start_epoch, start_batch = 0, 0
@@ -199,6 +201,7 @@ class Trainer:
         self.optimizer, self.scheduler = adamw_with_linear_schedule(model.parameters(), run.args, total_steps,
                                                                     run.device)
         self.scaler = torch.amp.GradScaler(run.device.type, enabled=run.args.fp16)
+        self.task_losses = TaskLosses()
 
     @property
     def done(self):
@@ -250,6 +253,7 @@ class Trainer:
             batch = {name: tensor.to(run.device, non_blocking=True) for name, tensor in batch.items()}
             with run.autocast():
                 loss, _ = self.training_model(task, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            self.task_losses.add(task, loss)
             loss = loss * multipliers[task]
             loss_value = loss.item()
             if not math.isfinite(loss_value):
@@ -287,12 +291,14 @@ class Trainer:
             self._log(epoch, logged_loss / logged_steps)
 
     def _log(self, epoch, mean_loss):
+        task_losses = self.task_losses.take_means()  # on every process: the next window starts afresh
         if not distributed.is_main_process():
             return
         record = {"stage": self.stage, "epoch": epoch, "step": self.global_step, "loss": mean_loss,
-                  "learning_rate": self.scheduler.get_last_lr()[0]}
+                  "learning_rate": self.scheduler.get_last_lr()[0], "task_losses": task_losses}
         with open(self.run.path(TRAINING_LOG_FILE), "a") as handle:
             handle.write(json.dumps(record) + "\n")
+        self.run.reporter.training_log(record)
 
 
 # ---------------------------------------------------------------------------------------------------------

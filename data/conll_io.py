@@ -9,11 +9,25 @@ import os
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass
 
 import utils_cross_task
 from utils_cross_task import TaskDataError
 
 SPLITS = ("train", "dev", "test")
+ONTONOTES_TASKS = ("pos", "ner", "predicate")
+
+
+@dataclass
+class TaggedSentence:
+    words: list
+    labels: dict  # task -> one label per word
+
+
+def predicate_label(frameset_id):
+    """OntoNotes' predicate task: a word with a PropBank frameset ('-' or None: none). The lemma alone is not
+    enough: it is also given to words that only carry a word-sense annotation (many nouns)."""
+    return "-" if frameset_id in (None, "-") else "predicate"
 
 
 def read_text_lines(path):

@@ -1,4 +1,5 @@
-"""Convert OntoNotes 5.0 (CoNLL-2012 column files) and CoNLL-2000 files into this project's task files.
+"""Convert OntoNotes 5.0 (CoNLL-2012 column files), CoNLL-2000 files and Hugging Face datasets into this
+project's task files.
 
     # pos, ner and predicate from OntoNotes 5.0, 2,000 sampled training sentences:
     python data/process_data.py ontonotes --train PATH/train --dev PATH/development --test PATH/test \
@@ -6,6 +7,8 @@
     # chunking from CoNLL-2000 (it has no dev set: take 1,000 training sentences for one):
     python data/process_data.py conll2000 --train train.txt --test test.txt --output_dir my_data \
         --dev_from_train 1000
+    # any of those from a Hugging Face dataset (the hub, or a save_to_disk / parquet / JSON copy):
+    python data/process_data.py hf conll2012_ontonotesv5 --config english_v4 --output_dir my_data
 
 Each run writes {split}_{task}.txt for the splits it is given and {task}_labels.txt (the labels seen in
 those splits: convert all of a task's splits in one run). Paths may be files or folders; a folder is
@@ -17,22 +20,25 @@ import fnmatch
 import os
 import re
 import sys
-from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from data import hf_datasets
+from errors import UsageError
 from data.conll_io import (
+    ONTONOTES_TASKS,
     SPLITS,
+    TaggedSentence,
     TaskDataError,
     labels_file_text,
     line_blocks,
+    predicate_label,
     read_text_lines,
     sample_sentences,
     task_file_text,
     write_files_atomically,
 )
 
-ONTONOTES_TASKS = ("pos", "ner", "predicate")
 CONLL2000_TASKS = ("chunking",)
 
 # CoNLL-2012 (OntoNotes 5.0) *_conll columns, 0-based. After the named-entity column come one column per
@@ -51,12 +57,6 @@ CHUNK_TAG = re.compile(r"^(O|[BI]-[A-Za-z_]+)$")
 BIO_TAG = re.compile(r"^(O|[BI]-\S+)$")
 # A bracketed entity opening: "(PERSON*", "(PERSON)" or "(PERSON*)" (the last two are one-word entities).
 BRACKET_OPEN = re.compile(r"^\(([A-Za-z_][A-Za-z0-9_\-]*)(\*?)(\)?)$")
-
-
-@dataclass
-class OntoNotesSentence:
-    words: list
-    labels: dict  # task -> one label per word
 
 
 def _fail(path, line_number, problem, fix):
@@ -140,11 +140,9 @@ def read_ontonotes(path):
         labels = {
             "pos": [columns[POS] for columns in rows],
             "ner": bracketed_ner_to_bio([columns[NAMED_ENTITY] for columns in rows], path, line_numbers),
-            # A predicate is a word with a PropBank frameset. The lemma column alone is not enough: it is
-            # also filled for words that only carry a word-sense annotation (many nouns).
-            "predicate": ["-" if columns[PREDICATE_FRAMESET] == "-" else "predicate" for columns in rows],
+            "predicate": [predicate_label(columns[PREDICATE_FRAMESET]) for columns in rows],
         }
-        sentences.append(OntoNotesSentence(words, labels))
+        sentences.append(TaggedSentence(words, labels))
     return sentences
 
 
@@ -203,12 +201,20 @@ def convert(args, tasks, reader, to_task_labels):
     sentences = {
         split: read_split(paths, args.file_pattern, reader, f"reading {split}") for split, paths in split_paths.items()
     }
+    write_task_data(args, tasks, sentences, to_task_labels, {split: str(paths) for split, paths in split_paths.items()})
+
+
+def write_task_data(args, tasks, sentences, to_task_labels, sources):
+    """Cut a dev set from train (--dev_from_train), sample (--{split}_sentences, --seed), and write every
+    task's files and label lists in one atomic step. `sentences` maps each split to its sentences,
+    `sources` each split to where they came from (for the messages)."""
     for split, split_sentences in sentences.items():
         if not split_sentences:
-            raise TaskDataError(f"{split_paths[split]}: holds no sentence; check the files")
+            raise TaskDataError(f"{sources[split]}: holds no sentence; check the files")
     if args.dev_from_train:
         if "train" not in sentences or "dev" in sentences:
-            raise TaskDataError("--dev_from_train needs --train and no --dev")
+            raise TaskDataError(f"--dev_from_train needs a train split and no dev split (this input has "
+                                f"{', '.join(sentences)}); {'leave it out' if 'dev' in sentences else 'add train'}")
         shuffled = sample_sentences(sentences["train"], None, args.seed)
         if args.dev_from_train >= len(shuffled):
             raise TaskDataError(f"--dev_from_train {args.dev_from_train} leaves no training sentence "
@@ -235,6 +241,10 @@ def convert(args, tasks, reader, to_task_labels):
     print(f"wrote {', '.join(sorted(contents))} to {args.output_dir}", file=sys.stderr)
 
 
+def tagged_sentence_labels(sentence, task):
+    return sentence.words, sentence.labels[task]
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="corpus", required=True)
@@ -248,16 +258,22 @@ def parse_args(argv=None):
         description=f"Expected columns (whitespace-separated, blank line between sentences): {CONLL2000_COLUMNS}",
     )
     conll2000.set_defaults(file_pattern="*.txt")
-    for command in (ontonotes, conll2000):
+    hf = commands.add_parser("hf", help="a Hugging Face dataset (hub name, save_to_disk folder, parquet/JSON/arrow "
+                                        "files) -> its tasks", description=hf_datasets.__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    hf_datasets.add_arguments(hf)
+    for command in (ontonotes, conll2000, hf):
         for split in SPLITS:
-            command.add_argument(f"--{split}", nargs="+", metavar="PATH", help=f"{split} files or folders")
+            if command is not hf:
+                command.add_argument(f"--{split}", nargs="+", metavar="PATH", help=f"{split} files or folders")
             command.add_argument(f"--{split}_sentences", type=int, metavar="N",
                                  help=f"shuffle the {split} sentences with --seed and keep N (default: all, in order)")
         command.add_argument("--output_dir", required=True, help="data directory to write the task files into")
         command.add_argument("--seed", type=int, default=42, help="seed of the shuffles (default 42)")
         command.add_argument("--dev_from_train", type=int, metavar="N",
-                             help="make the dev split from N shuffled training sentences (no --dev)")
-        command.add_argument("--file_pattern", help="file names to take from a folder (default: %(default)s)")
+                             help="make the dev split from N shuffled training sentences (when there is no dev split)")
+        if command is not hf:
+            command.add_argument("--file_pattern", help="file names to take from a folder (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -265,10 +281,13 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         if args.corpus == "ontonotes":
-            convert(args, ONTONOTES_TASKS, read_ontonotes, lambda sentence, task: (sentence.words, sentence.labels[task]))
+            convert(args, ONTONOTES_TASKS, read_ontonotes, tagged_sentence_labels)
+        elif args.corpus == "hf":
+            tasks, sentences, sources = hf_datasets.read_dataset(args)
+            write_task_data(args, tasks, sentences, tagged_sentence_labels, sources)
         else:
             convert(args, CONLL2000_TASKS, read_conll2000, lambda sentence, task: sentence)
-    except TaskDataError as error:
+    except (TaskDataError, UsageError) as error:
         sys.exit(f"error: {error}")
 
 

@@ -101,7 +101,8 @@ def parse_arguments(argv=None):
     parser.add_argument("--no_cuda", action="store_true", help="run on the CPU even when a GPU is present")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (the cosines stay float32)")
     # What the shared head fit and data loading read, at the training scripts' defaults.
-    parser.set_defaults(weight_decay=0.0, adam_epsilon=1e-8, warmup_steps=0, max_grad_norm=1.0, fp16=False)
+    parser.set_defaults(weight_decay=0.0, adam_epsilon=1e-8, warmup_steps=0, max_grad_norm=1.0, fp16=False,
+                        legacy_adamw=False)
     args = parser.parse_args(argv)
     args.candidate_tasks = parse_task_list(args.candidate_tasks)
     check_arguments(args)

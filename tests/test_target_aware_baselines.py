@@ -83,7 +83,7 @@ def train(data_dir, model_dir, output, weighting_flags, script="run_weighted_joi
 
 
 def test_gcs_keeps_the_twin_always_and_the_random_labels_less(twin_data_dir, tiny_model_dir, tmp_path, twin_heads):
-    record = train(twin_data_dir, tiny_model_dir, tmp_path / "gcs", ["--weighting", "gcs"])
+    record = train(twin_data_dir, tiny_model_dir, tmp_path / "gcs", ["--weighting", "gcs", "--report_to", "none"])
     assert record["tasks"] == ["twin", "noise", "ner"]
     entries = record["history"][1:]
     assert [entry["stage"] for entry in entries] == ["epoch", "epoch"]
@@ -112,7 +112,7 @@ def test_weighted_gcs_scales_the_twin_above_the_random_labels(twin_data_dir, tin
 def test_olaux_moves_weight_to_the_twin_and_away_from_random_labels(twin_data_dir, tiny_model_dir, tmp_path,
                                                                      twin_heads):
     record = train(twin_data_dir, tiny_model_dir, tmp_path / "olaux",
-                   ["--weighting", "olaux", "--weight_update_steps", "3", "--olaux_lr", "100"])
+                   ["--weighting", "olaux", "--weight_update_steps", "3", "--olaux_lr", "100", "--report_to", "none"])
     history = record["history"]
     # Updates every 3 steps within the 9-step epochs, and after each epoch.
     assert [(entry["stage"], entry["step"]) for entry in history[1:]] == [
@@ -189,3 +189,24 @@ def test_gcs_that_keeps_every_step_trains_exactly_as_joint_training(twin_data_di
     assert len(computed) == 12  # a target gradient at each source step
     joint, gcs = run_outputs(tmp_path / "joint"), run_outputs(tmp_path / "gcs")
     assert gcs[1:] == joint[1:]  # predictions and results
+
+
+def test_what_gcs_and_olaux_did_is_also_in_tensorboard(twin_data_dir, tiny_model_dir, tmp_path, twin_heads):
+    pytest.importorskip("tensorboard", reason="requirements.txt installs tensorboard: pip install tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def scalars(output):
+        events = EventAccumulator(os.path.join(output, "tensorboard"), size_guidance={"scalars": 0})
+        events.Reload()
+        return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+    record = train(twin_data_dir, tiny_model_dir, tmp_path / "gcs", ["--weighting", "gcs", "--report_to", "tensorboard"])
+    kept = scalars(tmp_path / "gcs")["gcs_kept_fraction/noise"]
+    assert kept == [(entry["step"], pytest.approx(entry["gcs_since_previous_entry"]["kept_fraction"][1]))
+                    for entry in record["history"][1:]]
+    record = train(twin_data_dir, tiny_model_dir, tmp_path / "olaux",
+                   ["--weighting", "olaux", "--weight_update_steps", "3", "--report_to", "tensorboard"])
+    logged = scalars(tmp_path / "olaux")
+    assert [value for _, value in logged["task_weight/twin"]] == pytest.approx(
+        [entry["weights"][0] for entry in record["history"]])
+    assert len(logged["olaux_lr_times_dot_sum/twin"]) == len(record["history"]) - 1
