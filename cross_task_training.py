@@ -1,12 +1,14 @@
 """What every paradigm script shares: run set-up and records, data and model loading, the end.
 
-A paradigm script (run_*.py) reads as its paradigm: parse arguments (run_arguments.py) -> `start_run` -> `load_task_data`
--> `build_model` -> its own schedule of `training_loop.train_stage` calls and weight updates ->
+A paradigm script (run_*.py) reads as its paradigm: parse arguments (run_arguments.py) -> `start_run`
+-> `load_task_data` -> `build_model` -> its own schedule of `training_loop.train_stage` calls and weight updates ->
 `finish_run` (save, evaluate, write results).
 """
 
 import argparse
 import contextlib
+import hashlib
+import json
 import logging
 import logging.handlers
 import os
@@ -24,16 +26,20 @@ from tqdm.auto import tqdm
 
 import distributed
 from data.make_default_data import ensure_default_data, resolve_model_name_or_path
-from errors import TaskDataError, UsageError
-from modeling_multi_bert import MultiTaskTagger
+from errors import OutputWriteError, TaskDataError, UsageError
+from modeling_multi_bert import HEADS_CONFIG, HEADS_WEIGHTS, MultiTaskTagger
 from output_files import (
-    ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, EVALUATION_TENSORBOARD_DIR, RUN_ARGS_FILE, RUN_LOG_FILE,
-    TASK_WEIGHTS_FILE, TENSORBOARD_DIR, holds_checkpoints, holds_results, previous_run_files, write_json_atomic,
+    ALL_RESULTS_FILE, CHECKPOINT_DIR, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, EVALUATION_TENSORBOARD_DIR,
+    MODEL_FILES, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE, TENSORBOARD_DIR, TOKENIZER_FILES, holds_checkpoints,
+    holds_results, previous_run_files, write_failure, write_json_atomic,
 )
-from run_arguments import check_max_seq_length, check_training_arguments
+from output_lock import DirectoryInUse, lock_directory, release
+from run_arguments import check_max_seq_length, check_training_arguments, repeated_flags
 from run_reporting import NoReport, open_report, resolve_report_to
 from sequence_metrics import check_labels_fit_metric
-from training_loop import checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint
+from training_loop import (
+    check_training_data, checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint, state_bytes,
+)
 from utils_cross_task import (
     labels_file, load_task_split, read_labels, read_sentences, task_file, training_order_seed,
 )
@@ -85,6 +91,8 @@ def package_versions():
 
 def resolve_data_dir(data_dir):
     if data_dir is not None:
+        if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+            raise UsageError(f"--data_dir {data_dir} is a file; give the directory that holds the task files")
         if not os.path.isdir(data_dir):
             raise UsageError(f"--data_dir {data_dir}: no such directory")
         return data_dir
@@ -105,6 +113,8 @@ class Run:
     gradient_sampling_generator: torch.Generator = field(default=None)
     pad_token_id: int = 0  # set by load_tokenizer
     checkpoint: dict = None  # the checkpoint this run continues from, until restore_checkpoint has read it
+    checkpoint_path: str = None
+    training_data: dict = None  # training_data_fingerprint: recorded in run_args.json and in every checkpoint
     resume: "ResumePoint" = None  # where the interrupted stage continues, until train_stage has used it
     resumed_from_checkpoint: int = None
     restored_weight_history: list = None
@@ -217,6 +227,9 @@ def start_run(args, paradigm, main_task, tasks):
         raise UsageError(value)
     _configure_logging()
     args.report_to = resolve_report_to(args.report_to)
+    for flag, values in repeated_flags(sys.argv[1:]).items():
+        logger.warning("%s is given %d times (%s): the last is used (run_args.json records them all)", flag,
+                       len(values), ", ".join(repr(value) for value in values))
     set_seed(args.seed)
     run = Run(
         args=args, paradigm=paradigm, main_task=main_task, tasks=list(tasks), device=device,
@@ -225,7 +238,8 @@ def start_run(args, paradigm, main_task, tasks):
         gradient_sampling_generator=gradient_sampling_generator(args.seed),
     )
     if value is not None:
-        run.checkpoint = load_checkpoint(value, args)  # read now: a different command is refused before the data
+        # Read now: a different command is refused before the data (whose fingerprint prepare_run compares).
+        run.checkpoint, run.checkpoint_path = load_checkpoint(value, args, paradigm), value
         logger.info("resuming from %s (stage %s, epoch %d)", value, run.checkpoint["stage"],
                     run.checkpoint["epoch"] + 1)
     logger.info("%s: tasks %s, main task %s, device %s (%d process%s), output %s", paradigm, tasks, main_task,
@@ -250,11 +264,17 @@ def _checkpoint_to_resume(args):
     output_dir = args.output_dir
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir {output_dir} is a file; give a directory (it is created if missing)")
+    created = not os.path.isdir(output_dir)
     try:
         os.makedirs(output_dir, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--output_dir {output_dir} cannot be created ({error.strerror}); choose another "
                          "directory") from None
+    try:  # held until the run ends: a second run into this directory is refused, not interleaved
+        lock_directory(output_dir, created)
+    except DirectoryInUse as holder:
+        raise UsageError(f"--output_dir {output_dir} is in use by another run ({holder}); wait for it to end, "
+                         "or choose another directory") from None
     if args.do_train and args.resume_from_checkpoint:
         return _named_checkpoint(args.resume_from_checkpoint)
     if args.overwrite_output_dir:
@@ -267,8 +287,13 @@ def _checkpoint_to_resume(args):
     else:
         held = holds_results(output_dir)
     if held or holds_checkpoints(output_dir):  # checkpoints not resumed here are still a run's
-        unfinished = "" if finished or not args.do_train else (
-            " (an unfinished one, without checkpoints to resume from: --save_steps N makes a run resumable)")
+        if finished or not args.do_train:
+            unfinished = ""
+        elif args.save_steps > 0:
+            unfinished = " (an unfinished one whose checkpoints are gone, so it cannot be resumed)"
+        else:
+            unfinished = (" (an unfinished one, without checkpoints to resume from: --save_steps N makes a run "
+                          "resumable)")
         raise UsageError(
             f"--output_dir {output_dir} already holds a run{unfinished}; pass --overwrite_output_dir to replace "
             "it (its files are removed first), or choose another directory"
@@ -298,6 +323,15 @@ def open_output_dir(run):
     if not distributed.is_main_process():
         return
     in_place = _evaluates_model_in_place(run.args)
+    # What a killed run left half-written (this process holds the directory's lock: no one else writes there).
+    for folder in (run.output_dir, os.path.join(run.output_dir, CHECKPOINT_DIR)):
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            if name.startswith(".tmp-"):
+                path = os.path.join(folder, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
     if run.resumed_from_checkpoint is None:
         for path in previous_run_files(run.output_dir, evaluating_in_place=in_place):
             if os.path.isdir(path):
@@ -320,15 +354,34 @@ def _record_run(run, filename):
         "data_dir": run.data_dir,
         "model_name_or_path": run.model_name_or_path,
         "command": [os.path.basename(sys.argv[0])] + sys.argv[1:],
+        # A flag given twice (a preset's, then the user's in EXTRA_ARGS): every value given; the last is used.
+        "repeated_flags": repeated_flags(sys.argv[1:]),
         "args": vars(args),
         "device": str(run.device),
+        # Float sums depend on how they are split over threads and on the hardware: a rerun reproduces the
+        # numbers exactly only with the same thread count on the same kind of device (README: Interrupted
+        # runs and reproducibility).
+        "device_name": _device_name(run.device),
+        "torch_threads": torch.get_num_threads(),
         "world_size": distributed.world_size(),
         "resumed_from_checkpoint": run.resumed_from_checkpoint,
+        "training_data": run.training_data,
         "versions": package_versions(),
         "git_commit": _git_commit(),
     }
     write_json_atomic(run.path(filename), record)
     return record
+
+
+def _device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else (platform.processor() or platform.machine())
 
 
 class TaskWeightHistory:
@@ -365,7 +418,9 @@ class TaskWeightHistory:
         })
         self.next_entry_values = {}
         self.reporter.weight_update(self.tasks, self.history[-1])
-        logger.info("task weights (%s %d, step %d): %s", stage, epoch, step,
+        when = {"initial": "initial", "epoch": f"after epoch {epoch}, step {step}",
+                "step": f"within epoch {epoch}, step {step}"}.get(stage, f"{stage} {epoch}, step {step}")
+        logger.info("task weights (%s): %s", when,
                     ", ".join(f"{task} {weight:.4f}" for task, weight in zip(self.tasks, weights)))
         self.write()
 
@@ -390,6 +445,9 @@ def load_tokenizer(run):
     """The fast tokenizer of the run's model (its max_seq_length is checked against the model first)."""
     from transformers import AutoConfig, AutoTokenizer
 
+    if os.path.isdir(run.model_name_or_path):
+        # Without --do_train a paradigm script evaluates a run's saved model (the probe has no --do_train).
+        check_model_files(run.model_name_or_path, saved_by_a_run=not getattr(run.args, "do_train", True))
     try:
         config = AutoConfig.from_pretrained(run.model_name_or_path)
     except (OSError, ValueError) as error:
@@ -409,6 +467,42 @@ def load_tokenizer(run):
                          f"tokens; give at least {shortest} (paper: 128)")
     run.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return tokenizer
+
+
+def check_model_files(directory, saved_by_a_run):
+    """Name a damaged file of a model directory (empty or cut-off JSON, a truncated safetensors file, a saved
+    run's missing head file) before the libraries fail on it with a traceback of their own."""
+    from safetensors import safe_open
+
+    fix = ("restore it from a copy, or rerun the training that saved the model" if saved_by_a_run else
+           "download or copy the model again")
+    if saved_by_a_run:
+        present = [os.path.isfile(os.path.join(directory, name)) for name in (HEADS_CONFIG, HEADS_WEIGHTS)]
+        if not any(present):
+            raise UsageError(f"--model_name_or_path {directory} holds no {HEADS_CONFIG}: not a model saved by a run; "
+                             "pass --do_train to train one from this encoder, or give a run's output directory")
+        for name, found in zip((HEADS_CONFIG, HEADS_WEIGHTS), present):
+            if not found:
+                raise UsageError(f"{os.path.join(directory, name)}: file not found, so the saved model is "
+                                 f"incomplete; {fix}")
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue
+        if name.endswith(".json") and name in MODEL_FILES + TOKENIZER_FILES:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    json.load(handle)
+            except (ValueError, UnicodeDecodeError) as error:
+                reason = "it is empty" if os.path.getsize(path) == 0 else f"not valid JSON: {error}"
+                raise UsageError(f"{path}: the file is damaged ({reason}); {fix}") from None
+        elif name.endswith(".safetensors"):
+            try:
+                with safe_open(path, "pt"):
+                    pass
+            except Exception as error:  # safetensors' own error type: a header that does not fit the file
+                raise UsageError(f"{path}: the file is damaged ({str(error).splitlines()[0]}; truncated?); "
+                                 f"{fix}") from None
 
 
 def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_lists=None):
@@ -443,6 +537,37 @@ def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_list
     return data
 
 
+def training_data_fingerprint(run, data):
+    """What the run trains on, per task: the training file's name, size and SHA-256, the sentences taken from
+    it (after --main_task_train_sent_num and the like) and the label list. A checkpoint records it, and a
+    resumption on other data is refused (training_loop.check_training_data)."""
+    fingerprint = {}
+    for task, split in data.train.items():
+        path = task_file(run.data_dir, "train", task)
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        fingerprint[task] = {"file": os.path.abspath(path), "bytes": os.path.getsize(path),
+                             "sha256": digest.hexdigest(), "sentences": len(split.sentences),
+                             "labels": list(data.labels[task])}
+    return fingerprint
+
+
+def warn_identical_gradient_batches(args, train_splits):
+    """With --gradient_sampling_batches M > 1, a task no larger than one sampled batch gives M identical
+    batches (each holds all its sentences): the M-batch mean is then one batch, and its spread 0."""
+    batches = getattr(args, "gradient_sampling_batches", 1)
+    if batches < 2 or getattr(args, "weighting", None) != "tawt":
+        return
+    for task, split in train_splits.items():
+        if len(split.features) <= args.gradient_sampling_batch_size:
+            logger.warning("%s has %d training sentences, no more than --gradient_sampling_batch_size %d: its %d "
+                           "sampled batches are identical (each holds all of them); give a smaller batch size for "
+                           "M different batches", task, len(split.features), args.gradient_sampling_batch_size,
+                           batches)
+
+
 def build_model(run, task_labels):
     """A new multi-task model (fresh heads on the pretrained encoder), or, without --do_train, a saved one."""
     if run.args.do_train:
@@ -457,14 +582,23 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
     """Everything before training: `start_run`, the tokenizer, the data (train, dev and test of every task),
     the model with a head per task, then `open_output_dir`. `train_limits` maps each task to train on to
     its number of training sentences (None: all)."""
-    run = start_run(args, paradigm, main_task, tasks)
-    tokenizer = load_tokenizer(run)
-    eval_tasks = [main_task] if args.eval_main_task_only else tasks
-    data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, eval_tasks)
-    model = build_model(run, data.labels)
-    if run.checkpoint is not None:
-        restore_checkpoint(run, model, run.checkpoint)
-        run.checkpoint = None
+    try:
+        run = start_run(args, paradigm, main_task, tasks)
+        tokenizer = load_tokenizer(run)
+        eval_tasks = [main_task] if args.eval_main_task_only else tasks
+        data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, eval_tasks)
+        run.training_data = training_data_fingerprint(run, data)
+        warn_identical_gradient_batches(args, data.train)
+        if run.checkpoint is not None:
+            check_training_data(run.checkpoint_path, run.checkpoint, run.training_data)
+        model = build_model(run, data.labels)
+        if run.checkpoint is not None:
+            restore_checkpoint(run, model, run.checkpoint)
+            run.checkpoint = None
+    except (UsageError, TaskDataError):
+        # Refused before anything was written: the directory is left as it was (one made now is removed).
+        release(args.output_dir, remove_if_unused=True)
+        raise
     open_output_dir(run)
     return run, tokenizer, data, model
 
@@ -496,7 +630,7 @@ def finish_run(run, model, tokenizer, data):
     summary = None
     if distributed.is_main_process():
         if run.args.do_train:
-            model.save_pretrained(run.output_dir, tokenizer)
+            save_model(run, model, tokenizer)
             logger.info("saved the model and tokenizer to %s", run.output_dir)
         summary = {"train_sentences": {task: len(split.sentences) for task, split in data.train.items()}}
         for split_name, splits in (("eval", data.dev), ("test", data.test)):
@@ -507,8 +641,26 @@ def finish_run(run, model, tokenizer, data):
         run.reporter.close()
         # The results are written: the checkpoints of this run have served their purpose.
         remove_checkpoints(run.output_dir)
+        release(run.output_dir)
     distributed.close()
     return summary
+
+
+def save_model(run, model, tokenizer):
+    """Save the model and tokenizer into --output_dir whole or not at all: written to a temporary directory
+    there, then moved in, task_heads.json (what marks a saved model) last."""
+    temporary = run.path(f".tmp-model-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        model.save_pretrained(temporary, tokenizer)
+    except Exception as error:  # a full disk: an OSError, a torch RuntimeError or a tokenizers exception
+        shutil.rmtree(temporary, ignore_errors=True)
+        resumes = ": it resumes from the last checkpoint" if run.args.save_steps > 0 else ""
+        raise write_failure(run.output_dir, state_bytes(model.state_dict()), error, fix="free some space (or choose "
+                            f"another --output_dir) and rerun the same command{resumes}") from None
+    for name in sorted(os.listdir(temporary), key=lambda name: name == HEADS_CONFIG):
+        os.replace(os.path.join(temporary, name), run.path(name))
+    os.rmdir(temporary)
 
 
 def run_main(main):
@@ -518,6 +670,6 @@ def run_main(main):
     except (UsageError, TaskDataError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except FloatingPointError as error:  # a diverged loss: the step, task and batch are in the message
+    except (FloatingPointError, OutputWriteError) as error:  # a diverged loss, a full disk: the message says
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

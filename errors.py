@@ -1,4 +1,5 @@
-"""The two kinds of user mistake a run reports in one line (exit status 2) instead of a traceback.
+"""The two kinds of user mistake a run reports in one line (exit status 2) instead of a traceback, and a
+file that cannot be written (exit status 1).
 
 They live below every other module, so that the data reader, the training loop and the scripts can all
 raise them.
@@ -11,3 +12,8 @@ class UsageError(ValueError):
 
 class TaskDataError(ValueError):
     """A user's data is not usable; the message names the file, the line and the fix."""
+
+
+class OutputWriteError(OSError):
+    """A file of the run could not be written (no space left, a quota, a file-size limit); the message names
+    the file, the space it needs and the space free. Not a user mistake: reported in one line, exit status 1."""

@@ -3,9 +3,14 @@
 Kept free of heavy imports so that the result tools in testing/ can use it cheaply.
 """
 
+import errno
 import json
 import os
+import shutil
 import tempfile
+
+# What a write fails with when the disk (or a quota, or a file-size limit) has no room for it.
+DISK_FULL_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 RUN_ARGS_FILE = "run_args.json"
 TASK_WEIGHTS_FILE = "task_weights.json"
@@ -79,6 +84,27 @@ def _umask():
     return mask
 
 
+def human_size(size):
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+
+
+def write_failure(path, needed_bytes, error, fix="free some space (or choose another --output_dir) and rerun the "
+                                                   "same command"):
+    """The OutputWriteError of `path`, that could not be written: how much it needs, how much is free."""
+    from errors import OutputWriteError
+
+    try:
+        free = human_size(shutil.disk_usage(os.path.dirname(os.path.abspath(path)) or ".").free)
+    except OSError:
+        free = "an unknown amount"
+    reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+    return OutputWriteError(f"{path}: cannot be written ({reason}); it needs about {human_size(needed_bytes)} and "
+                            f"{free} are free there: {fix}")
+
+
 def write_text_atomic(path, text):
     """Write a file so that a reader (or a crash) sees either the old file or the whole new one."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -92,9 +118,11 @@ def write_text_atomic(path, text):
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.remove(temporary)
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRORS:
+            raise write_failure(path, len(text.encode("utf-8")), error) from None
         raise
 
 

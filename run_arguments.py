@@ -150,7 +150,18 @@ def parse_task_list(values):
     return [task for value in values for task in value.split(",") if task]
 
 
+def check_task_name(task, flag):
+    """A task name becomes part of file names (train_{task}.txt, {task}_test_results.txt in --output_dir): it
+    must be a plain name, so that no file is read or written outside the data or output directory."""
+    if not task or any(character in task for character in ("/", "\\", "\0")) or task in (".", ".."):
+        raise UsageError(f"{flag} {task!r}: a task name must be a plain name without '/' or '\\' (it names "
+                         "the files train_{task}.txt and {task}_test_results.txt), e.g. ner")
+
+
 def check_task_lists(auxiliary_tasks, main_task):
+    for task in auxiliary_tasks:
+        check_task_name(task, "--auxiliary_task_list")
+    check_task_name(main_task, "--main_task")
     if len(set(auxiliary_tasks)) != len(auxiliary_tasks):
         repeated = sorted({task for task in auxiliary_tasks if auxiliary_tasks.count(task) > 1})
         raise UsageError(f"--auxiliary_task_list names {repeated} more than once; name each source once")
@@ -167,11 +178,20 @@ def initial_task_weights(given, tasks, flag="--task_weights"):
         raise UsageError(f"{flag} has {len(weights)} values but there are {len(tasks)} weighted tasks ({' '.join(tasks)})")
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):
         raise UsageError(f"{flag} {' '.join(map(str, given))}: weights must be finite and non-negative")
-    if weights.sum() == 0:
+    if not weights.any():
         raise UsageError(f"{flag} are all zero; give at least one positive weight")
-    if not math.isclose(weights.sum(), 1.0, rel_tol=1e-6):
-        logger.warning("%s sum to %g, not 1: normalising them to %s", flag, weights.sum(), (weights / weights.sum()).round(6).tolist())
-    return weights / weights.sum()
+    # Divided by the largest first, so that the sum cannot overflow (1e308 1e308 would sum to inf and
+    # normalise to zeros): the largest becomes 1 and the sum lies between 1 and the number of weights.
+    scaled = weights / weights.max()
+    normalised = scaled / scaled.sum()
+    if not (np.all(np.isfinite(normalised)) and math.isclose(normalised.sum(), 1.0, rel_tol=1e-9)):
+        raise UsageError(f"{flag} {' '.join(map(str, given))} cannot be normalised to sum 1; give weights of "
+                         "ordinary size, e.g. 0.2 0.2 0.6")
+    with np.errstate(over="ignore"):  # an infinite sum is merely not 1
+        total = weights.sum()
+    if not math.isclose(total, 1.0, rel_tol=1e-6):
+        logger.warning("%s sum to %g, not 1: normalising them to %s", flag, total, normalised.round(6).tolist())
+    return normalised
 
 
 def check_multi_task_arguments(args):
@@ -185,6 +205,26 @@ def check_multi_task_arguments(args):
     if hasattr(args, "target_gradient_steps"):
         baselines.check_arguments(args)
     return args
+
+
+def check_ratio_arguments(ratio, main_task_sentences):
+    """The ratio analysis' --auxiliary_main_ratio r: every source is cut to round(r * n_main) sentences, so r
+    must be finite and positive, n_main given, and the cut must leave each source at least one sentence."""
+    if ratio is None:
+        return
+    if not (math.isfinite(ratio) and ratio > 0):
+        raise UsageError(f"--auxiliary_main_ratio {ratio}: give a finite positive ratio (paper: 1 to 128)")
+    if main_task_sentences is None:
+        raise UsageError("--auxiliary_main_ratio needs --main_task_train_sent_num (n_main)")
+    source_sentences = ratio * main_task_sentences
+    if not math.isfinite(source_sentences) or round(source_sentences) < 1:
+        raise UsageError(
+            f"--auxiliary_main_ratio {ratio} with --main_task_train_sent_num {main_task_sentences} cuts every source "
+            f"to {round(source_sentences)} sentences; give a ratio of at least {1 / main_task_sentences:g} (one "
+            "sentence)"
+            if math.isfinite(source_sentences) else
+            f"--auxiliary_main_ratio {ratio} times --main_task_train_sent_num {main_task_sentences} overflows; "
+            "give a smaller ratio")
 
 
 def check_weighting_arguments(args):
@@ -242,3 +282,20 @@ def check_max_seq_length(max_seq_length, config):
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and max_seq_length > limit:
         raise UsageError(f"--max_seq_length {max_seq_length} exceeds the model's {limit} positions; use at most {limit}")
+
+
+def repeated_flags(argv):
+    """The flags given more than once in `argv`, each with its values in the order given ({flag: [values]}).
+
+    argparse keeps the last value: a flag a preset gives and the user gives again (the grid's EXTRA_ARGS
+    come after the preset's flags) takes the user's value, and the run records both.
+    """
+    given, flag = {}, None
+    for token in argv:
+        if token.startswith("--"):
+            flag, _, value = token.partition("=")
+            given.setdefault(flag, []).append([value] if value else [])
+        elif flag is not None:
+            given[flag][-1].append(token)
+    return {flag: [" ".join(values) for values in occurrences] for flag, occurrences in given.items()
+            if len(occurrences) > 1}

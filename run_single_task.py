@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 
 from cross_task_training import finish_run, prepare_run, run_main
-from run_arguments import add_common_arguments, check_positive
+from run_arguments import add_common_arguments, check_positive, check_task_name
 from training_loop import train_stage
 
 
@@ -23,6 +23,7 @@ def parse_arguments(argv=None):
     task.add_argument("--train_sent_num", type=int, default=None,
                       help="use the first N sentences of train_{task}.txt; default: all")
     args = parser.parse_args(argv)
+    check_task_name(args.task, "--task")
     check_positive(args.train_sent_num, "--train_sent_num", "sentences; leave it out to use all")
     return args
 

@@ -23,9 +23,9 @@ import logging
 import numpy as np
 
 from cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
-from errors import UsageError
 from run_arguments import (
-    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, initial_task_weights,
+    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, check_ratio_arguments,
+    initial_task_weights,
 )
 import target_aware_baselines
 from training_loop import train_stage
@@ -43,11 +43,7 @@ def parse_arguments(argv=None):
                         help="ratio analysis: cut each source to ratio * n_main sentences and start from the "
                              "weights [1/r, ..., 1/r, 1] / (S/r + 1)")
     args = check_multi_task_arguments(parser.parse_args(argv))
-    if args.auxiliary_main_ratio is not None:
-        if args.auxiliary_main_ratio <= 0:
-            raise UsageError(f"--auxiliary_main_ratio {args.auxiliary_main_ratio}: give a positive ratio")
-        if args.main_task_train_sent_num is None:
-            raise UsageError("--auxiliary_main_ratio needs --main_task_train_sent_num (n_main)")
+    check_ratio_arguments(args.auxiliary_main_ratio, args.main_task_train_sent_num)
     return args
 
 

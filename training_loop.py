@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 import distributed
 from errors import UsageError
-from output_files import CHECKPOINT_DIR, TRAINING_LOG_FILE
+from output_files import CHECKPOINT_DIR, DISK_FULL_ERRORS, TRAINING_LOG_FILE, write_failure
 from run_reporting import TaskLosses
 from utils_cross_task import collate, epoch_batches
 
@@ -296,8 +296,14 @@ class Trainer:
             return
         record = {"stage": self.stage, "epoch": epoch, "step": self.global_step, "loss": mean_loss,
                   "learning_rate": self.scheduler.get_last_lr()[0], "task_losses": task_losses}
-        with open(self.run.path(TRAINING_LOG_FILE), "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        try:
+            with open(self.run.path(TRAINING_LOG_FILE), "a") as handle:
+                handle.write(line)
+        except OSError as error:
+            if error.errno not in DISK_FULL_ERRORS:
+                raise
+            raise write_failure(self.run.path(TRAINING_LOG_FILE), len(line), error) from None
         self.run.reporter.training_log(record)
 
 
@@ -373,6 +379,10 @@ def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights):
     state = {
         "format": 1,
         "args": dict(vars(run.args)),
+        # What a resumption must match besides the flags: the paradigm (two scripts share most flags) and
+        # the training data (a file edited since would silently continue a model trained on the old one).
+        "paradigm": run.paradigm,
+        "training_data": run.training_data,
         "checkpoint_number": run.checkpoint_number,
         "stage": trainer.stage,
         "epoch": epoch,
@@ -388,23 +398,53 @@ def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights):
         "random_states": random_states(run),
     }
     path = os.path.join(directory, f"checkpoint-{run.checkpoint_number:08d}.pt")
-    temporary = os.path.join(directory, f".tmp-checkpoint-{run.checkpoint_number:08d}.pt")
-    with open(temporary, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    temporary = os.path.join(directory, f".tmp-checkpoint-{run.checkpoint_number:08d}-{os.getpid()}.pt")
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except (OSError, RuntimeError) as error:  # torch reports a failed write as a RuntimeError
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        if isinstance(error, OSError) and error.errno not in DISK_FULL_ERRORS:
+            raise
+        raise write_failure(path, state_bytes(state), error, fix="free some space (or choose another --output_dir) "
+                            "and rerun the same command: it resumes from the last checkpoint written") from None
     os.replace(temporary, path)
     for older in checkpoint_paths(run.output_dir)[:-1]:
         os.remove(older)
 
 
-def load_checkpoint(path, args):
-    """Read a checkpoint and check that it was made by the same command (up to harmless flags)."""
+def state_bytes(state):
+    """About how many bytes `state` takes on disk: its tensors' and arrays' bytes (the rest is small)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, np.ndarray):
+        return state.nbytes
+    if isinstance(state, dict):
+        return sum(state_bytes(value) for value in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(value) for value in state)
+    return 64
+
+
+def load_checkpoint(path, args, paradigm):
+    """Read a checkpoint and check that it was made by the same command (up to harmless flags) of the same
+    paradigm; `check_training_data` compares its data once that is read."""
     try:
         # Our own file: it holds random states and numpy arrays, not only tensors.
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise UsageError(f"{path}: cannot be read as a checkpoint ({error}); delete it to use an older one") from None
+        raise UsageError(f"{path}: cannot be read as a checkpoint ({str(error).splitlines()[0]}); "
+                         f"{_without_checkpoint(path, args)}") from None
+    if not (isinstance(state, dict) and isinstance(state.get("args"), dict)):
+        raise UsageError(f"{path}: not a checkpoint of these scripts (they write OUTPUT_DIR/checkpoints/"
+                         "checkpoint-<n>.pt, with the run's arguments, model and optimizer); give one of those")
+    saved_paradigm = state.get("paradigm")
+    if saved_paradigm is not None and saved_paradigm != paradigm:
+        raise UsageError(f"{path} was written by a {saved_paradigm} run, and this is a {paradigm} run; resume it "
+                         "with the script and command that made it, or use another --output_dir")
     saved, current = state["args"], vars(args)
     differences = sorted(
         name for name in set(saved) | set(current)
@@ -417,6 +457,44 @@ def load_checkpoint(path, args):
             "--output_dir"
         )
     return state
+
+
+def _without_checkpoint(path, args):
+    """What to do when the checkpoint at `path` cannot be used: resume from an older one, or start again."""
+    if args.resume_from_checkpoint:
+        return "give another checkpoint with --resume_from_checkpoint, or leave it out"
+    older = [other for other in checkpoint_paths(args.output_dir) if os.path.abspath(other) != os.path.abspath(path)]
+    if older:
+        return f"delete it to resume from the older {older[-1]}"
+    return ("it is the only one, so the run cannot be resumed: pass --overwrite_output_dir to start it again (its "
+            "files are removed first)")
+
+
+def check_training_data(path, state, training_data):
+    """Refuse to resume the checkpoint at `path` on training data other than the data it was made on.
+
+    `training_data` is the run's `cross_task_training.training_data_fingerprint`; a checkpoint written
+    before fingerprints were recorded has none, and is not compared."""
+    saved = state.get("training_data")
+    if saved is None:
+        return
+    for task in sorted(set(saved) | set(training_data)):
+        before, now = saved.get(task), training_data.get(task)
+        if before == now:
+            continue
+        if before is None or now is None:
+            change = "was not trained on then" if before is None else "is not trained on now"
+            raise UsageError(f"{path} was made on other tasks: {task} {change}; rerun the command that made it")
+        if before["sha256"] != now["sha256"]:
+            sizes = (f"{before['bytes']} bytes then, {now['bytes']} now" if before["bytes"] != now["bytes"]
+                     else "the same size, other contents")
+            change = f"{now['file']} has changed since ({sizes})"
+        elif before["labels"] != now["labels"]:
+            change = f"the labels of {task} have changed since ({before['labels']} -> {now['labels']})"
+        else:
+            change = f"{task} used {before['sentences']} training sentences then, {now['sentences']} now"
+        raise UsageError(f"{path} was made on other training data: {change}; restore the data it was made on, "
+                         "or pass --overwrite_output_dir to train again from the start")
 
 
 def remove_checkpoints(output_dir):

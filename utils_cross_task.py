@@ -60,6 +60,11 @@ def read_text_lines(path, missing_hint=None):
     path = os.fspath(path)
     if not os.path.isfile(path) and os.path.isfile(path + ".gz"):
         path += ".gz"
+    if os.path.islink(path) and not os.path.exists(path):  # the listing of its directory would show it
+        raise TaskDataError(f"{path}: a symbolic link to {os.readlink(path)}, which does not exist; point it at "
+                            "the file, or copy the file there")
+    if os.path.isdir(path):
+        raise TaskDataError(f"{path}: a directory, not a task file; {missing_hint or task_files_hint(path)}")
     if not os.path.isfile(path):
         raise TaskDataError(f"{path}: file not found; {missing_hint or task_files_hint(path)}")
     with (gzip.open if path.endswith(".gz") else open)(path, "rb") as handle:

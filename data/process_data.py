@@ -198,6 +198,9 @@ def convert(args, tasks, reader, to_task_labels):
     split_paths = {split: getattr(args, split) for split in SPLITS if getattr(args, split)}
     if not split_paths:
         raise TaskDataError("no input: give at least one of --train, --dev, --test")
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):  # checked before the long read
+        raise TaskDataError(f"--output_dir {args.output_dir} is a file; give the directory the task files go to "
+                            "(it is created if missing)")
     sentences = {
         split: read_split(paths, args.file_pattern, reader, f"reading {split}") for split, paths in split_paths.items()
     }
@@ -289,6 +292,8 @@ def main(argv=None):
             convert(args, CONLL2000_TASKS, read_conll2000, lambda sentence, task: sentence)
     except (TaskDataError, UsageError) as error:
         sys.exit(f"error: {error}")
+    except OSError as error:  # the output directory cannot be made or written
+        sys.exit(f"error: {error.filename or args.output_dir}: {error.strerror}; choose another --output_dir")
 
 
 if __name__ == "__main__":

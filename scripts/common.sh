@@ -12,7 +12,7 @@
 #   OUTPUT_ROOT   where a run's directory goes (default: $WORKING_DIR/outputs, else ./outputs)
 #   OUTPUT_DIR    the run's directory itself (default: OUTPUT_ROOT/<script>-<its arguments>-seed<SEED>)
 #   EXTRA_ARGS    further flags for the Python script, e.g. "--fp16 --learning_rate 3e-5" (they come last,
-#                 so they override the script's own)
+#                 so a flag the script gives too takes this value; run_args.json records both)
 #   PYTHON        the interpreter (default: python, else python3)
 #
 # A paradigm script sets USAGE, parses its positional arguments with the helpers below, then calls

@@ -30,8 +30,9 @@ Output tree (OUTPUT_ROOT: $WORKING_DIR/outputs, or ./outputs with the embedded d
   summary/                                (testing/collect_results.py: table1.md, plots; significance.csv)
   slurm/<date-time>/                      (with BACKEND=slurm: the job array's scripts, scripts/slurm_grid.py)
 
-A job is skipped when its directory already holds its main task's `{main}_test_results.txt`, so running
-the same command again after an interruption (or with more SEEDS) runs only what is missing.
+A job is skipped when its directory already holds `all_results.json`, the last file a run writes (a run
+stopped after its main task's results but before its predictions is not done), so running the same command
+again after an interruption (or with more SEEDS) runs only what is missing.
 
 BACKEND=local (the default) runs the jobs here through scripts/job_queue.py; BACKEND=slurm submits those
 not done as a Slurm job array, with the summary as a job after it (scripts/slurm_grid.py).
@@ -51,7 +52,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from output_files import holds_checkpoints, holds_results, results_file
+from output_files import ALL_RESULTS_FILE, TASK_WEIGHTS_FILE, holds_checkpoints, holds_results
+from output_lock import DirectoryInUse, lock_directory
 from scripts import slurm_grid
 from scripts.job_queue import Job, detect_slots, run_jobs, say, summarize
 
@@ -264,11 +266,17 @@ def settings_from_environment(environ=None, prepare_data=True):
         if not seed.isdigit():
             raise GridError(f"SEEDS: '{seed}' is not a whole number; give e.g. SEEDS=\"1 2 3\"")
 
+    # A preset's variable holds one value, and the user's replaces it; EXTRA_ARGS holds flags, and the user's
+    # add to the preset's, given after them so that a flag in both takes the user's value.
     script_env = {name: environ.get(name) or default for name, default in grid.training.items()}
+    script_env["EXTRA_ARGS"] = " ".join(filter(None, [grid.training.get("EXTRA_ARGS", "").strip(),
+                                                      environ.get("EXTRA_ARGS", "").strip()]))
     if working_dir:
         data_dir = environ.get("DATA_DIR") or os.path.join(working_dir, "data")
         script_env["BERT_MODEL"] = environ.get("BERT_MODEL") or "bert-base-cased"
     else:
+        if prepare_data and not environ.get("DATA_DIR"):
+            make_output_root(output_root)  # the data slice goes there
         data_dir = environ.get("DATA_DIR") or (default_data_slice(grid, output_root) if prepare_data else "")
         if environ.get("BERT_MODEL"):
             script_env["BERT_MODEL"] = environ["BERT_MODEL"]
@@ -279,6 +287,15 @@ def settings_from_environment(environ=None, prepare_data=True):
     data_dir = os.path.abspath(data_dir) if data_dir else data_dir
     script_env["DATA_DIR"] = data_dir
     return Settings(grid=grid, output_root=output_root, data_dir=data_dir, seeds=seeds, script_env=script_env)
+
+
+def make_output_root(output_root):
+    """Create OUTPUT_ROOT, or fail naming it (a path below /proc, an existing file, no permission)."""
+    try:
+        os.makedirs(output_root, exist_ok=True)
+    except OSError as error:
+        raise GridError(f"OUTPUT_ROOT={output_root}: cannot be created ({error.strerror}); give a directory you "
+                        "can write") from None
 
 
 def _replace(setting, **changes):
@@ -344,12 +361,13 @@ def random_sentences_text(path, limit, seed):
 RANDOM_SLICE_SEED = 42
 
 
-def default_data_slice(grid, output_root):
+def default_data_slice(grid, output_root, source=None):
     """OUTPUT_ROOT/default_data_slice_...: the first sentences of every file of the embedded default data
-    (with grid.random_train_slice, a seeded random choice of the training files' sentences)."""
+    (with grid.random_train_slice, a seeded random choice of the training files' sentences); `source`: slice
+    that data directory instead (benchmarks/gpu_session.py packs a slice of the user's data this way)."""
     from data.make_default_data import ensure_default_data
 
-    source = ensure_default_data()
+    source = source or ensure_default_data()
     sizes = grid.data_slice
     name = "default_data_slice_" + "_".join(f"{split}{count}" for split, count in sizes.items())
     if grid.random_train_slice:
@@ -431,7 +449,7 @@ class JobMaker:
         command = " ".join([settings, f"SEED={seed}", f"OUTPUT_DIR={shlex.quote(output_dir)}", "sh",
                             shlex.quote(os.path.join(SCRIPTS_DIR, script)), *map(shlex.quote, map(str, arguments))])
         return Job(command=command, log=os.path.join(self.settings.output_root, "logs", run_path, f"seed_{seed}.log"),
-                   done_file=os.path.join(output_dir, results_file(main_task, "test")),
+                   done_file=os.path.join(output_dir, ALL_RESULTS_FILE),
                    name=f"{run_path}/seed_{seed}")
 
     def sentences(self, task):
@@ -554,9 +572,8 @@ def final_weights(settings, run_path):
     collected = []
     for seed in settings.seeds:
         directory = os.path.join(settings.output_root, run_path, f"seed_{seed}")
-        main_task = run_path.rstrip("/").split("/")[-1]
-        weights_path = os.path.join(directory, "task_weights.json")
-        finished = os.path.isfile(os.path.join(directory, results_file(main_task, "test")))
+        weights_path = os.path.join(directory, TASK_WEIGHTS_FILE)
+        finished = os.path.isfile(os.path.join(directory, ALL_RESULTS_FILE))
         if not (finished and os.path.isfile(weights_path)):
             continue
         with open(weights_path, encoding="utf-8") as handle:
@@ -672,11 +689,22 @@ def main(argv=None, environ=None):
         settings = settings_from_environment(environ)
         args.sections = args.sections or [section for section in SECTIONS if section in settings.grid.sections]
         check_data(settings, args.sections)
+        if not args.list:
+            make_output_root(settings.output_root)
+            try:  # held while this grid runs (or submits): a second grid on the same tree is refused
+                lock_directory(settings.output_root)
+            except DirectoryInUse as holder:
+                raise GridError(f"OUTPUT_ROOT={settings.output_root} is in use by another grid ({holder}); wait "
+                                "for it to end, or give another OUTPUT_ROOT") from None
         slots = detect_slots(environ) if backend == "local" else None
     except ValueError as error:  # GridError, JobListError, the default data's DefaultDataError: a message to show
         sys.exit(f"error: {error}")
     say(f"[grid] {settings.grid.description}: sections {' '.join(args.sections)}, seeds {' '.join(settings.seeds)}; "
           f"data {settings.data_dir or 'the embedded default'}; outputs {settings.output_root}")
+    if environ.get("EXTRA_ARGS", "").strip():
+        say(f"[grid] EXTRA_ARGS adds to the preset's flags: the preset's "
+            f"'{settings.grid.training.get('EXTRA_ARGS', '')}', then yours '{environ['EXTRA_ARGS'].strip()}' "
+            "(a flag in both takes your value; each run records both in run_args.json)")
     maker, began = JobMaker(settings), time.time()
     # final_weights reads what the other sections learned, so it is planned (and run) after them.
     if args.list:

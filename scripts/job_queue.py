@@ -1,7 +1,7 @@
 """Run a list of jobs over the machine's GPUs, one job per GPU at a time (one at a time on a CPU-only machine).
 
 A job is a shell command with a log file and, optionally, a file whose presence means the job is done
-(for a training run: its main task's `{main}_test_results.txt`). Jobs already done are skipped, so
+(for a training run: `all_results.json`, the last file it writes). Jobs already done are skipped, so
 running the same list again after an interruption resumes it. A job that fails does not stop the others;
 the failures are listed at the end and the exit status is 1.
 
@@ -14,7 +14,7 @@ Slots (how many jobs run at once, and where):
 
 The job list (`python scripts/job_queue.py JOBS.jsonl`) has one JSON object per line:
     {"command": "sh scripts/run_single.sh ner 500", "log": "outputs/logs/single_ner.log",
-     "done_file": "outputs/single/ner_test_results.txt", "name": "single ner"}
+     "done_file": "outputs/single/all_results.json", "name": "single ner"}
 
 `--task N` runs only the N-th job (from 0), in the slot the caller was given: a task of a Slurm job array
 (scripts/slurm_grid.py) runs its run this way, so it is logged, skipped and checked as in the local queue.
@@ -224,22 +224,25 @@ def run_jobs(jobs, slots, echo=say):
             environment = dict(os.environ)
             if slot.gpu is not None:
                 environment["CUDA_VISIBLE_DEVICES"] = slot.gpu
-            os.makedirs(os.path.dirname(os.path.abspath(job.log)), exist_ok=True)
             echo(f"[{number}/{total}] start on {slot.label}: {job.name}")
             began = time.time()
-            with open(job.log, "w", encoding="utf-8") as log:
-                log.write(f"# {job.command}\n# on {slot.label}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-                log.flush()
-                # Its own process group, so that stopping the queue stops the job and everything it started.
-                process = subprocess.Popen(["/bin/sh", "-c", job.command], stdout=log, stderr=subprocess.STDOUT,
-                                           env=environment, start_new_session=True)
-                with lock:
-                    running[index] = process
-                status = process.wait()
-                with lock:
-                    running.pop(index, None)
-                seconds = time.time() - began
-                log.write(exit_line(status, seconds))
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(job.log)), exist_ok=True)
+                with open(job.log, "w", encoding="utf-8") as log:
+                    log.write(f"# {job.command}\n# on {slot.label}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                    log.flush()
+                    # Its own process group, so that stopping the queue stops the job and everything it started.
+                    process = subprocess.Popen(["/bin/sh", "-c", job.command], stdout=log, stderr=subprocess.STDOUT,
+                                               env=environment, start_new_session=True)
+                    with lock:
+                        running[index] = process
+                    status = process.wait()
+                    with lock:
+                        running.pop(index, None)
+                    seconds = time.time() - began
+                    log.write(exit_line(status, seconds))
+            except OSError as error:  # the log cannot be written (a full disk, a read-only tree): a failure
+                status, seconds = f"not run: {job.log}: {error.strerror}", time.time() - began
             if status == 0 and job.done_file and not job.is_done():
                 status = f"0 but no {job.done_file}"  # a run that ended without its results did not finish
             with lock:

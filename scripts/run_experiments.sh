@@ -21,7 +21,8 @@
 #   SEEDS         seeds of every run, e.g. SEEDS="1 2 3" (default: 1; GRID=medium: 1 2 3)
 #   MAIN_TASKS    main tasks to run, e.g. MAIN_TASKS="ner pos" (default: the grid's)
 #   INV_CONSTANTS weighted pre-training's, e.g. INV_CONSTANTS="1 10" (default: 1 10 30 100; reduced: 10)
-#   BERT_MODEL MAX_LENGTH BATCH_SIZE NUM_EPOCHS GRADIENT_SAMPLING_BATCH_SIZE EXTRA_ARGS: as in scripts/common.sh
+#   BERT_MODEL MAX_LENGTH BATCH_SIZE NUM_EPOCHS GRADIENT_SAMPLING_BATCH_SIZE EXTRA_ARGS: as in scripts/common.sh;
+#                 each replaces the preset's value, except EXTRA_ARGS, which adds to the preset's flags
 #   CUDA_VISIBLE_DEVICES  the GPUs the queue deals jobs to, one job per GPU at a time (default: all;
 #                 none: one job at a time on the CPU)
 #   JOBS_PER_GPU  jobs sharing a GPU (default 1)     SLOTS   jobs at once, overriding both
@@ -31,8 +32,8 @@
 #   MAX_RUNNING   with BACKEND=slurm: at most this many runs of a job array at once (default: as Slurm places them)
 #
 # Each run has its directory OUTPUT_ROOT/<section>/<paradigm>/<main task>/seed_<seed> and its log
-# OUTPUT_ROOT/logs/<section>/<paradigm>/<main task>/seed_<seed>.log; a run whose main-task test results
-# exist is skipped, so the same command resumes an interrupted grid. The summary (table1.md, table1.csv,
+# OUTPUT_ROOT/logs/<section>/<paradigm>/<main task>/seed_<seed>.log; a run whose all_results.json (its last
+# file) exists is skipped, so the same command resumes an interrupted grid. The summary (table1.md, table1.csv,
 # significance.csv, task_weights/*.png) goes to OUTPUT_ROOT/summary. Details: scripts/experiment_grid.py.
 SCRIPT_DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 if [ -z "${PYTHON:-}" ]; then

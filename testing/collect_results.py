@@ -394,12 +394,16 @@ def plot_task_weights(runs, output_root, plot_dir):
         path = run.path(TASK_WEIGHTS_FILE)
         if not os.path.isfile(path):
             continue
-        record = read_task_weights(path)
+        try:
+            record = read_task_weights(path)
+        except OutputTreeError as error:  # one damaged file costs its plot, not the table
+            logger.warning("no task-weight plot for %s: %s", run.directory, error)
+            continue
         if record.get("weighting") != "tawt" or not record["history"]:
             continue  # fixed weights draw flat lines; nothing to see
         history = record["history"]
-        ticks = ["initial" if entry["stage"] == "initial" else f"step {entry['step']}" if entry["stage"] == "step"
-                 else f"epoch {entry['epoch']}" for entry in history]
+        ticks = ["initial" if entry.get("stage") == "initial" else f"step {entry.get('step')}"
+                 if entry.get("stage") == "step" else f"epoch {entry.get('epoch')}" for entry in history]
         weights = np.array([entry["weights"] for entry in history])
         figure, axes = plt.subplots(figsize=(6, 4))
         for task, trajectory in zip(record["tasks"], weights.T):

@@ -10,10 +10,12 @@ import csv
 import io
 import json
 import os
+import sys
 from dataclasses import dataclass
 
 from output_files import (  # noqa: F401
-    EVALUATION_ARGS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file, write_text_atomic,
+    ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE, holds_checkpoints,
+    predictions_file, results_file, write_text_atomic,
 )
 
 # Each weighted paradigm and the baseline the paper tests it against; the target-aware baselines
@@ -214,14 +216,31 @@ def read_run(directory):
     )
 
 
+def unfinished(directory):
+    """True for a run directory whose run has not written its last file (all_results.json).
+
+    A run killed between its main task's results and its predictions (or stopped by a full disk) has
+    results but is not finished: it still holds checkpoints, or its run.log without all_results.json. An
+    archive (testing/archive_results.py) keeps neither the log nor the checkpoints, and counts as finished.
+    """
+    if os.path.isfile(os.path.join(directory, ALL_RESULTS_FILE)):
+        return False
+    return holds_checkpoints(directory) or os.path.isfile(os.path.join(directory, RUN_LOG_FILE))
+
+
 def find_runs(output_root):
-    """Every run below `output_root` (its own directory included), in a stable order."""
+    """Every finished run below `output_root` (its own directory included), in a stable order; an unfinished
+    one is named on stderr and left out."""
     if not os.path.isdir(output_root):
         raise OutputTreeError(f"{output_root}: no such directory; pass the --output_dir root of the grid")
     runs = []
     for directory, subdirectories, filenames in os.walk(output_root):
         subdirectories.sort()
         if RUN_ARGS_FILE in filenames:
+            if unfinished(directory):
+                print(f"skipping {directory}: its run has not finished (no {ALL_RESULTS_FILE}); run the same "
+                      "command again to finish it", file=sys.stderr)
+                continue
             runs.append(read_run(directory))
     if not runs:
         raise OutputTreeError(f"{output_root}: holds no {RUN_ARGS_FILE}; is it the output root of the runs?")
@@ -230,12 +249,21 @@ def find_runs(output_root):
 
 def read_task_weights(path):
     """`task_weights.json`: its tasks and the weights after each update (the first entry: the starting ones)."""
-    with open(path, encoding="utf-8") as handle:
-        record = json.load(handle)
-    if "tasks" not in record or "history" not in record:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        where = f" line {error.lineno}" if isinstance(error, json.JSONDecodeError) else ""
+        raise OutputTreeError(f"{path}{where}: not valid JSON ({getattr(error, 'msg', error)}); the file is damaged, "
+                              "re-run the run or delete the file") from None
+    if not isinstance(record, dict) or "tasks" not in record or not isinstance(record.get("history"), list):
         raise OutputTreeError(f"{path}: lacks 'tasks' or 'history'; it was not written by this project's scripts")
     for index, entry in enumerate(record["history"]):
-        if len(entry.get("weights", [])) != len(record["tasks"]):
+        weights = entry.get("weights") if isinstance(entry, dict) else None
+        if not isinstance(weights, list) or not all(isinstance(weight, (int, float)) for weight in weights):
+            raise OutputTreeError(f"{path}: history entry {index} has no list of numbers as its weights; the file is "
+                                  "corrupt, re-run or delete it")
+        if len(weights) != len(record["tasks"]):
             raise OutputTreeError(
                 f"{path}: history entry {index} has {len(entry.get('weights', []))} weights for "
                 f"{len(record['tasks'])} tasks; the file is corrupt, re-run or delete it"

@@ -290,6 +290,11 @@ def heatmap(tasks, matrix, path, title):
     os.replace(temporary, path)
 
 
+def seconds_text(seconds):
+    """A duration as people read it: tenths below a minute (a probe of seconds is not '0 s')."""
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def main(argv=None):
     args = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -330,7 +335,8 @@ def main(argv=None):
                 f"mean cos(G_main, G_t) over {args.gradient_sampling_batches} batches, "
                 f"{os.path.basename(run.model_name_or_path.rstrip('/'))}")
         print(f"all pairs: {matrix_path}.csv, .json, .png")
-    print(f"written to {table_path}.csv and .json; {wall_seconds:.0f} s ({cpu_seconds:.0f} s of CPU time)")
+    print(f"written to {table_path}.csv and .json; the probe took {seconds_text(wall_seconds)} "
+          f"({seconds_text(cpu_seconds)} of CPU time)")
     return rows
 
 

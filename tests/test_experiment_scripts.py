@@ -43,6 +43,8 @@ FAKE_PYTHON = textwrap.dedent("""\
         json.dump({{"tasks": tasks, "history": history}}, handle)
     with open(os.path.join(output_dir, main_task + "_test_results.txt"), "w") as handle:
         handle.write("accuracy = 0.5\\n")
+    with open(os.path.join(output_dir, "all_results.json"), "w") as handle:  # the last file a run writes
+        handle.write("{{}}\\n")
 """)
 
 

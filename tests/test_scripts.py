@@ -199,8 +199,9 @@ def test_padded_forward_gives_the_same_run(tiny_data_dir, tmp_path):
         assert predictions[0] == predictions[1]
 
 
-ENTRY_POINTS_IN_FOLDERS = ["benchmarks/gpu_check.py", "benchmarks/run_benchmarks.py", "data/make_default_data.py",
-                           "data/preprocess_max_len.py", "data/process_data.py", "scripts/experiment_grid.py",
+ENTRY_POINTS_IN_FOLDERS = ["benchmarks/gpu_check.py", "benchmarks/gpu_session.py", "benchmarks/run_benchmarks.py",
+                           "data/make_default_data.py", "data/preprocess_max_len.py", "data/process_data.py",
+                           "scripts/experiment_grid.py",
                            "scripts/job_queue.py", "testing/archive_results.py", "testing/collect_results.py",
                            "testing/significance_testing.py", "testing/task_affinity.py"]
 

@@ -76,9 +76,9 @@ def submissions(output_root):
 def test_no_submit_writes_an_array_over_the_runs_not_done(tmp_path, fake_python):
     work = tmp_path / "work"
     write_data_dir(work / "data", 20000)
-    finished = work / "outputs" / "main" / "joint" / "ner" / "seed_1" / "ner_test_results.txt"
+    finished = work / "outputs" / "main" / "joint" / "ner" / "seed_1" / "all_results.json"
     os.makedirs(finished.parent)
-    finished.write_text("accuracy = 0.5\n")
+    finished.write_text("{}\n")
     environment = clean_environment(WORKING_DIR=work, PYTHON=fake_python, MAIN_TASKS="ner", INV_CONSTANTS="1",
                                     BACKEND="slurm", SBATCH_ARGS="--partition gpu --gres gpu:1 --comment 'two words'",
                                     SBATCH_SUMMARY_ARGS="--partition cpu", MAX_RUNNING="2")

@@ -57,7 +57,8 @@ def main():
     parser.add_argument("--models_flag", default=None)
     args = parser.parse_args()
     default, flagged = runs_by_key(args.default_root), runs_by_key(args.flag_root)
-    data_dir = os.path.join(args.default_root, "data")
+    data_dir = os.path.join(args.default_root, "data")  # an archive's gold test files; else each run's data
+    data_dir = data_dir if os.path.isdir(data_dir) else None
     for paradigm in ("joint", "weighted_joint"):
         for task in ("ner", "brown_pos"):
             keys = sorted(key for key in flagged if key[:2] == (paradigm, task) and key in default)
