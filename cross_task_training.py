@@ -43,6 +43,7 @@ from training_loop import (
 from utils_cross_task import (
     labels_file, load_task_split, read_labels, read_sentences, task_file, training_order_seed,
 )
+import target_aware_baselines as baselines
 
 logger = logging.getLogger("tawt")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -56,6 +57,8 @@ def paradigm_name(base, args, fixed_weights_variant=True):
     """The paradigm's name in run_args.json: weighted_<base> (TAWT), <base>, or <base>_fixed_weights."""
     if args.weighting == "tawt":
         return f"weighted_{base}"
+    if args.weighting in baselines.WEIGHTINGS:
+        return baselines.paradigm_name(base, args)
     if fixed_weights_variant and args.task_weights is not None:
         return f"{base}_fixed_weights"
     return base
@@ -118,6 +121,8 @@ class Run:
     completed_stages: dict = field(default_factory=dict)  # stage -> its final task weights
     checkpoint_number: int = 0
     weight_history: "TaskWeightHistory" = None  # set by start_weight_history; saved in checkpoints
+    target_aware_baseline: object = None  # GCS or OL-AUX (target_aware_baselines.start_baseline); saved in checkpoints
+    restored_target_aware_baseline: dict = None
     reporter: NoReport = field(default_factory=NoReport)  # TensorBoard (--report_to), set by open_output_dir
     forward_path: str = None  # the model's forward path (set by build_model)
 
@@ -392,7 +397,8 @@ class TaskWeightHistory:
         self.next_entry_values = {}
 
     def add_to_next_entry(self, **values):
-        """Values the next update's entry records too (weighted pre-training's head-fit loss)."""
+        """Values the next update's entry records too (weighted pre-training's head-fit loss; what GCS and
+        OL-AUX did, target_aware_baselines.py)."""
         self.next_entry_values.update(values)
 
     def record(self, stage, epoch, weights, similarities=None, step=0):

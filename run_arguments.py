@@ -15,6 +15,7 @@ from errors import UsageError
 from modeling_multi_bert import FORWARD_PATHS
 from output_files import TRAINING_LOG_FILE
 from run_reporting import add_report_to_argument
+import target_aware_baselines as baselines
 from weighted_training_basics import weight_step_size
 
 logger = logging.getLogger("tawt")
@@ -118,8 +119,9 @@ def add_common_arguments(parser):
     return parser
 
 
-def add_multi_task_arguments(parser, main_task_weighted=True):
-    """The knobs shared by every multi-task script: which tasks, their weights, and the TAWT update."""
+def add_multi_task_arguments(parser, main_task_weighted=True, target_aware_baselines=False):
+    """The knobs shared by every multi-task script: which tasks, their weights, and the TAWT update (and,
+    with `target_aware_baselines`, --weighting gcs and olaux: target_aware_baselines.py)."""
     tasks = parser.add_argument_group("tasks")
     tasks.add_argument("--auxiliary_task_list", nargs="+", required=True,
                        help="the source tasks, e.g. 'pos chunking predicate' (commas also work)")
@@ -132,9 +134,14 @@ def add_multi_task_arguments(parser, main_task_weighted=True):
     order = "sources in order, main task last" if main_task_weighted else "one per source, in order"
     weighting.add_argument("--task_weights", nargs="+", type=float, default=None,
                            help=f"starting task weights ({order}); normalised to sum 1; default: uniform")
-    weighting.add_argument("--weighting", choices=("fixed", "tawt"), default="tawt",
+    weighting.add_argument("--weighting", choices=("fixed", "tawt") + (baselines.WEIGHTINGS if target_aware_baselines
+                                                                       else ()), default="tawt",
                            help="fixed: the weights stay as given; tawt: they follow the TAWT update after each epoch "
-                                "(and every --weight_update_steps steps)")
+                                "(and every --weight_update_steps steps)" + (
+                                    "; gcs: GCS (Du et al. 2018), fixed weights and each source batch's encoder "
+                                    "gradient kept or scaled by its cosine with the main task's; olaux: OL-AUX (Lin "
+                                    "et al. 2019), weights moved additively by <G_main, G_source>"
+                                    if target_aware_baselines else ""))
     weighting.add_argument("--weight_lr", type=float, default=1.0, help="step size of the weight update (paper: 1)")
     weighting.add_argument("--normalized_gradients", action="store_true",
                            help="exponent -weight_lr * g_t (g_t = -cosine); without it, -weight_lr * "
@@ -210,6 +217,8 @@ def check_multi_task_arguments(args):
     args.auxiliary_task_list = parse_task_list(args.auxiliary_task_list)
     check_task_lists(args.auxiliary_task_list, args.main_task)
     check_weighting_arguments(args)
+    if hasattr(args, "target_gradient_steps"):
+        baselines.check_arguments(args)
     return args
 
 

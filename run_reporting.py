@@ -11,7 +11,8 @@ twice. The files themselves hold no repeat: no reader needs TensorBoard's purgin
 (SummaryWriter's purge_step), which not every reader applies.
 
 The hooks are called from training_loop (each logging step, each stage's start), cross_task_training
-(each weight update, the results) and weighted pre-training (its head fit, through the weight history).
+(each weight update, the results), weighted pre-training (its head fit, through the weight history) and
+GCS and OL-AUX (what they did, through the weight history too).
 """
 
 import glob
@@ -223,6 +224,13 @@ class TensorBoardReport(RunReport):
             for task, value in zip(tasks, entry.get(name) or []):
                 self._scalar(f"{tag}/{task}", value, step)
         self._scalar("head_fit/loss", entry.get("head_fit_loss"), step)
+        # GCS and OL-AUX (target_aware_baselines.py): what they did since the previous entry.
+        gcs = entry.get("gcs_since_previous_entry") or {}
+        for name in ("kept_fraction", "mean_scale", "mean_cosine"):
+            for task, value in zip(tasks, gcs.get(name) or []):
+                self._scalar(f"gcs_{name}/{task}", value, step)
+        for task, value in zip(tasks, entry.get("olaux_lr_times_dot_sum") or []):
+            self._scalar(f"olaux_lr_times_dot_sum/{task}", value, step)
         self.writer.flush()
 
     def results(self, summary):

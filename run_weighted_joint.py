@@ -6,10 +6,13 @@ weights are plain joint training. The two knobs --task_weights and --weighting g
   joint training                  --weighting fixed                       (uniform weights)
   joint training, fixed weights   --weighting fixed --task_weights 0.2 0.2 0.2 0.4
   weighted joint training (TAWT)  --weighting tawt                        (the default; starts uniform)
+  GCS (Du et al. 2018)            --weighting gcs [--gcs_mode weighted]   (fixed weights, gated source gradients)
+  OL-AUX (Lin et al. 2019)        --weighting olaux --weight_update_steps 5
 
 Weights are given sources first, in --auxiliary_task_list order, main task last. With --weighting tawt
 they are updated after each epoch (and every --weight_update_steps steps) by the exponentiated-gradient
-step (weighted_training_basics.py); the main task is itself weighted, and its own cosine is 1.
+step (weighted_training_basics.py); the main task is itself weighted, and its own cosine is 1. GCS and
+OL-AUX, the target-aware baselines, are described in target_aware_baselines.py.
 
     python run_weighted_joint.py --auxiliary_task_list pos chunking predicate --main_task ner \\
         --main_task_train_sent_num 500 --output_dir out/weighted_joint_ner --do_train --do_eval --do_predict
@@ -21,6 +24,7 @@ from cross_task_training import finish_run, paradigm_name, prepare_run, run_main
 from run_arguments import (
     add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, initial_task_weights,
 )
+import target_aware_baselines
 from training_loop import train_stage
 from weighted_training_basics import tawt_update
 
@@ -28,7 +32,8 @@ from weighted_training_basics import tawt_update
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
-    add_multi_task_arguments(parser)
+    add_multi_task_arguments(parser, target_aware_baselines=True)
+    target_aware_baselines.add_arguments(parser)
     return check_multi_task_arguments(parser.parse_args(argv))
 
 
@@ -47,8 +52,12 @@ def main(argv=None):
         def tawt_step(weights, epoch, step):
             return tawt_update(model, run, weights, tasks, args.main_task, data.train)
 
-        train_stage(model, run, "joint", data.train, task_weights, history,
-                    tawt_step if args.weighting == "tawt" else None)
+        baseline = target_aware_baselines.start_baseline(model, run, tasks, args.main_task, data.train, task_weights)
+        if baseline is not None:  # GCS or OL-AUX
+            update_weights, adjust_gradients = baseline.update_weights, baseline.adjust_gradients
+        else:
+            update_weights, adjust_gradients = (tawt_step if args.weighting == "tawt" else None), None
+        train_stage(model, run, "joint", data.train, task_weights, history, update_weights, adjust_gradients)
 
     return finish_run(run, model, tokenizer, data)
 

@@ -6,6 +6,7 @@ the sizes actually read (after --main_task_train_sent_num), and printed; --task_
 
   normalized joint training            --weighting fixed
   weighted normalized joint training   --weighting tawt   (the default: the TAWT update from the normalized weights)
+  GCS, OL-AUX from the normalized weights   --weighting gcs / olaux   (target_aware_baselines.py)
 
 Ratio analysis: --auxiliary_main_ratio r cuts every source to its first r * n_main sentences (n_main =
 --main_task_train_sent_num) and starts from the weights [1/r, ..., 1/r, 1] / (S/r + 1), with either
@@ -26,6 +27,7 @@ from run_arguments import (
     add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, check_ratio_arguments,
     initial_task_weights,
 )
+import target_aware_baselines
 from training_loop import train_stage
 from weighted_training_basics import tawt_update
 
@@ -35,7 +37,8 @@ logger = logging.getLogger("tawt")
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
-    add_multi_task_arguments(parser)
+    add_multi_task_arguments(parser, target_aware_baselines=True)
+    target_aware_baselines.add_arguments(parser)
     parser.add_argument("--auxiliary_main_ratio", type=float, default=None,
                         help="ratio analysis: cut each source to ratio * n_main sentences and start from the "
                              "weights [1/r, ..., 1/r, 1] / (S/r + 1)")
@@ -81,8 +84,12 @@ def main(argv=None):
         def tawt_step(weights, epoch, step):
             return tawt_update(model, run, weights, tasks, main_task, data.train)
 
-        train_stage(model, run, "joint", data.train, task_weights, history,
-                    tawt_step if args.weighting == "tawt" else None)
+        baseline = target_aware_baselines.start_baseline(model, run, tasks, main_task, data.train, task_weights)
+        if baseline is not None:  # GCS or OL-AUX
+            update_weights, adjust_gradients = baseline.update_weights, baseline.adjust_gradients
+        else:
+            update_weights, adjust_gradients = (tawt_step if args.weighting == "tawt" else None), None
+        train_stage(model, run, "joint", data.train, task_weights, history, update_weights, adjust_gradients)
 
     return finish_run(run, model, tokenizer, data)
 

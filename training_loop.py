@@ -61,12 +61,13 @@ def training_schedule(args, task_splits):
     return epochs, epochs * per_epoch
 
 
-def train_stage(model, run, stage, task_splits, task_weights, history=None, update_weights=None):
+def train_stage(model, run, stage, task_splits, task_weights, history=None, update_weights=None, adjust_gradients=None):
     """One training stage over `task_splits` with task weights (an array over its tasks, in order).
 
     After each epoch, `update_weights(weights, epoch, None) -> (weights, similarities)` (the TAWT step, when
     given) moves the weights and `history` records them; with --weight_update_steps N it is also called
-    every N optimizer steps within an epoch, as `update_weights(weights, epoch, step)`. Returns the final
+    every N optimizer steps within an epoch, as `update_weights(weights, epoch, step)`. `adjust_gradients`
+    (see `Trainer.train_epoch`) may change each step's gradients before the optimizer uses them. Returns the final
     weights. A stage that a resumed run had already finished is skipped; one it was in the middle of
     continues where it stopped.
     """
@@ -108,7 +109,8 @@ def train_stage(model, run, stage, task_splits, task_weights, history=None, upda
 
         trainer.train_epoch(task_splits, dict(zip(tasks, task_weights)), epoch,
                             start_batch=start_batch if epoch == start_epoch else 0, checkpoint=checkpoint,
-                            update_weights=update_within_epoch if within_epoch else None)
+                            update_weights=update_within_epoch if within_epoch else None,
+                            adjust_gradients=adjust_gradients)
         if update_weights is not None:
             task_weights = updated_weights(task_weights, epoch, None)
         if run.args.save_steps > 0:
@@ -215,14 +217,17 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.global_step = state["global_step"]
 
-    def train_epoch(self, task_splits, task_weights, epoch, start_batch=0, checkpoint=None, update_weights=None):
+    def train_epoch(self, task_splits, task_weights, epoch, start_batch=0, checkpoint=None, update_weights=None,
+                    adjust_gradients=None):
         """One epoch over shuffled one-task batches; task t's loss is multiplied by w_t * K.
 
         `task_weights` maps each task to its weight; K is the number of weighted tasks, so uniform weights
         reproduce plain training. Batches before `start_batch` were trained before an interruption.
         `update_weights()` (new weights, task -> weight) is called every --weight_update_steps steps, before
         that step's checkpoint, but not after the epoch's last batch (the update after the epoch follows).
-        `checkpoint(batches_done)` is called every --save_steps steps.
+        `checkpoint(batches_done)` is called every --save_steps steps. `adjust_gradients(task, step,
+        learning_rate)` is called after each backward pass (gradients unscaled, before clipping): GCS and
+        OL-AUX (target_aware_baselines.py) read or change the `.grad` buffers there.
         """
         args, run = self.run.args, self.run
 
@@ -264,6 +269,8 @@ class Trainer:
             losses.add(loss, self.global_step + 1, task, indices)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
+            if adjust_gradients is not None:
+                adjust_gradients(task, self.global_step + 1, self.scheduler.get_last_lr()[0])
             if args.max_grad_norm > 0:  # 0 turns clipping off, as in Hugging Face's Trainer
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
             self.scaler.step(self.optimizer)
@@ -377,6 +384,7 @@ def restore_checkpoint(run, model, state):
     run.completed_stages = dict(state["completed_stages"])
     run.checkpoint_number = run.resumed_from_checkpoint = state["checkpoint_number"]
     run.restored_weight_history = state["history"]
+    run.restored_target_aware_baseline = state.get("target_aware_baseline")
     restore_random_states(run, state["random_states"])
     run.resume = ResumePoint(state["stage"], state["epoch"], state["batches_done"], state["task_weights"],
                              state["trainer"])
@@ -442,6 +450,8 @@ def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights):
         "history": None if run.weight_history is None else run.weight_history.history,
         "model": model.state_dict(),
         "trainer": trainer.state_dict(),
+        # GCS's or OL-AUX's cached target gradient, counters and accumulators (target_aware_baselines.py).
+        "target_aware_baseline": None if run.target_aware_baseline is None else run.target_aware_baseline.state_dict(),
         "random_states": random_states(run),
     }
     path = os.path.join(directory, f"checkpoint-{run.checkpoint_number:08d}.pt")

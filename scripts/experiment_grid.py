@@ -8,6 +8,8 @@ Sections (run in this order; final_weights after the others, since it reads thei
   main           per main task: single-task, joint, weighted joint, pre-training, weighted pre-training for
                  every inv_constant
   normalized     per main task: normalized joint and weighted normalized joint training
+  baselines      per main task: the target-aware baselines GCS, weighted GCS and OL-AUX in joint training
+                 (target_aware_baselines.py), beside joint and weighted joint training
   analysis       main task ner, sources pos predicate (the reduced grid: pos from chunking predicate): the
                  ratio analysis, the main-task-size analysis, and single-task runs of the main task with the
                  same sizes and with as many sentences as main task plus sources
@@ -19,6 +21,7 @@ Sections (run in this order; final_weights after the others, since it reads thei
 Output tree (OUTPUT_ROOT: $WORKING_DIR/outputs, or ./outputs with the embedded default data):
   main/<single_task|joint|weighted_joint|pretraining|weighted_pretraining_ic<k>>/<main task>/seed_<seed>/
   normalized/<normalized_joint|weighted_normalized_joint>/<main task>/seed_<seed>/
+  baselines/<joint_gcs|joint_gcs_weighted|joint_olaux>/<main task>/seed_<seed>/
   final_weights/<joint_fixed_weights|pretraining_fixed_weights_ic<k>|normalized_joint_fixed_weights>/
       <main task>/seed_<seed>/
   analysis/<normalized_joint|weighted_normalized_joint>_n<n_main>_r<ratio>/<main task>/seed_<seed>/
@@ -57,8 +60,10 @@ from scripts.job_queue import Job, detect_slots, run_jobs, say, summarize
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPTS_DIR = os.path.join(ROOT, "scripts")
-SECTIONS = ("main", "normalized", "analysis", "final_weights")
+SECTIONS = ("main", "normalized", "baselines", "analysis", "final_weights")
 GRID_SAVE_STEPS = 1000
+# The METHODs of scripts/run_target_aware_baseline_multi.sh, run by the baselines section.
+BASELINE_METHODS = ("gcs", "gcs_weighted", "olaux")
 BACKENDS = ("local", "slurm")  # local: scripts/job_queue.py on this machine; slurm: scripts/slurm_grid.py
 
 
@@ -85,6 +90,7 @@ class Grid:
     inv_constant_sweep: list = field(default_factory=list)  # weighted pre-training's, run with the first seed only
     note: str = ""  # printed with the summary and written into table1.md
     seeds: tuple = ("1",)  # the seeds when SEEDS is not set
+    baselines: tuple = BASELINE_METHODS  # the target-aware baselines of the baselines section
     script_args: dict = field(default_factory=dict)  # script -> flags its runs add to EXTRA_ARGS
     summary_args: list = field(default_factory=list)  # flags of testing/collect_results.py for the summary
     original_optimizer_rows: bool = False  # joint and weighted joint also with the original's optimizer
@@ -118,7 +124,8 @@ PAPER_GRID = Grid(
     summary_args=["--inv_constant_choice", "paper", "--table1_optimizer", "original"],
 )
 
-# The grid on the embedded default data when no WORKING_DIR is given: every section and paradigm, scaled
+# The grid on the embedded default data when no WORKING_DIR is given: every section and paradigm of the
+# paper (not the target-aware baselines), scaled
 # down to finish in about 5 minutes on a 2-core CPU: one main task (pos, 40 sentences), one inv_constant,
 # one seed, length 32, batch 16, and an 80/40/80-sentence train/dev/test slice of every task file. Sources are
 # the slice's whole training files, so the normalized weights are computed from the sizes rather than taken
@@ -137,6 +144,7 @@ REDUCED_GRID = Grid(
     training={"MAX_LENGTH": "32", "BATCH_SIZE": "16", "NUM_EPOCHS": "4", "GRADIENT_SAMPLING_BATCH_SIZE": "16",
               "EXTRA_ARGS": "--learning_rate 2e-4"},
     data_slice={"train": 80, "dev": 40, "test": 80},
+    baselines=(),  # the smoke run stays at its measured minutes; GRID=medium runs the target-aware baselines
     description="a reduced grid on the embedded default data",
     note="Smoke run (the reduced grid on an 80/40/80-sentence slice of the embedded default data, one seed): "
          "its scores show only that the pipeline works. For results, see GRID=medium or the paper's grid.",
@@ -150,7 +158,9 @@ REDUCED_GRID = Grid(
 # 8, and a learning rate chosen on dev with seed 1 so that the single-task baseline learns (README: Results
 # on the embedded default). Only the main task is evaluated, on the first 500 dev and 2,000 test sentences. Weighted pre-training's inv_constant is chosen per main task on dev by a sweep
 # over 1, 10 and 100 run with the first seed (the sweep's runs stay in the tree, and Table 1 chooses among
-# them on the seeds they share).
+# them on the seeds they share). The target-aware baselines refresh their target gradient (64 sampled main-task
+# sentences) every 8 steps: as many main-task sentences per step as one training batch of 8 at every step,
+# which both papers use, for about the same cost.
 MEDIUM_MAIN_SIZE = 100
 MEDIUM_GRID = Grid(
     main_tasks={
@@ -164,10 +174,11 @@ MEDIUM_GRID = Grid(
     analysis_settings=[],
     single_task_sizes=[],
     training={"MAX_LENGTH": "64", "BATCH_SIZE": "8", "NUM_EPOCHS": "5", "GRADIENT_SAMPLING_BATCH_SIZE": "64",
-              "EXTRA_ARGS": "--learning_rate 5e-4 --per_gpu_eval_batch_size 64 --eval_main_task_only"},
+              "EXTRA_ARGS": "--learning_rate 5e-4 --per_gpu_eval_batch_size 64 --eval_main_task_only",
+              "TARGET_GRADIENT_STEPS": "8"},
     data_slice={"train": 2 * MEDIUM_MAIN_SIZE, "dev": 500, "test": 2000},
     description="the medium grid on the embedded default data",
-    sections=("main", "normalized"),
+    sections=("main", "normalized", "baselines"),
     seeds=("1", "2", "3"),
     note="Medium grid on the embedded default data (Brown text; labels from spaCy except brown_pos, which is "
          "Brown's gold tagging): not comparable with the paper's OntoNotes/CoNLL-2000 numbers.",
@@ -193,10 +204,12 @@ LARGE_GRID = Grid(
     analysis_settings=[],
     single_task_sizes=[],
     training={"MAX_LENGTH": "128", "BATCH_SIZE": "32", "NUM_EPOCHS": "4", "GRADIENT_SAMPLING_BATCH_SIZE": "64",
-              "EXTRA_ARGS": "--learning_rate 5e-4 --per_gpu_eval_batch_size 64 --eval_main_task_only"},
+              "EXTRA_ARGS": "--learning_rate 5e-4 --per_gpu_eval_batch_size 64 --eval_main_task_only",
+              # the baselines' 64 target sentences every 2 steps: as many per step as a training batch of 32
+              "TARGET_GRADIENT_STEPS": "2"},
     data_slice={"train": LARGE_SOURCE_SIZE, "dev": 500, "test": 2000},
     description="the large grid on the embedded default data",
-    sections=("main", "normalized"),
+    sections=("main", "normalized", "baselines"),
     seeds=("1", "2", "3"),
     summary_args=["--inv_constant_choice", "paper", "--paper_inv_constant", "brown_pos=30"],
     original_optimizer_rows=True,
@@ -388,7 +401,7 @@ def check_data(settings, sections):
         return
     grid = settings.grid
     tasks = set()
-    if set(sections) & {"main", "normalized", "final_weights"}:
+    if set(sections) & {"main", "normalized", "baselines", "final_weights"}:
         for main_task, setting in grid.main_tasks.items():
             tasks |= {main_task, *setting.sources}
     if "analysis" in sections:
@@ -489,6 +502,17 @@ def normalized_section_jobs(maker, settings):
                                   "run_joint_training_multi_normalized.sh", arguments, seed))
             jobs.append(maker.job(f"normalized/weighted_normalized_joint/{main_task}", main_task,
                                   "run_weighted_joint_training_multi_normalized.sh", arguments, seed))
+    return jobs
+
+
+def baselines_section_jobs(maker, settings):
+    jobs = []
+    for seed in settings.seeds:  # seed by seed: an interrupted section leaves every method with the same seeds
+        for method in settings.grid.baselines:
+            for main_task, setting in settings.grid.main_tasks.items():
+                jobs.append(maker.job(f"baselines/joint_{method}/{main_task}", main_task,
+                                      "run_target_aware_baseline_multi.sh",
+                                      [method, *setting.sources, main_task, setting.train_size], seed))
     return jobs
 
 
@@ -597,6 +621,7 @@ def final_weights_section_jobs(maker, settings):
 SECTION_JOBS = {
     "main": main_section_jobs,
     "normalized": normalized_section_jobs,
+    "baselines": baselines_section_jobs,
     "analysis": analysis_section_jobs,
     "final_weights": final_weights_section_jobs,
 }
@@ -637,7 +662,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sections", nargs="*", metavar="SECTION",
                         help=f"any of {', '.join(SECTIONS)} (default: the grid's, in that order: all of them, "
-                             "or main and normalized with GRID=medium)")
+                             "or main, normalized and baselines with GRID=medium)")
     parser.add_argument("--list", action="store_true", help="print the jobs (the commands) and run nothing")
     parser.add_argument("--no_summary", action="store_true",
                         help="skip the summary at the end (testing/collect_results.py, the significance batch)")

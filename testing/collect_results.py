@@ -3,7 +3,8 @@
 Walks OUTPUT_ROOT for run directories (those with run_args.json), and writes to --output_dir:
 
 * `table1.md`: rows single-task, pre-training, weighted pre-training, joint, weighted joint, normalized joint,
-  weighted normalized joint; columns the main tasks and their average. A cell is the main task's test
+  weighted normalized joint, and the target-aware baselines GCS, weighted GCS and OL-AUX where the tree has
+  them (target_aware_baselines.py); columns the main tasks and their average. A cell is the main task's test
   score x 100 (accuracy for tagging tasks such as pos, F1 otherwise; read from `{task}_test_results.txt`),
   mean ± sample std over the seeds. Below it, every other configuration of the tree (ratio analysis, other
   main-task sizes, fixed-weight re-runs, the weighted pre-training inv_constants not shown) in one long table.
@@ -19,10 +20,11 @@ the original's optimizer (--zero_grad_in_place --legacy_adamw) make Table 1 with
 otherwise they are listed with the other runs.
 
 Significance marks: a weighted row's cell gets † when it is better than its baseline (pre-training, joint,
-normalized joint) with p < --alpha in a paired test over the seeds both have: each seed's baseline and
-weighted runs are paired sentence by sentence, and the seeds' test sentences are pooled into one test
-(paired t-test on per-sentence scores by default, --mark_test to use the bootstrap or the randomization
-test). The p-values are in table1.csv.
+normalized joint; joint for GCS and OL-AUX) with p < --alpha in a paired test over the seeds both have:
+each seed's baseline and weighted runs are paired sentence by sentence, and the seeds' test sentences are
+pooled into one test (paired t-test on per-sentence scores by default, --mark_test to use the bootstrap or
+the randomization test). The p-values are in table1.csv; on the rows of GCS and OL-AUX, `tawt_p_value` and `tawt_difference`
+are TAWT's (weighted joint's) cell tested against theirs the same way (per seed: the significance batch).
 
 Usage:
   python testing/collect_results.py out/ --output_dir out/summary
@@ -38,8 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from testing.output_tree import (
-    ARGUMENT_DEFAULTS, BASELINE_OF, CONFIGURATION_ARGS, TASK_WEIGHTS_FILE, OutputTreeError, csv_text, find_runs,
-    read_task_weights, write_text_atomic,
+    ARGUMENT_DEFAULTS, BASELINE_OF, CONFIGURATION_ARGS, TASK_WEIGHTS_FILE, TAWT_OF, OutputTreeError, csv_text,
+    find_runs, read_task_weights, write_text_atomic,
 )
 from testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, TESTS, compare_runs
 from utils_cross_task import TaskDataError
@@ -54,6 +56,10 @@ TABLE1_ROWS = {
     "weighted_joint": "Weighted joint training",
     "normalized_joint": "Normalized joint training",
     "weighted_normalized_joint": "Weighted normalized joint training",
+    # The target-aware baselines (target_aware_baselines.py), in joint training from uniform weights.
+    "joint_gcs": "GCS (Du et al. 2018)",
+    "joint_gcs_weighted": "Weighted GCS (Du et al. 2018)",
+    "joint_olaux": "OL-AUX (Lin et al. 2019)",
 }
 TASK_ORDER = ("pos", "chunking", "predicate", "ner")  # the paper's column order; other tasks follow by name
 TASK_TITLES = {"pos": "POS", "chunking": "Chunking", "predicate": "Predicate", "ner": "NER"}
@@ -108,6 +114,8 @@ class Cell:
     chosen_on_seeds: set = None  # the seeds the configurations shared, on which the dev scores were compared
     p_value: float = None
     significant: bool = False
+    tawt_p_value: float = None  # a target-aware baseline's cell: TAWT's cell tested against it (TAWT_OF)
+    tawt_difference: float = None  # TAWT's pooled score minus this cell's, on the paired test sentences
     chosen_by: str = "dev"  # how the configuration was chosen among several: "dev" score, or the "paper"'s
 
 
@@ -225,21 +233,27 @@ def build_table1(experiments, train_sizes, optimizer="torch", inv_constant_choic
 
 
 def mark_significance(cells, data_dir, mark_test, alpha, samples, seed):
-    """Fill each weighted cell's p-value against its baseline cell, seeds paired and pooled."""
+    """Fill each weighted cell's p-value against its baseline cell, seeds paired and pooled; and each
+    target-aware baseline's cell's p-value of TAWT's cell tested against it."""
     from tqdm import tqdm
 
-    weighted_keys = [key for key in cells if key[0] in BASELINE_OF and (BASELINE_OF[key[0]], key[1]) in cells]
-    for key in tqdm(weighted_keys, desc="significance", unit="cell", disable=not weighted_keys):
-        weighted, baseline = cells[key], cells[BASELINE_OF[key[0]], key[1]]
+    tested = [(key, (BASELINE_OF[key[0]], key[1])) for key in cells
+              if key[0] in BASELINE_OF and (BASELINE_OF[key[0]], key[1]) in cells]
+    tested += [((TAWT_OF[key[0]], key[1]), key) for key in cells if key[0] in TAWT_OF and (TAWT_OF[key[0]], key[1]) in cells]
+    for key, baseline_key in tqdm(tested, desc="significance", unit="cell", disable=not tested):
+        weighted, baseline = cells[key], cells[baseline_key]
         baseline_by_seed = {run.seed: run for run in baseline.experiment.runs}
         pairs = [(baseline_by_seed[run.seed], run) for run in weighted.experiment.runs if run.seed in baseline_by_seed]
         if not pairs:
-            logger.warning("%s %s: no seed in common with %s; no significance mark", key[0], key[1], BASELINE_OF[key[0]])
+            logger.warning("%s %s: no seed in common with %s; no significance mark", key[0], key[1], baseline_key[0])
             continue
         try:
             result = compare_runs(pairs, data_dir, tests=(mark_test,), samples=samples, seed=seed)
         except (TaskDataError, OutputTreeError) as error:
             logger.warning("%s %s: no significance mark: %s", key[0], key[1], error)
+            continue
+        if baseline_key[0] in TAWT_OF:  # TAWT against a target-aware baseline: reported on the baseline's row
+            baseline.tawt_p_value, baseline.tawt_difference = result[f"{mark_test}_p"], result["difference"]
             continue
         weighted.p_value = result[f"{mark_test}_p"]
         weighted.significant = (
@@ -276,6 +290,9 @@ def table1_rows(cells, tasks, output_root):
                 "main_train_size": experiment.first.main_train_size,
                 "settings": describe_settings(experiment, CONFIGURATION_ARGS),
                 "p_value_vs_baseline": cell.p_value, "significant": cell.significant,
+                # (columns a table without target-aware baselines does not get)
+                **({"tawt_p_value": cell.tawt_p_value, "tawt_difference": cell.tawt_difference}
+                   if paradigm in TAWT_OF else {}),
                 "run_dirs": " ".join(os.path.relpath(run.directory, output_root) for run in experiment.runs),
             })
         if means and len(means) == len(tasks):
@@ -301,10 +318,12 @@ def table1_markdown(cells, tasks, rows, mark_test, alpha):
         values.append(f"{100 * average['mean']:.2f}" if average else "–")
         lines.append([title] + values)
     header = ["Method"] + [TASK_TITLES.get(task, task) for task in tasks] + ["Avg"]
+    gcs_and_olaux = "; joint for GCS and OL-AUX" if any(paradigm in TAWT_OF for paradigm, _ in cells) else ""
     notes = [
         "Test score x 100 of the main task (accuracy for tagging tasks, F1 for span and binary tasks), "
         "mean ± sample std over seeds (no ± for one seed); Avg is the mean of the row's task means.",
-        f"{SIGNIFICANT_MARK}: better than its baseline (pre-training, joint, normalized joint) with p < {alpha} "
+        f"{SIGNIFICANT_MARK}: better than its baseline (pre-training, joint, normalized joint{gcs_and_olaux}) "
+        f"with p < {alpha} "
         f"in a paired {TEST_NAMES[mark_test]}, each seed's runs paired sentence by sentence, seeds pooled.",
     ]
     for (paradigm, task), cell in sorted(cells.items(), key=lambda item: (list(TABLE1_ROWS).index(item[0][0]), item[0][1])):

@@ -18,12 +18,22 @@ from output_files import (  # noqa: F401
     predictions_file, results_file, write_text_atomic,
 )
 
-# Each weighted paradigm and the baseline the paper tests it against.
+# Each weighted paradigm and the baseline the paper tests it against; the target-aware baselines
+# (target_aware_baselines.py: <base>_gcs, <base>_gcs_weighted, <base>_olaux) are tested against the fixed-weight
+# training they modify.
 BASELINE_OF = {
     "weighted_pretraining": "pretraining",
     "weighted_joint": "joint",
     "weighted_normalized_joint": "normalized_joint",
 }
+TARGET_AWARE_BASELINES = ("gcs", "gcs_weighted", "olaux")
+for _base in ("joint", "normalized_joint"):
+    BASELINE_OF.update({f"{_base}_{method}": _base for method in TARGET_AWARE_BASELINES})
+# Every (tested paradigm, baseline) pair the significance batch tests: BASELINE_OF's, and TAWT against each
+# target-aware baseline of the same kind (does TAWT beat GCS and OL-AUX?).
+TAWT_OF = {f"{base}_{method}": f"weighted_{base}" for base in ("joint", "normalized_joint")
+           for method in TARGET_AWARE_BASELINES}
+COMPARISONS = list(BASELINE_OF.items()) + [(tawt, baseline) for baseline, tawt in TAWT_OF.items()]
 
 # The arguments that make two runs of one paradigm different configurations rather than two seeds of one
 # (weighted pre-training's grid varies inv_constant; fixed-weight runs vary task_weights). The TAWT update's

@@ -47,7 +47,7 @@ import numpy as np
 
 from sequence_metrics import is_bio_label, metric_family, positive_label, primary_metric
 from testing.output_tree import (
-    BASELINE_OF, OutputTreeError, csv_text, find_runs, write_text_atomic,
+    BASELINE_OF, COMPARISONS, OutputTreeError, csv_text, find_runs, write_text_atomic,
 )
 from utils_cross_task import TaskDataError, labels_file, read_sentences, read_text_lines
 
@@ -327,14 +327,16 @@ def compare_runs(run_pairs, data_dir=None, **test_options):
 
 
 def baseline_pairs(runs):
-    """(baseline, weighted) for every weighted run that has a baseline run of the same data and seed.
+    """(baseline, tested) for every pair of COMPARISONS with runs of the same data and seed.
 
-    Weighted runs without a baseline are logged and left out; two baselines for one weighted run are an
+    Weighted runs without their BASELINE_OF baseline are logged and left out (a missing TAWT-against-GCS
+    or OL-AUX partner is not: most grids run no target-aware baseline); two baselines for one run are an
     error, as the pairing would be a guess.
     """
+    baseline_paradigms = {baseline for _, baseline in COMPARISONS}
     baselines = {}
     for run in runs:
-        if run.paradigm in BASELINE_OF.values():
+        if run.paradigm in baseline_paradigms:
             key = (run.paradigm, run.pairing_key)
             if key in baselines:
                 raise OutputTreeError(
@@ -344,12 +346,14 @@ def baseline_pairs(runs):
             baselines[key] = run
     pairs = []
     for run in runs:
-        if run.paradigm in BASELINE_OF:
-            baseline = baselines.get((BASELINE_OF[run.paradigm], run.pairing_key))
-            if baseline is None:
-                logger.warning("%s: no %s run of the same data and seed; not tested", run.directory, BASELINE_OF[run.paradigm])
-            else:
+        for tested, baseline_paradigm in COMPARISONS:
+            if run.paradigm != tested:
+                continue
+            baseline = baselines.get((baseline_paradigm, run.pairing_key))
+            if baseline is not None:
                 pairs.append((baseline, run))
+            elif BASELINE_OF.get(tested) == baseline_paradigm:
+                logger.warning("%s: no %s run of the same data and seed; not tested", run.directory, baseline_paradigm)
     return pairs
 
 
@@ -452,7 +456,7 @@ def parse_args(argv=None):
         "batch", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="test every weighted run of an output tree against its baseline run of the same data and seed",
         description="Finds every run directory (one with run_args.json) below OUTPUT_ROOT and pairs "
-        + ", ".join(f"{weighted} with {baseline}" for weighted, baseline in BASELINE_OF.items())
+        + ", ".join(f"{weighted} with {baseline}" for weighted, baseline in COMPARISONS)
         + " of the same main task, sources, main-task size, auxiliary/main ratio and seed; each weighted "
         "pre-training inv_constant is its own pair. Tests the main task's test predictions of each pair.",
     )

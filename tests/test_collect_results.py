@@ -25,6 +25,8 @@ GRID = [
     ("weighted_joint", {"weighting": "tawt"}),
     ("normalized_joint", {"task_weights": [0.05, 0.05, 0.9]}),
     ("weighted_normalized_joint", {"task_weights": [0.05, 0.05, 0.9], "weighting": "tawt"}),
+    ("joint_gcs", {"weighting": "gcs", "gcs_mode": "unweighted"}),
+    ("joint_olaux", {"weighting": "olaux"}),
 ]
 
 
@@ -215,8 +217,14 @@ def test_significance_marks_pool_the_seeds_paired_t_test(tree, collected):
     assert float(table["weighted_joint", "ner"]["p_value_vs_baseline"]) == pytest.approx(expected)
     assert expected < 0.05
     assert "| Weighted joint training | " in markdown and "95.00 ± 0.00 †" in markdown
-    # Non-weighted rows carry no test.
+    # Non-weighted rows carry no test; the target-aware baselines are tested against joint training.
     assert table["joint", "ner"]["p_value_vs_baseline"] == ""
+    assert 0 < float(table["joint_gcs", "ner"]["p_value_vs_baseline"]) < 1  # 30 % of labels wrong against 50 %
+    assert "| GCS (Du et al. 2018) | " in markdown and "| OL-AUX (Lin et al. 2019) | " in markdown
+    # On the baselines' rows: TAWT (weighted joint, perfect here) tested against them, seeds pooled.
+    gcs = table["joint_gcs", "ner"]
+    assert float(gcs["tawt_p_value"]) < 0.05 and float(gcs["tawt_difference"]) > 0
+    assert table["joint", "ner"]["tawt_p_value"] == ""
 
 
 def test_task_weight_plots_are_written_for_tawt_runs_only(collected):

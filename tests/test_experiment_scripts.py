@@ -61,7 +61,7 @@ def clean_environment(**settings):
     names = ("WORKING_DIR", "DATA_DIR", "BERT_MODEL", "MAX_LENGTH", "BATCH_SIZE", "NUM_EPOCHS", "SEED", "SEEDS",
              "OUTPUT_ROOT", "OUTPUT_DIR", "EXTRA_ARGS", "GRADIENT_SAMPLING_BATCH_SIZE", "PYTHON", "MAIN_TASKS",
              "INV_CONSTANTS", "SLOTS", "JOBS_PER_GPU", "CUDA_VISIBLE_DEVICES", "GRID", "BACKEND", "SBATCH_ARGS",
-             "SBATCH_SUMMARY_ARGS")
+             "SBATCH_SUMMARY_ARGS", "TARGET_GRADIENT_STEPS", "OLAUX_HORIZON")
     environment = {name: value for name, value in os.environ.items() if name not in names}
     environment.update({name: str(value) for name, value in settings.items()})
     return environment
@@ -83,7 +83,7 @@ def flags(argv):
     return parsed
 
 
-# The twelve paradigm scripts: arguments -> (Python script, the flags they must become).
+# The paradigm scripts: arguments -> (Python script, the flags they must become).
 PARADIGM_CASES = [
     ("run_single.sh", ["pos", "12"], "run_single_task.py", {"--task": ["pos"], "--train_sent_num": ["12"]}),
     ("run_single.sh", [], "run_single_task.py", {"--task": ["ner"], "--train_sent_num": ["500"]}),
@@ -129,6 +129,13 @@ PARADIGM_CASES = [
      "run_weighted_normalized_joint.py",
      {"--auxiliary_task_list": ["chunking"], "--main_task": ["pos"], "--main_task_train_sent_num": ["100"],
       "--auxiliary_main_ratio": ["2"], "--weighting": ["tawt"], "--normalized_gradients": []}),
+    ("run_target_aware_baseline_multi.sh", ["gcs_weighted", "pos", "chunking", "ner", "300"], "run_weighted_joint.py",
+     {"--auxiliary_task_list": ["pos", "chunking"], "--main_task": ["ner"], "--main_task_train_sent_num": ["300"],
+      "--weighting": ["gcs"], "--gcs_mode": ["weighted"], "--gradient_sampling_batch_size": ["64"],
+      "--target_gradient_steps": ["1"]}),
+    ("run_target_aware_baseline_multi.sh", ["olaux"], "run_weighted_joint.py",
+     {"--auxiliary_task_list": ["pos", "chunking", "predicate"], "--main_task": ["ner"],
+      "--main_task_train_sent_num": ["500"], "--weighting": ["olaux"], "--weight_update_steps": ["5"]}),
 ]
 
 
@@ -174,6 +181,7 @@ def test_without_working_dir_the_scripts_use_the_embedded_default(tmp_path, fake
     ("run_weighted_pre_training_multi.sh", [], "give INV_CONSTANT"),
     ("run_joint_training_multi.sh", ["ner", "500"], "at least one source task"),
     ("run_single_analysis.sh", ["many"], "TRAIN_SENT_NUM 'many' is not a number"),
+    ("run_target_aware_baseline_multi.sh", ["pcgrad", "pos", "ner"], "METHOD 'pcgrad' is not gcs, gcs_weighted or olaux"),
 ])
 def test_bad_arguments_print_the_usage(tmp_path, fake_python, script, arguments, message):
     completed = run_script(script, *arguments, cwd=tmp_path, PYTHON=fake_python)
@@ -447,11 +455,17 @@ def test_medium_grid_lists_table_1_for_two_main_tasks_with_an_inv_constant_sweep
                                env=clean_environment(GRID="medium", DATA_DIR=data, BERT_MODEL="m",
                                                      CUDA_VISIBLE_DEVICES=""))
     assert completed.returncode == 0, completed.stderr
-    assert "sections main normalized, seeds 1 2 3" in completed.stdout  # Table 1 only, three seeds
+    assert "sections main normalized baselines, seeds 1 2 3" in completed.stdout  # Table 1 only, three seeds
     listed = [line for line in completed.stdout.splitlines() if line.startswith("SEED=")]
     # per main task: 3 seeds x (single, joint, weighted joint, pre-training, weighted pre-training, normalized
-    # joint, weighted normalized joint), and the sweep's two other inv_constants with seed 1
-    assert len(listed) == 2 * (3 * 7 + 2)
+    # joint, weighted normalized joint, GCS, weighted GCS, OL-AUX), and the sweep's two other inv_constants
+    # with seed 1
+    assert len(listed) == 2 * (3 * 10 + 2)
+    baselines = [line for line in listed if "run_target_aware_baseline_multi.sh" in line]
+    for method in ("gcs", "gcs_weighted", "olaux"):
+        for main_task, sources in (("ner", "pos chunking predicate"), ("brown_pos", "pos chunking ner")):
+            assert sum(line.endswith(f"run_target_aware_baseline_multi.sh {method} {sources} {main_task} 100")
+                       and f"/baselines/joint_{method}/{main_task}/seed_" in line for line in baselines) == 3
     sweep = [line for line in listed if "run_weighted_pre_training_multi.sh" in line]
     assert len(sweep) == 2 * (3 + 2)
     assert [line.split()[0] for line in sweep if "brown_pos/" in line] == ["SEED=1"] * 3 + ["SEED=2", "SEED=3"]
@@ -459,6 +473,7 @@ def test_medium_grid_lists_table_1_for_two_main_tasks_with_an_inv_constant_sweep
     assert any(line.endswith("run_single.sh ner 100") for line in listed)
     shared = next(line for line in completed.stdout.splitlines() if line.startswith("# every job runs with"))
     assert "--eval_main_task_only" in shared and "MAX_LENGTH=64" in shared and "BATCH_SIZE=8" in shared
+    assert "TARGET_GRADIENT_STEPS=8" in shared
 
     unknown = subprocess.run(["sh", os.path.join(SCRIPTS, "run_experiments.sh"), "--list"], capture_output=True,
                              text=True, cwd=tmp_path, timeout=60, env=clean_environment(GRID="huge", DATA_DIR=data))
@@ -473,11 +488,14 @@ def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original
                                env=clean_environment(GRID="large", DATA_DIR=data, BERT_MODEL="m",
                                                      CUDA_VISIBLE_DEVICES=""))
     assert completed.returncode == 0, completed.stderr
-    assert "sections main normalized, seeds 1 2 3" in completed.stdout
+    assert "sections main normalized baselines, seeds 1 2 3" in completed.stdout
     listed = [line for line in completed.stdout.splitlines() if "SEED=" in line and not line.startswith("#")]
     # per main task and seed: single, joint, weighted joint, both with the original's optimizer, pre-training,
-    # weighted pre-training at two inv_constants, normalized joint, weighted normalized joint
-    assert len(listed) == 2 * 3 * 10
+    # weighted pre-training at two inv_constants, normalized joint, weighted normalized joint, and the three
+    # target-aware baselines
+    assert len(listed) == 2 * 3 * 13
+    assert sum(line.endswith("run_target_aware_baseline_multi.sh olaux pos chunking ner brown_pos 100")
+               for line in listed) == 3
     assert sum(line.endswith("run_weighted_pre_training_multi.sh 30 pos chunking ner brown_pos 100") for line in listed) == 3
     assert sum(line.endswith("run_weighted_pre_training_multi.sh 100 pos chunking predicate ner 500") for line in listed) == 3
     original = [line for line in listed if "_original_optimizer/" in line]
@@ -486,7 +504,7 @@ def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original
     assert not any("--zero_grad_in_place" in line for line in listed if line not in original)
     shared = next(line for line in completed.stdout.splitlines() if line.startswith("# every job runs with"))
     assert "MAX_LENGTH=128" in shared and "BATCH_SIZE=32" in shared and "NUM_EPOCHS=4" in shared
-    assert "--learning_rate 5e-4" in shared and "--eval_main_task_only" in shared
+    assert "--learning_rate 5e-4" in shared and "--eval_main_task_only" in shared and "TARGET_GRADIENT_STEPS=2" in shared
 
 
 def test_paper_grid_computes_with_the_original_optimizer_and_reseeding(tmp_path):

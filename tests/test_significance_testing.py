@@ -250,3 +250,23 @@ def test_batch_tests_every_weighted_run_against_its_baseline_of_the_same_seed(da
         assert row["baseline_paradigm"] == "pretraining" and row["baseline_dir"].endswith(f"seed_{row['seed']}_")
         assert float(row["ttest_p"]) == pytest.approx(expected["ttest_p"])
         assert float(row["weighted"]) == pytest.approx(expected["weighted"])
+
+
+def test_batch_tests_the_target_aware_baselines_against_joint_and_tawt_against_them(data_dir, tmp_path):
+    gold = read_sentences(os.path.join(data_dir, "test_ner.txt"))
+    labels = read_labels(data_dir, "ner")
+    root = str(tmp_path / "out")
+    error_rates = {"joint": 0.3, "weighted_joint": 0.1, "joint_gcs": 0.2, "joint_gcs_weighted": 0.25, "joint_olaux": 0.3}
+    for position, (paradigm, rate) in enumerate(error_rates.items()):
+        write_run(root, paradigm, "ner", 1, data_dir, corrupted_labels(gold, labels, rate, position))
+    output = tmp_path / "significance.csv"
+    significance.main(["batch", root, "--samples", "100", "--output_csv", str(output)])
+    pairs = {(row["baseline_paradigm"], row["weighted_paradigm"]): row for row in csv.DictReader(open(output))}
+    baselines = ("joint_gcs", "joint_gcs_weighted", "joint_olaux")
+    assert set(pairs) == ({("joint", "weighted_joint")} | {("joint", method) for method in baselines}
+                          | {(method, "weighted_joint") for method in baselines})
+    # TAWT (weighted joint) against GCS: the difference is TAWT's score minus GCS's.
+    tawt_against_gcs = pairs["joint_gcs", "weighted_joint"]
+    assert float(tawt_against_gcs["difference"]) == pytest.approx(
+        float(pairs["joint", "weighted_joint"]["weighted"]) - float(pairs["joint", "joint_gcs"]["weighted"]))
+    assert float(tawt_against_gcs["difference"]) > 0
