@@ -44,7 +44,6 @@ from benchmarks.workloads import (
     task_split,
 )
 from cross_task_training import AUTO_FORWARD_PATH, Run
-from run_arguments import add_common_arguments, add_multi_task_arguments
 from evaluation import predict
 from modeling_multi_bert import FORWARD_PATHS, MultiTaskTagger
 from output_files import write_json_atomic

@@ -8,7 +8,8 @@ import os
 import pytest
 import torch
 
-from cross_task_training import Run, add_common_arguments, add_multi_task_arguments
+from cross_task_training import Run
+from run_arguments import add_common_arguments, add_multi_task_arguments
 from modeling_multi_bert import MultiTaskTagger
 from training_loop import Trainer, save_checkpoint
 from utils_cross_task import Feature, Sentence, TaskSplit
