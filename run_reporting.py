@@ -21,6 +21,8 @@ import logging
 import math
 import os
 
+import torch
+
 from errors import UsageError
 from output_files import TRAINING_LOG_FILE, write_text_atomic
 
@@ -73,7 +75,10 @@ class TaskLosses:
         self.counts[task] = self.counts.get(task, 0) + 1
 
     def take_means(self):
-        means = {task: float(self.sums[task]) / self.counts[task] for task in sorted(self.sums)}
+        """Each task's mean since the last call, read from the device in one copy."""
+        tasks = sorted(self.sums)
+        sums = torch.stack([torch.as_tensor(self.sums[task]) for task in tasks]).tolist() if tasks else []
+        means = {task: total / self.counts[task] for task, total in zip(tasks, sums)}
         self.sums, self.counts = {}, {}
         return means
 
