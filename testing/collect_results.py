@@ -440,6 +440,18 @@ def parse_train_sizes(values, parser):
     return sizes
 
 
+def parse_task_constant(value, parser):
+    """`TASK=K` of --paper_inv_constant as (TASK, K), K a positive number; a parser error otherwise."""
+    task, separator, constant = value.partition("=")
+    try:
+        number = float(constant)
+    except ValueError:
+        number = None
+    if not (separator and task and number is not None and 0 < number < float("inf")):
+        parser.error(f"--paper_inv_constant {value!r}: write TASK=K with K > 0, e.g. brown_pos=30")
+    return task, number
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\nUsage:")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -478,13 +490,8 @@ def parse_args(argv=None):
     args.main_train_size = parse_train_sizes(args.main_train_size, parser)
     args.paper_inv_constants = dict(PAPER_INV_CONSTANTS)
     for value in args.paper_inv_constant:
-        task, separator, constant = value.partition("=")
-        try:
-            args.paper_inv_constants[task] = float(constant) if separator and task else float("nan")
-        except ValueError:
-            parser.error(f"--paper_inv_constant {value!r}: write TASK=K, e.g. brown_pos=30")
-        if not separator or not task or not args.paper_inv_constants[task] > 0:
-            parser.error(f"--paper_inv_constant {value!r}: write TASK=K with K > 0, e.g. brown_pos=30")
+        task, constant = parse_task_constant(value, parser)
+        args.paper_inv_constants[task] = constant
     args.output_dir = args.output_dir or os.path.join(args.output_root, "summary")
     return args
 

@@ -164,6 +164,15 @@ def test_paper_choice_of_inv_constant_overrides_the_dev_choice(tree, tmp_path, c
     assert "no run with the paper's inv_constant 30" in caplog.text
 
 
+@pytest.mark.parametrize("value", ["ner", "ner=", "=30", "ner=thirty", "ner=0", "ner=-1", "ner=nan", "ner=inf"])
+def test_a_paper_inv_constant_that_is_not_task_equals_a_positive_number_is_refused(tree, tmp_path, capsys, value):
+    root, _, _ = tree
+    with pytest.raises(SystemExit):
+        collect_results.main([root, "--output_dir", str(tmp_path), "--no_plots", "--paper_inv_constant", value])
+    assert f"--paper_inv_constant {value!r}: write TASK=K with K > 0, e.g. brown_pos=30" in capsys.readouterr().err
+    assert not (tmp_path / "table1.csv").exists()
+
+
 def test_runs_with_the_original_optimizer_are_their_own_rows(tree, tmp_path):
     root, data_dir, _ = tree
     extra = tmp_path / "tree"
