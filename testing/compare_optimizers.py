@@ -1,0 +1,172 @@
+"""What the original's optimizer changes: runs trained one way paired with the same runs trained the other way.
+
+Pairs each run of FLAG_ROOT with the run of DEFAULT_ROOT that has the same paradigm, main task and seed (the
+same command without the optimizer flags), pools the seeds' test sentences, and prints per paradigm and main
+task both scores, the three paired tests and, for weighted runs, the learned weights of the last epoch; where
+run directories that still hold their models are given, also the main head's movement from its initial values.
+
+    python testing/compare_optimizers.py results/medium results/medium_zero_grad
+    python testing/compare_optimizers.py results/large results/large \
+        --default_optimizer torch --flag_optimizer original      # both kinds in one grid
+
+The two roots may be one: --default_optimizer and --flag_optimizer then say which runs are which, by the
+optimizer their run_args.json records ('torch', 'original', or the one flag given, e.g. 'zero_grad_in_place').
+The same table is written as CSV with --output_csv.
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+
+from scripts.experiment_grid import weights_of_last_epoch
+from testing.output_tree import OutputTreeError, find_runs
+from testing.significance_testing import compare_runs
+
+TESTS = ("ttest", "bootstrap", "randomization")
+FIELDS = ("paradigm", "main_task", "seeds", "default_optimizer", "flag_optimizer", "default_mean", "default_std",
+          "flag_mean", "flag_std", "default_scores", "flag_scores", "ttest_p", "bootstrap_p", "randomization_p")
+
+
+def runs_by_key(root, optimizer=None):
+    """{(paradigm, main_task, seed): [runs]} of the finished runs below `root` trained with `optimizer` (any if
+    None)."""
+    runs = {}
+    for run in find_runs(root):
+        if optimizer is not None and run.optimizer_name != optimizer:
+            continue
+        if os.path.isfile(os.path.join(run.directory, f"{run.main_task}_test_results.txt")):
+            runs.setdefault((run.paradigm, run.main_task, run.seed), []).append(run)
+    return runs
+
+
+def the_one(runs, root, key):
+    """The only run of `key`; an error naming both directories when there are more."""
+    if len(runs) > 1:
+        raise OutputTreeError(
+            f"{root}: two runs of {key[0]} {key[1]} seed {key[2]} ({runs[0].directory} and {runs[1].directory}); "
+            "say which optimizer each side has with --default_optimizer/--flag_optimizer")
+    return runs[0]
+
+
+def final_weights(run):
+    """{task: weight} in effect during the run's last epoch."""
+    with open(os.path.join(run.directory, "task_weights.json"), encoding="utf-8") as handle:
+        recorded = json.load(handle)
+    return dict(zip(recorded["tasks"], weights_of_last_epoch(recorded["history"])))
+
+
+def head_movement(run_dir, main_task, seed):
+    """|W_final - W_initial| (Frobenius, weight and bias together) of the main task's head, the initial head
+    rebuilt as the run built it (the seed set, then the heads created on the encoder)."""
+    import torch
+
+    from cross_task_training import set_seed
+    from modeling_multi_bert import MultiTaskTagger
+
+    with open(os.path.join(run_dir, "run_args.json"), encoding="utf-8") as handle:
+        recorded = json.load(handle)
+    trained = MultiTaskTagger.from_pretrained(run_dir)
+    labels = {task: trained.task_labels[task] for task in recorded["tasks"]}
+    set_seed(seed)
+    initial = MultiTaskTagger.from_encoder(recorded["model_name_or_path"], labels, recorded["args"].get("dropout"))
+    return float(torch.sqrt(sum(torch.sum((a - b) ** 2) for a, b in zip(
+        trained.head(main_task).parameters(), initial.head(main_task).parameters()))))
+
+
+def spread(scores):
+    return float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan")
+
+
+def compare(default_root, flag_root, default_optimizer=None, flag_optimizer=None, data_dir=None,
+            samples=10000, seed=1):
+    """One row per (paradigm, main task) that both sides ran, with the seeds both have; see FIELDS."""
+    default = runs_by_key(default_root, default_optimizer)
+    flagged = runs_by_key(flag_root, flag_optimizer)
+    if os.path.realpath(default_root) == os.path.realpath(flag_root) and default_optimizer == flag_optimizer:
+        raise OutputTreeError(f"{default_root} is both sides: give --default_optimizer and --flag_optimizer")
+    rows = []
+    for paradigm, task in sorted({key[:2] for key in flagged}):
+        keys = sorted(key for key in flagged if key[:2] == (paradigm, task) and key in default)
+        if not keys:
+            continue
+        pairs = [(the_one(default[key], default_root, key), the_one(flagged[key], flag_root, key)) for key in keys]
+        result = compare_runs(pairs, data_dir, tests=TESTS, samples=samples, seed=seed)
+        scores = {side: [100 * pair[index].score("test") for pair in pairs]
+                  for index, side in enumerate(("default", "flag"))}
+        row = {"paradigm": paradigm, "main_task": task, "seeds": [key[2] for key in keys],
+               "default_optimizer": pairs[0][0].optimizer_name, "flag_optimizer": pairs[0][1].optimizer_name,
+               "pairs": pairs}
+        for side in ("default", "flag"):
+            row[f"{side}_scores"] = scores[side]
+            row[f"{side}_mean"], row[f"{side}_std"] = float(np.mean(scores[side])), spread(scores[side])
+        row.update({f"{test}_p": result[f"{test}_p"] for test in TESTS})
+        rows.append(row)
+    return rows
+
+
+def report_lines(rows):
+    for row in rows:
+        yield (f"{row['paradigm']} {row['main_task']} seeds {row['seeds']}: {row['default_optimizer']} "
+               f"{row['default_mean']:.2f} ± {row['default_std']:.2f}  {row['flag_optimizer']} "
+               f"{row['flag_mean']:.2f} ± {row['flag_std']:.2f}  per seed "
+               f"{[round(s, 2) for s in row['default_scores']]} -> {[round(s, 2) for s in row['flag_scores']]}  "
+               f"t-test p={row['ttest_p']:.3g} bootstrap p={row['bootstrap_p']:.3g} "
+               f"randomization p={row['randomization_p']:.3g}")
+        for default_run, flag_run in row["pairs"]:
+            if os.path.isfile(os.path.join(flag_run.directory, "task_weights.json")) and flag_run.paradigm.startswith("weighted"):
+                yield (f"    seed {default_run.seed} final weights: {row['default_optimizer']} "
+                       + ", ".join(f"{t} {w:.3f}" for t, w in final_weights(default_run).items())
+                       + f" | {row['flag_optimizer']} "
+                       + ", ".join(f"{t} {w:.3f}" for t, w in final_weights(flag_run).items()))
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "seeds": " ".join(map(str, row["seeds"])),
+                             "default_scores": " ".join(f"{s:.4f}" for s in row["default_scores"]),
+                             "flag_scores": " ".join(f"{s:.4f}" for s in row["flag_scores"])})
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("default_root", help="the runs trained the default way (a grid's output root or an archive)")
+    parser.add_argument("flag_root", help="the same runs trained with the optimizer flags (may be default_root)")
+    parser.add_argument("--default_optimizer", default=None, help="keep only default_root's runs with this optimizer")
+    parser.add_argument("--flag_optimizer", default=None, help="keep only flag_root's runs with this optimizer")
+    parser.add_argument("--data_dir", default=None,
+                        help="the gold test files (default: DEFAULT_ROOT/data if it exists, else each run's data_dir)")
+    parser.add_argument("--samples", type=int, default=10000, help="samples of the resampling tests (default: %(default)s)")
+    parser.add_argument("--output_csv", default=None, help="also write the rows here")
+    parser.add_argument("--models_default", default=None, help="run directories of the default side that hold models")
+    parser.add_argument("--models_flag", default=None, help="run directories of the flag side that hold models")
+    args = parser.parse_args(argv)
+    data_dir = args.data_dir
+    if data_dir is None and os.path.isdir(os.path.join(args.default_root, "data")):
+        data_dir = os.path.join(args.default_root, "data")  # an archive's gold test files
+    try:
+        rows = compare(args.default_root, args.flag_root, args.default_optimizer, args.flag_optimizer, data_dir,
+                       args.samples)
+    except OutputTreeError as error:
+        parser.exit(2, f"compare_optimizers.py: {error}\n")
+    if not rows:
+        parser.exit(1, "compare_optimizers.py: no paradigm, main task and seed was run both ways\n")
+    for line in report_lines(rows):
+        print(line)
+    if args.output_csv:
+        write_csv(rows, args.output_csv)
+    for name, root in (("default", args.models_default), ("flag", args.models_flag)):
+        for run in find_runs(root) if root else ():
+            if os.path.isfile(os.path.join(run.directory, "task_heads.safetensors")):
+                print(f"main head movement ({name}) {run.paradigm} {run.main_task} seed {run.seed}: "
+                      f"{head_movement(run.directory, run.main_task, run.seed):.4f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
