@@ -21,7 +21,7 @@ def test_table_1_rebuilds_from_the_committed_archive_alone(tmp_path):
             assert (archive / "summary" / name).read_text() == committed.read(), name
 
 
-def test_archive_keeps_results_weights_and_compressed_predictions_only(tiny_data_dir, tiny_model_dir, tmp_path):
+def test_archive_keeps_results_weights_and_compressed_predictions_only(tiny_data_dir, tiny_model_dir, tmp_path, capsys):
     import run_weighted_joint
     from tests.test_scripts import common
 
@@ -33,8 +33,13 @@ def test_archive_keeps_results_weights_and_compressed_predictions_only(tiny_data
     log = output_root / "logs" / "main" / "weighted_joint" / "ner" / "seed_1.log"
     log.parent.mkdir(parents=True)
     log.write_text("# sh run.sh\n# exit status 0 after 42 s\n")
+    # A run still training (its arguments written, no all_results.json yet) is left out, and named.
+    running = output_root / "main" / "weighted_joint" / "ner" / "seed_2"
+    running.mkdir()
+    shutil.copyfile(run_dir / "run_args.json", running / "run_args.json")
     archive = tmp_path / "archive"
     archive_results.main([str(output_root), str(archive)])
+    assert f"not archived (no all_results.json yet: still running or interrupted): {running}" in capsys.readouterr().out
     kept = sorted(path.relative_to(archive).as_posix() for path in archive.rglob("*") if path.is_file())
     assert kept == sorted([
         "data/ner_labels.txt", "data/test_ner.txt.gz", "run_times.csv",
