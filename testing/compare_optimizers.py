@@ -108,11 +108,16 @@ def compare(default_root, flag_root, default_optimizer=None, flag_optimizer=None
     return rows
 
 
+def mean_and_spread(mean, std):
+    """'83.12 ± 0.40', or '83.12' for one seed."""
+    return f"{mean:.2f}" if np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
 def report_lines(rows):
     for row in rows:
         yield (f"{row['paradigm']} {row['main_task']} seeds {row['seeds']}: {row['default_optimizer']} "
-               f"{row['default_mean']:.2f} ± {row['default_std']:.2f}  {row['flag_optimizer']} "
-               f"{row['flag_mean']:.2f} ± {row['flag_std']:.2f}  per seed "
+               f"{mean_and_spread(row['default_mean'], row['default_std'])}  {row['flag_optimizer']} "
+               f"{mean_and_spread(row['flag_mean'], row['flag_std'])}  per seed "
                f"{[round(s, 2) for s in row['default_scores']]} -> {[round(s, 2) for s in row['flag_scores']]}  "
                f"t-test p={row['ttest_p']:.3g} bootstrap p={row['bootstrap_p']:.3g} "
                f"randomization p={row['randomization_p']:.3g}")
