@@ -4,6 +4,8 @@ import gzip
 import os
 import shutil
 
+import pytest
+
 from testing import archive_results, collect_results
 from tests.conftest import ROOT
 
@@ -50,3 +52,18 @@ def test_archive_keeps_results_weights_and_compressed_predictions_only(tiny_data
     with gzip.open(archive / "main/weighted_joint/ner/seed_1/ner_test_predictions.txt.gz", "rt") as handle:
         assert handle.read() == (run_dir / "ner_test_predictions.txt").read_text()
     assert "main/weighted_joint/ner/seed_1,weighted_joint,ner,1,42" in (archive / "run_times.csv").read_text()
+
+
+@pytest.mark.parametrize("grid", ["medium", "large"])
+def test_the_published_grids_rebuild_their_tables_from_their_archives(grid, tmp_path):
+    # results/<grid> is what the README's results sections quote; the grid's own summary flags and note
+    # must give back its committed table1.md and table1.csv from the archived files alone.
+    from scripts.experiment_grid import GRIDS
+
+    archive = os.path.join(ROOT, "results", grid)
+    settings = GRIDS[grid]
+    collect_results.main([archive, "--data_dir", os.path.join(archive, "data"), "--output_dir", str(tmp_path),
+                          "--no_plots", *settings.summary_args, "--note", settings.note])
+    for name in ("table1.md", "table1.csv"):
+        with open(os.path.join(archive, "summary", name), encoding="utf-8") as committed:
+            assert (tmp_path / name).read_text() == committed.read(), name
