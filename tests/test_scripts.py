@@ -207,7 +207,7 @@ def test_every_forward_path_gives_the_same_run(tiny_data_dir, tmp_path):
 ENTRY_POINTS_IN_FOLDERS = ["benchmarks/gpu_check.py", "benchmarks/gpu_session.py", "benchmarks/run_benchmarks.py",
                            "data/make_default_data.py", "data/preprocess_max_len.py", "data/process_data.py",
                            "scripts/experiment_grid.py",
-                           "scripts/job_queue.py", "testing/archive_results.py", "testing/collect_results.py",
+                           "scripts/job_queue.py", "testing/archive_results.py", "testing/collect_results.py", "testing/compare_optimizers.py",
                            "testing/significance_testing.py", "testing/task_affinity.py"]
 
 
