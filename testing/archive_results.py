@@ -2,7 +2,8 @@
 
     python testing/archive_results.py OUTPUT_ROOT results/medium
 
-Copies, for every finished run below OUTPUT_ROOT (a directory with run_args.json and all_results.json), its `run_args.json`,
+Copies, for every finished run below OUTPUT_ROOT (a directory with run_args.json; one still training is left
+out and named), its `run_args.json`,
 `task_weights.json`, `evaluation_args.json` (a model evaluated in its own directory), the main task's dev and test results and its test predictions (gzip-compressed), and
 the main tasks' gold test files and label files (gzip-compressed, under DEST/data), plus the summary
 (`summary/`: tables, significance CSV, weight plots) and each run's wall time from the queue's logs
@@ -20,7 +21,7 @@ import os
 import shutil
 import sys
 
-from output_files import ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file
+from output_files import EVALUATION_ARGS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file
 from scripts.job_queue import logged_seconds
 from testing.output_tree import OutputTreeError, csv_text, find_runs, write_text_atomic
 
@@ -33,15 +34,10 @@ def gzip_copy(source, destination):
             shutil.copyfileobj(reader, writer)
 
 
-def archive(output_root, destination, echo=print):
-    """Archive the finished runs below `output_root` (those with all_results.json, their last file); a run
-    still training or interrupted is left out, and named, so an archive taken mid-grid holds whole runs only."""
-    runs = []
-    for run in find_runs(output_root):
-        if os.path.isfile(run.path(ALL_RESULTS_FILE)):
-            runs.append(run)
-        else:
-            echo(f"not archived (no {ALL_RESULTS_FILE} yet: still running or interrupted): {run.directory}")
+def archive(output_root, destination):
+    """Archive the finished runs below `output_root`; find_runs names and leaves out a run still training or
+    interrupted (no all_results.json, its last file), so an archive taken mid-grid holds whole runs only."""
+    runs = find_runs(output_root)
     gold = {}
     times = []
     for run in runs:

@@ -23,24 +23,24 @@ import sys
 import numpy as np
 
 from scripts.experiment_grid import weights_of_last_epoch
+from testing.collect_results import Experiment, format_score
 from testing.output_tree import OutputTreeError, find_runs
-from testing.significance_testing import compare_runs
+from testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, TESTS, compare_runs
 
-TESTS = ("ttest", "bootstrap", "randomization")
 FIELDS = ("paradigm", "main_task", "seeds", "default_optimizer", "flag_optimizer", "default_mean", "default_std",
           "flag_mean", "flag_std", "default_scores", "flag_scores", "ttest_p", "bootstrap_p", "randomization_p")
 
 
-def runs_by_key(root, optimizer=None):
-    """{(paradigm, main_task, seed): [runs]} of the finished runs below `root` trained with `optimizer` (any if
-    None)."""
-    runs = {}
-    for run in find_runs(root):
+def runs_by_key(runs, optimizer=None):
+    """{(paradigm, main_task, seed): [runs]} of `runs` (find_runs's) that have test results and were trained
+    with `optimizer` (any if None)."""
+    by_key = {}
+    for run in runs:
         if optimizer is not None and run.optimizer_name != optimizer:
             continue
         if os.path.isfile(os.path.join(run.directory, f"{run.main_task}_test_results.txt")):
-            runs.setdefault((run.paradigm, run.main_task, run.seed), []).append(run)
-    return runs
+            by_key.setdefault((run.paradigm, run.main_task, run.seed), []).append(run)
+    return by_key
 
 
 def the_one(runs, root, key):
@@ -77,17 +77,22 @@ def head_movement(run_dir, main_task, seed):
         trained.head(main_task).parameters(), initial.head(main_task).parameters()))))
 
 
-def spread(scores):
-    return float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan")
+def side(runs):
+    """The runs of one side as an Experiment: their test scores, mean and spread as Table 1 computes them."""
+    return Experiment(runs, [run.score("test") for run in runs], [None] * len(runs))
 
 
 def compare(default_root, flag_root, default_optimizer=None, flag_optimizer=None, data_dir=None,
-            samples=10000, seed=1):
-    """One row per (paradigm, main task) that both sides ran, with the seeds both have; see FIELDS."""
-    default = runs_by_key(default_root, default_optimizer)
-    flagged = runs_by_key(flag_root, flag_optimizer)
-    if os.path.realpath(default_root) == os.path.realpath(flag_root) and default_optimizer == flag_optimizer:
+            samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+    """One row per (paradigm, main task) that both sides ran, with the seeds both have: its runs paired by
+    seed, each side as an Experiment ("default", "flag") and the paired tests' p-values ("<test>_p")."""
+    one_root = os.path.realpath(default_root) == os.path.realpath(flag_root)
+    if one_root and default_optimizer == flag_optimizer:
         raise OutputTreeError(f"{default_root} is both sides: give --default_optimizer and --flag_optimizer")
+    default_runs = find_runs(default_root)
+    flag_runs = default_runs if one_root else find_runs(flag_root)
+    default = runs_by_key(default_runs, default_optimizer)
+    flagged = runs_by_key(flag_runs, flag_optimizer)
     rows = []
     for paradigm, task in sorted({key[:2] for key in flagged}):
         keys = sorted(key for key in flagged if key[:2] == (paradigm, task) and key in default)
@@ -95,48 +100,49 @@ def compare(default_root, flag_root, default_optimizer=None, flag_optimizer=None
             continue
         pairs = [(the_one(default[key], default_root, key), the_one(flagged[key], flag_root, key)) for key in keys]
         result = compare_runs(pairs, data_dir, tests=TESTS, samples=samples, seed=seed)
-        scores = {side: [100 * pair[index].score("test") for pair in pairs]
-                  for index, side in enumerate(("default", "flag"))}
-        row = {"paradigm": paradigm, "main_task": task, "seeds": [key[2] for key in keys],
-               "default_optimizer": pairs[0][0].optimizer_name, "flag_optimizer": pairs[0][1].optimizer_name,
-               "pairs": pairs}
-        for side in ("default", "flag"):
-            row[f"{side}_scores"] = scores[side]
-            row[f"{side}_mean"], row[f"{side}_std"] = float(np.mean(scores[side])), spread(scores[side])
-        row.update({f"{test}_p": result[f"{test}_p"] for test in TESTS})
-        rows.append(row)
+        rows.append({"paradigm": paradigm, "main_task": task, "seeds": [key[2] for key in keys], "pairs": pairs,
+                     "default": side([pair[0] for pair in pairs]), "flag": side([pair[1] for pair in pairs]),
+                     **{f"{test}_p": result[f"{test}_p"] for test in TESTS}})
     return rows
 
 
-def mean_and_spread(mean, std):
-    """'83.12 ± 0.40', or '83.12' for one seed."""
-    return f"{mean:.2f}" if np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+def optimizer_names(row):
+    return row["default"].first.optimizer_name, row["flag"].first.optimizer_name
 
 
 def report_lines(rows):
     for row in rows:
-        yield (f"{row['paradigm']} {row['main_task']} seeds {row['seeds']}: {row['default_optimizer']} "
-               f"{mean_and_spread(row['default_mean'], row['default_std'])}  {row['flag_optimizer']} "
-               f"{mean_and_spread(row['flag_mean'], row['flag_std'])}  per seed "
-               f"{[round(s, 2) for s in row['default_scores']]} -> {[round(s, 2) for s in row['flag_scores']]}  "
+        default_name, flag_name = optimizer_names(row)
+        yield (f"{row['paradigm']} {row['main_task']} seeds {row['seeds']}: {default_name} "
+               f"{format_score(row['default'].test_mean, row['default'].test_std)}  {flag_name} "
+               f"{format_score(row['flag'].test_mean, row['flag'].test_std)}  per seed "
+               f"{[round(100 * s, 2) for s in row['default'].test_scores]} -> "
+               f"{[round(100 * s, 2) for s in row['flag'].test_scores]}  "
                f"t-test p={row['ttest_p']:.3g} bootstrap p={row['bootstrap_p']:.3g} "
                f"randomization p={row['randomization_p']:.3g}")
         for default_run, flag_run in row["pairs"]:
             if os.path.isfile(os.path.join(flag_run.directory, "task_weights.json")) and flag_run.paradigm.startswith("weighted"):
-                yield (f"    seed {default_run.seed} final weights: {row['default_optimizer']} "
+                yield (f"    seed {default_run.seed} final weights: {default_name} "
                        + ", ".join(f"{t} {w:.3f}" for t, w in final_weights(default_run).items())
-                       + f" | {row['flag_optimizer']} "
+                       + f" | {flag_name} "
                        + ", ".join(f"{t} {w:.3f}" for t, w in final_weights(flag_run).items()))
 
 
 def write_csv(rows, path):
+    """The rows with scores x 100, a seed's scores space-separated."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "seeds": " ".join(map(str, row["seeds"])),
-                             "default_scores": " ".join(f"{s:.4f}" for s in row["default_scores"]),
-                             "flag_scores": " ".join(f"{s:.4f}" for s in row["flag_scores"])})
+            default_name, flag_name = optimizer_names(row)
+            values = {"paradigm": row["paradigm"], "main_task": row["main_task"],
+                      "seeds": " ".join(map(str, row["seeds"])), "default_optimizer": default_name,
+                      "flag_optimizer": flag_name, **{f"{test}_p": row[f"{test}_p"] for test in TESTS}}
+            for name in ("default", "flag"):
+                experiment = row[name]
+                values[f"{name}_mean"], values[f"{name}_std"] = 100 * experiment.test_mean, 100 * experiment.test_std
+                values[f"{name}_scores"] = " ".join(f"{100 * score:.4f}" for score in experiment.test_scores)
+            writer.writerow(values)
 
 
 def main(argv=None):
@@ -147,7 +153,8 @@ def main(argv=None):
     parser.add_argument("--flag_optimizer", default=None, help="keep only flag_root's runs with this optimizer")
     parser.add_argument("--data_dir", default=None,
                         help="the gold test files (default: DEFAULT_ROOT/data if it exists, else each run's data_dir)")
-    parser.add_argument("--samples", type=int, default=10000, help="samples of the resampling tests (default: %(default)s)")
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                        help="samples of the resampling tests (default: %(default)s)")
     parser.add_argument("--output_csv", default=None, help="also write the rows here")
     parser.add_argument("--models_default", default=None, help="run directories of the default side that hold models")
     parser.add_argument("--models_flag", default=None, help="run directories of the flag side that hold models")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from testing import compare_optimizers
+from testing.output_tree import find_runs
 from testing.significance_testing import compare_runs
 from tests.conftest import corrupted_labels, write_task_files
 from tests.test_collect_results import write_run
@@ -47,7 +48,7 @@ def test_one_root_pairs_each_run_with_its_twin_of_the_other_optimizer(one_root, 
         assert [float(s) for s in row["flag_scores"].split()] == pytest.approx([81.0, 82.0])
         assert float(row["flag_mean"]) == pytest.approx(81.5)
         # The p-values are the paired tests' on both seeds' sentences pooled.
-        runs = compare_optimizers.runs_by_key(root)
+        runs = compare_optimizers.runs_by_key(find_runs(root))
         pairs = [tuple(sorted(runs[paradigm, "ner", seed], key=lambda run: run.optimizer_name != "torch"))
                  for seed in (1, 2)]
         expected = compare_runs(pairs, data_dir, tests=("ttest", "bootstrap", "randomization"), samples=200, seed=1)

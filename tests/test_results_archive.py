@@ -35,13 +35,14 @@ def test_archive_keeps_results_weights_and_compressed_predictions_only(tiny_data
     log = output_root / "logs" / "main" / "weighted_joint" / "ner" / "seed_1.log"
     log.parent.mkdir(parents=True)
     log.write_text("# sh run.sh\n# exit status 0 after 42 s\n")
-    # A run still training (its arguments written, no all_results.json yet) is left out, and named.
+    # A run still training (its log and arguments written, no all_results.json yet) is left out, and named.
     running = output_root / "main" / "weighted_joint" / "ner" / "seed_2"
     running.mkdir()
-    shutil.copyfile(run_dir / "run_args.json", running / "run_args.json")
+    for name in ("run.log", "run_args.json"):
+        shutil.copyfile(run_dir / name, running / name)
     archive = tmp_path / "archive"
     archive_results.main([str(output_root), str(archive)])
-    assert f"not archived (no all_results.json yet: still running or interrupted): {running}" in capsys.readouterr().out
+    assert f"skipping {running}: its run has not finished (no all_results.json)" in capsys.readouterr().err
     kept = sorted(path.relative_to(archive).as_posix() for path in archive.rglob("*") if path.is_file())
     assert kept == sorted([
         "data/ner_labels.txt", "data/test_ner.txt.gz", "run_times.csv",
