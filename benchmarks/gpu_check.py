@@ -146,10 +146,11 @@ def directory_bytes(directory):
 # run
 
 
-def read_pack(pack_dir):
+def read_pack(pack_dir, script="benchmarks/gpu_check.py"):
+    """The pack_info.json of a pack that `python SCRIPT pack` made (this script's or gpu_session.py's)."""
     info_path = os.path.join(pack_dir, PACK_INFO)
     if not os.path.isfile(info_path):
-        raise UsageError(f"{info_path} not found: make the pack first with `python benchmarks/gpu_check.py pack` "
+        raise UsageError(f"{info_path} not found: make the pack first with `python {script} pack` "
                          "(where the embedded default is installed), or give --pack_dir")
     with open(info_path) as handle:
         return json.load(handle)

@@ -55,7 +55,7 @@ import threading
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing on the GPU machine can reach a hub
 
-from benchmarks.gpu_check import directory_bytes
+from benchmarks.gpu_check import PACK_INFO, directory_bytes, read_pack
 from cross_task_training import UsageError
 from output_files import write_text_atomic
 from scripts.experiment_grid import LARGE_GRID, JobMaker, default_data_slice, plan, settings_from_environment, summary_commands
@@ -68,7 +68,6 @@ RUN_EXPERIMENTS = os.path.join(ROOT, "scripts", "run_experiments.sh")
 ARCHIVE = os.path.join(ROOT, "testing", "archive_results.py")
 
 PACK_DIR = os.path.join(ROOT, "gpu_session_pack")
-PACK_INFO = "pack_info.json"
 # What travels to the GPU machine: the working tree and the carried paths, 64 MiB together; the margin is
 # for files committed between making the pack and the call.
 TRAVEL_LIMIT_BYTES = 64 * 2**20
@@ -255,15 +254,6 @@ def size_report(info):
 # run
 
 
-def read_pack(pack_dir):
-    info_path = os.path.join(pack_dir, PACK_INFO)
-    if not os.path.isfile(info_path):
-        raise UsageError(f"{info_path} not found: make the pack first with `python benchmarks/gpu_session.py pack` "
-                         "(where the embedded default is installed), or give --pack_dir")
-    with open(info_path) as handle:
-        return json.load(handle)
-
-
 def subprocess_environment(site_dirs, **settings):
     """This environment, offline, the checkout (and site_dirs) first on PYTHONPATH, few progress bars."""
     environment = dict(os.environ)
@@ -427,7 +417,7 @@ def run_session(args, argv, began):
 
     end = began + args.budget_minutes * 60
     pack_dir = os.path.abspath(args.pack_dir)
-    info = read_pack(pack_dir)
+    info = read_pack(pack_dir, "benchmarks/gpu_session.py")
     use_cuda = torch.cuda.is_available() and not args.no_cuda
     if not use_cuda and not args.no_cuda:
         raise UsageError("no GPU is visible (torch.cuda.is_available() is False); run on a GPU machine, or pass "
