@@ -125,17 +125,22 @@ def pack(args):
         if info["bytes"] > PACK_LIMIT_BYTES:
             raise UsageError(f"the pack would take {info['bytes'] / 2**20:.1f} MiB, over the "
                              f"{PACK_LIMIT_BYTES // 2**20} MiB that travel to the GPU machine; lower --train_sentences")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the pack is an ordinary folder
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.rename(staging, output_dir)
+        replace_directory(output_dir, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"{output_dir}: {info['bytes'] / 2**20:.1f} MiB ({', '.join(f'{n} {s}' for s, n in counts.items())} "
           f"sentences of {' '.join(TASKS)}; the tokenizer of {model_name_or_path})")
     return info
+
+
+def replace_directory(directory, staging):
+    """Put the finished `staging` folder in the place of `directory` (a failure before this kept the old one)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the pack is an ordinary folder
+    if os.path.exists(directory):
+        shutil.rmtree(directory)
+    os.rename(staging, directory)
 
 
 def directory_bytes(directory):

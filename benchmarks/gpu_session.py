@@ -55,7 +55,7 @@ import threading
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing on the GPU machine can reach a hub
 
-from benchmarks.gpu_check import PACK_INFO, directory_bytes, read_pack
+from benchmarks.gpu_check import PACK_INFO, directory_bytes, read_pack, replace_directory
 from cross_task_training import UsageError
 from output_files import write_text_atomic
 from scripts.experiment_grid import LARGE_GRID, JobMaker, default_data_slice, plan, settings_from_environment, summary_commands
@@ -145,16 +145,6 @@ def pack(args):
     print(f"{output_dir}: written" + ("" if inside.startswith("..") else
                                       f"; carry it to the GPU machine (the device tool's carry: [\"{inside}\"])"))
     return info
-
-
-def replace_directory(directory, staging):
-    """Put the finished `staging` folder in the place of `directory` (a failure before this kept the old one)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the pack is an ordinary folder
-    if os.path.exists(directory):
-        shutil.rmtree(directory)
-    os.rename(staging, directory)
 
 
 def weights_dtype(requested, other_bytes, float32_bytes):

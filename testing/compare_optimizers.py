@@ -20,7 +20,6 @@ import json
 import os
 import sys
 
-import numpy as np
 
 from scripts.experiment_grid import weights_of_last_epoch
 from testing.collect_results import Experiment, format_score
