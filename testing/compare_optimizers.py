@@ -20,7 +20,6 @@ import json
 import os
 import sys
 
-
 from scripts.experiment_grid import weights_of_last_epoch
 from testing.collect_results import Experiment, format_score
 from testing.output_tree import OutputTreeError, find_runs
