@@ -285,3 +285,23 @@ def test_single_task_size_series_does_not_outvote_the_multi_task_size(tmp_path):
     assert "| Single-task | 5.00 ± 0.00 | 5.00 |" in markdown
     markdown, _ = collect_results.collect(collect_results.parse_args([root, "--no_plots", "--main_train_size", "ner=2000"]))
     assert "| Single-task | 20.00 ± 0.00 | 20.00 |" in markdown
+
+
+def test_significance_mark_compares_the_seeds_both_rows_ran(tmp_path):
+    """A row run on fewer seeds than its baseline is marked by the shared seeds, not by the two row means."""
+    data_dir = write_task_files(tmp_path / "data", sizes={"train": 4, "dev": 4, "test": 20}, seed=5)
+    root = str(tmp_path / "out")
+    gold = read_sentences(os.path.join(data_dir, "test_ner.txt"))
+    labels = read_labels(data_dir, "ner")
+    # Joint seed 1 is poor and seed 2 perfect; weighted joint ran seed 1 only, better than joint's seed 1
+    # and below joint's mean over both seeds.
+    write_run(root, data_dir, "joint", "ner", 1, 0.5, 0.5, corrupted_labels(gold, labels, 0.6, 1))
+    write_run(root, data_dir, "joint", "ner", 2, 1.0, 1.0, [s.labels for s in gold])
+    write_run(root, data_dir, "weighted_joint", "ner", 1, 0.7, 0.7, [s.labels for s in gold], weighting="tawt")
+    output_dir = str(tmp_path / "summary")
+    collect_results.main([root, "--output_dir", output_dir])
+    table = {(row["paradigm"], row["main_task"]): row for row in csv.DictReader(open(os.path.join(output_dir, "table1.csv")))}
+    weighted = table["weighted_joint", "ner"]
+    assert float(weighted["mean"]) < float(table["joint", "ner"]["mean"])
+    assert float(weighted["p_value_vs_baseline"]) < 0.05
+    assert weighted["significant"] == "True"
