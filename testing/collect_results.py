@@ -20,11 +20,12 @@ the original's optimizer (--zero_grad_in_place --legacy_adamw) make Table 1 with
 otherwise they are listed with the other runs.
 
 Significance marks: a weighted row's cell gets † when it is better than its baseline (pre-training, joint,
-normalized joint; joint for GCS and OL-AUX) with p < --alpha in a paired test over the seeds both have:
-each seed's baseline and weighted runs are paired sentence by sentence, and the seeds' test sentences are
-pooled into one test (paired t-test on per-sentence scores by default, --mark_test to use the bootstrap or
-the randomization test). The p-values are in table1.csv; on the rows of GCS and OL-AUX, `tawt_p_value` and `tawt_difference`
-are TAWT's (weighted joint's) cell tested against theirs the same way (per seed: the significance batch).
+normalized joint; joint for GCS, weighted GCS and OL-AUX) with p < --alpha in a paired test over the seeds
+both have: each seed's baseline and weighted runs are paired sentence by sentence, and the seeds' test
+sentences are pooled into one test (paired t-test on per-sentence scores by default, --mark_test to use the
+bootstrap or the randomization test). The p-values are in table1.csv; on the rows of GCS, weighted GCS and
+OL-AUX, `tawt_p_value` and `tawt_difference` are TAWT's (weighted joint's) cell tested against theirs the
+same way (per seed: the significance batch).
 
 Usage:
   python testing/collect_results.py out/ --output_dir out/summary
@@ -61,6 +62,8 @@ TABLE1_ROWS = {
     "joint_gcs_weighted": "Weighted GCS (Du et al. 2018)",
     "joint_olaux": "OL-AUX (Lin et al. 2019)",
 }
+# How the footnote of the significance mark names the target-aware baselines (whose baseline is joint training).
+TARGET_AWARE_NAMES = {"joint_gcs": "GCS", "joint_gcs_weighted": "weighted GCS", "joint_olaux": "OL-AUX"}
 TASK_ORDER = ("pos", "chunking", "predicate", "ner")  # the paper's column order; other tasks follow by name
 TASK_TITLES = {"pos": "POS", "chunking": "Chunking", "predicate": "Predicate", "ner": "NER"}
 SIGNIFICANT_MARK = "†"
@@ -299,6 +302,11 @@ def table1_rows(cells, tasks, output_root):
     return rows
 
 
+def join_names(names):
+    """["a", "b", "c"] -> "a, b and c"."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
 def table1_markdown(cells, tasks, rows, mark_test, alpha):
     by_cell = {(row["paradigm"], row["main_task"]): row for row in rows}
     lines = []
@@ -317,11 +325,12 @@ def table1_markdown(cells, tasks, rows, mark_test, alpha):
         values.append(f"{100 * average['mean']:.2f}" if average else "–")
         lines.append([title] + values)
     header = ["Method"] + [TASK_TITLES.get(task, task) for task in tasks] + ["Avg"]
-    gcs_and_olaux = "; joint for GCS and OL-AUX" if any(paradigm in TAWT_OF for paradigm, _ in cells) else ""
+    target_aware = [name for paradigm, name in TARGET_AWARE_NAMES.items() if any(key[0] == paradigm for key in cells)]
+    target_aware_baseline = f"; joint for {join_names(target_aware)}" if target_aware else ""
     notes = [
         "Test score x 100 of the main task (accuracy for tagging tasks, F1 for span and binary tasks), "
         "mean ± sample std over seeds (no ± for one seed); Avg is the mean of the row's task means.",
-        f"{SIGNIFICANT_MARK}: better than its baseline (pre-training, joint, normalized joint{gcs_and_olaux}) "
+        f"{SIGNIFICANT_MARK}: better than its baseline (pre-training, joint, normalized joint{target_aware_baseline}) "
         f"with p < {alpha} "
         f"in a paired {TEST_NAMES[mark_test]}, each seed's runs paired sentence by sentence, seeds pooled.",
     ]

@@ -230,6 +230,8 @@ def test_significance_marks_pool_the_seeds_paired_t_test(tree, collected):
     assert table["joint", "ner"]["p_value_vs_baseline"] == ""
     assert 0 < float(table["joint_gcs", "ner"]["p_value_vs_baseline"]) < 1  # 30 % of labels wrong against 50 %
     assert "| GCS (Du et al. 2018) | " in markdown and "| OL-AUX (Lin et al. 2019) | " in markdown
+    # The mark's footnote names the target-aware baselines the table has (no weighted GCS in this tree).
+    assert "(pre-training, joint, normalized joint; joint for GCS and OL-AUX) with p < 0.05" in markdown
     # On the baselines' rows: TAWT (weighted joint, perfect here) tested against them, seeds pooled.
     gcs = table["joint_gcs", "ner"]
     assert float(gcs["tawt_p_value"]) < 0.05 and float(gcs["tawt_difference"]) > 0
