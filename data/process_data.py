@@ -1,5 +1,5 @@
-"""Convert OntoNotes 5.0 (CoNLL-2012 column files), CoNLL-2000 files and Hugging Face datasets into this
-project's task files.
+"""Convert OntoNotes 5.0 (CoNLL-2012 column files), CoNLL-2000 files, any column file with label columns
+(CoNLL-2003) and Hugging Face datasets into this project's task files.
 
     # pos, ner and predicate from OntoNotes 5.0, 2,000 sampled training sentences:
     python data/process_data.py ontonotes --train PATH/train --dev PATH/development --test PATH/test \
@@ -7,6 +7,9 @@ project's task files.
     # chunking from CoNLL-2000 (it has no dev set: take 1,000 training sentences for one):
     python data/process_data.py conll2000 --train train.txt --test test.txt --output_dir my_data \
         --dev_from_train 1000
+    # pos, chunking and ner from CoNLL-2003, or any tasks from any file of word and label columns:
+    python data/process_data.py conll --columns pos=1 chunking=2 ner=3 --train eng.train --dev eng.testa \
+        --test eng.testb --output_dir my_data
     # any of those from a Hugging Face dataset (the hub, or a save_to_disk / parquet / JSON copy):
     python data/process_data.py hf conll2012_ontonotesv5 --config english_v4 --output_dir my_data
 
@@ -23,7 +26,7 @@ import sys
 
 from tqdm import tqdm
 
-from data import hf_datasets
+from data import conll_columns, hf_datasets
 from errors import UsageError
 from data.conll_io import (
     ONTONOTES_TASKS,
@@ -261,11 +264,15 @@ def parse_args(argv=None):
         description=f"Expected columns (whitespace-separated, blank line between sentences): {CONLL2000_COLUMNS}",
     )
     conll2000.set_defaults(file_pattern="*.txt")
+    conll = commands.add_parser("conll", help="any column file with label columns (CoNLL-2003 ...) -> --columns' tasks",
+                                description=conll_columns.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    conll_columns.add_arguments(conll)
+    conll.set_defaults(file_pattern="*")
     hf = commands.add_parser("hf", help="a Hugging Face dataset (hub name, save_to_disk folder, parquet/JSON/arrow "
                                         "files) -> its tasks", description=hf_datasets.__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     hf_datasets.add_arguments(hf)
-    for command in (ontonotes, conll2000, hf):
+    for command in (ontonotes, conll2000, conll, hf):
         for split in SPLITS:
             if command is not hf:
                 command.add_argument(f"--{split}", nargs="+", metavar="PATH", help=f"{split} files or folders")
@@ -288,6 +295,9 @@ def main(argv=None):
         elif args.corpus == "hf":
             tasks, sentences, sources = hf_datasets.read_dataset(args)
             write_task_data(args, tasks, sentences, tagged_sentence_labels, sources)
+        elif args.corpus == "conll":
+            layout = conll_columns.layout_from_arguments(args)
+            convert(args, tuple(layout.task_columns), layout.read, tagged_sentence_labels)
         else:
             convert(args, CONLL2000_TASKS, read_conll2000, lambda sentence, task: sentence)
     except (TaskDataError, UsageError) as error:
