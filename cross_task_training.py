@@ -41,7 +41,8 @@ from training_loop import (
     check_training_data, checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint, state_bytes,
 )
 from utils_cross_task import (
-    labels_file, load_task_split, read_labels, read_sentences, task_file, training_order_seed,
+    is_sentence_task, labels_file, load_task_split, load_word_tokenizer, read_labels, read_sentences, task_file,
+    training_order_seed,
 )
 import target_aware_baselines as baselines
 
@@ -390,9 +391,10 @@ def _device_name(device):
 class TaskWeightHistory:
     """The task weights at the start and after every update, rewritten to task_weights.json each time."""
 
-    def __init__(self, path, tasks, weighting, reporter=None):
+    def __init__(self, path, tasks, weighting, reporter=None, settings=None):
         self.path, self.tasks, self.weighting = path, list(tasks), weighting
         self.reporter = reporter or NoReport()
+        self.settings = dict(settings or {})  # what changes the update besides `weighting`, written beside it
         self.history = []
         self.next_entry_values = {}
 
@@ -429,7 +431,8 @@ class TaskWeightHistory:
 
     def write(self):
         if distributed.is_main_process():
-            write_json_atomic(self.path, {"tasks": self.tasks, "weighting": self.weighting, "history": self.history})
+            write_json_atomic(self.path, {"tasks": self.tasks, "weighting": self.weighting, **self.settings,
+                                          "history": self.history})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -442,11 +445,12 @@ class TaskData:
     train: dict = field(default_factory=dict)  # task -> TaskSplit
     dev: dict = field(default_factory=dict)
     test: dict = field(default_factory=dict)
+    sentence_tasks: list = field(default_factory=list)  # the tasks with one label per example (.tsv files)
 
 
 def load_tokenizer(run):
     """The fast tokenizer of the run's model (its max_seq_length is checked against the model first)."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     if os.path.isdir(run.model_name_or_path):
         # Without --do_train a paradigm script evaluates a run's saved model (the probe has no --do_train).
@@ -460,7 +464,7 @@ def load_tokenizer(run):
             "tokenizer files), or set HF_HUB_OFFLINE=1 to use the Hugging Face cache"
         ) from None
     check_max_seq_length(run.args.max_seq_length, config)
-    tokenizer = AutoTokenizer.from_pretrained(run.model_name_or_path)
+    tokenizer = load_word_tokenizer(run.model_name_or_path)
     if not tokenizer.is_fast:
         raise UsageError(f"{run.model_name_or_path}: tagging needs a fast tokenizer (word_ids); this one is slow")
     # The special tokens ([CLS], [SEP]) take their places first; a labelled word needs one more.
@@ -518,13 +522,14 @@ def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_list
     args = run.args
     data = TaskData(labels=dict(label_lists or {}))
     tasks = list(dict.fromkeys(list(train_sentence_limits) + list(eval_tasks)))
+    data.sentence_tasks = [task for task in tasks if is_sentence_task(run.data_dir, task)]
     for task in tasks:
         if task not in data.labels:
             train_path = task_file(run.data_dir, "train", task)
             train_sentences = None if os.path.isfile(os.path.join(run.data_dir, f"{task}_labels.txt")) else read_sentences(train_path)
             data.labels[task] = read_labels(run.data_dir, task, train_sentences)
             try:
-                check_labels_fit_metric(task, data.labels[task])
+                check_labels_fit_metric(task, data.labels[task], task in data.sentence_tasks)
             except ValueError as error:
                 source = labels_file(run.data_dir, task) if train_sentences is None else task_file(run.data_dir, "train", task)
                 raise TaskDataError(f"{source}: {error}; fix the label set, or rename the task") from None
@@ -582,21 +587,36 @@ def forward_path(args, device):
     return AUTO_FORWARD_PATH.get(device.type, "unpadded")
 
 
-def build_model(run, task_labels):
+def build_model(run, task_labels, sentence_tasks=()):
     """A new multi-task model (fresh heads on the pretrained encoder), or, without --do_train, a saved one.
 
-    `run.forward_path` records the path the model takes ("encoder": the encoder's own forward)."""
+    `sentence_tasks` get a sentence-level head (--sentence_pooling). `run.forward_path` records the path
+    the model takes ("encoder": the encoder's own forward)."""
     args = run.args
     options = dict(unpadded=not args.padded_forward, forward_path=forward_path(args, run.device))
     if args.do_train:
-        model = MultiTaskTagger.from_encoder(run.model_name_or_path, task_labels, args.dropout, **options)
+        model = MultiTaskTagger.from_encoder(run.model_name_or_path, task_labels, args.dropout, **options,
+                                             sentence_tasks=sentence_tasks,
+                                             sentence_pooling=getattr(args, "sentence_pooling", "first"))
     else:
         model = MultiTaskTagger.from_pretrained(run.model_name_or_path, **options)
+        check_task_levels(run, model, task_labels, sentence_tasks)
     model.to(run.device)
     run.forward_path = model.forward_path
     if args.torch_compile or args.torch_compile_mode:
         model.compile_encoder(args.torch_compile_mode)
     return model
+
+
+def check_task_levels(run, model, task_labels, sentence_tasks):
+    """Refuse to evaluate a saved model on a task whose files are of the other level than its head."""
+    for task in task_labels:
+        if task in model.task_labels and (task in sentence_tasks) != (task in model.sentence_tasks):
+            levels = ("sentence-level (.tsv)", "tagging (.txt)")
+            data_level, model_level = (levels if task in sentence_tasks else levels[::-1])
+            raise UsageError(f"task {task}: its files in {run.data_dir} are {data_level}, but the model in "
+                             f"{run.model_name_or_path} has a {model_level.split()[0]} head for it; give the data "
+                             "the model was trained on")
 
 
 def prepare_run(args, paradigm, main_task, tasks, train_limits):
@@ -612,7 +632,7 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
         warn_identical_gradient_batches(args, data.train)
         if run.checkpoint is not None:
             check_training_data(run.checkpoint_path, run.checkpoint, run.training_data)
-        model = build_model(run, data.labels)
+        model = build_model(run, data.labels, data.sentence_tasks)
         if run.checkpoint is not None:
             restore_checkpoint(run, model, run.checkpoint)
             run.checkpoint = None
@@ -624,9 +644,18 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
     return run, tokenizer, data, model
 
 
+def weight_history_settings(args):
+    """The flags besides --weighting that change what the weights or the updates mean, for task_weights.json."""
+    settings = {}
+    if getattr(args, "ablate_source_cosines", False):
+        settings["ablate_source_cosines"] = True
+    return settings
+
+
 def start_weight_history(run, tasks, task_weights):
     """task_weights.json with the starting weights, or, when resuming, the history up to the checkpoint."""
-    history = TaskWeightHistory(run.path(TASK_WEIGHTS_FILE), tasks, run.args.weighting, run.reporter)
+    history = TaskWeightHistory(run.path(TASK_WEIGHTS_FILE), tasks, run.args.weighting, run.reporter,
+                                weight_history_settings(run.args))
     if run.restored_weight_history is not None:
         history.history = list(run.restored_weight_history)
         history.write()

@@ -158,6 +158,12 @@ def add_multi_task_arguments(parser, main_task_weighted=True, target_aware_basel
     weighting.add_argument("--weight_update_steps", type=int, default=0,
                            help="also update the weights every N optimizer steps within an epoch (0: only after "
                                 "each epoch, as in the paper)")
+    if main_task_weighted:
+        weighting.add_argument("--ablate_source_cosines", action="store_true",
+                               help="an ablation of TAWT: the update with every source's cosine replaced by 0 (the "
+                                    "main task keeps its 1), so the main task's weight follows TAWT's schedule and "
+                                    "the sources keep their starting proportions; task_weights.json records the "
+                                    "measured cosines and those the step used")
     return parser
 
 
@@ -264,6 +270,9 @@ def check_weighting_arguments(args):
         raise UsageError("--gradient_sampling_batch_size must be at least 1")
     if args.gradient_sampling_batches < 1:
         raise UsageError(f"--gradient_sampling_batches {args.gradient_sampling_batches}: give at least 1 batch")
+    if getattr(args, "ablate_source_cosines", False) and args.weighting != "tawt":
+        raise UsageError(f"--ablate_source_cosines changes the TAWT update, and --weighting is {args.weighting}; give "
+                         "--weighting tawt, or leave the flag out")
     if args.weight_update_steps < 0:
         raise UsageError(f"--weight_update_steps {args.weight_update_steps}: give 0 (after each epoch only) or a "
                          "positive number of steps")

@@ -59,7 +59,8 @@ def encoder_gradient(model, task, batch, autocast=contextlib.nullcontext):
         loss = 0.0
         for chunk in chunks:
             with autocast():
-                _, logits = model(task, chunk["input_ids"], chunk["attention_mask"])
+                _, logits = model(task, chunk["input_ids"], chunk["attention_mask"],
+                                  token_type_ids=chunk.get("token_type_ids"))
             chunk_loss = token_classification_loss(logits, chunk["labels"], reduction="sum")
             loss = loss + chunk_loss / max(1, labelled_tokens)  # no labelled token: a zero gradient
         gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
@@ -259,7 +260,22 @@ def _tawt_update(model, run, weights, weighted_tasks, main_task, task_splits, ge
     args = run.args
     similarities = sampled_similarities(model, run, main_task, weighted_tasks, task_splits, generator)
     step_size = weight_step_size(args.weight_lr, args.normalized_gradients, args.inv_constant)
-    return exponentiated_gradient_step(weights, weight_gradients(similarities.cosines), step_size), similarities
+    cosines = similarities.cosines
+    if getattr(args, "ablate_source_cosines", False):
+        # The measured cosines stay in the history (cosine_similarities); the step uses these.
+        cosines = ablated_cosines(cosines, weighted_tasks, main_task)
+        run.weight_history.add_to_next_entry(weight_step_cosines=cosines)
+    return exponentiated_gradient_step(weights, weight_gradients(cosines), step_size), similarities
+
+
+def ablated_cosines(cosines, weighted_tasks, main_task):
+    """--ablate_source_cosines: every source's cosine replaced by 0, the main task's kept (1, or None where its
+    gradient is zero). The main task's weight then follows TAWT's schedule while the sources share the rest in
+    their starting proportions: what the update would do if the similarities carried no information.
+
+    After k updates of step size s from w_0: w_main = w_0,main e^(k s) / (w_0,main e^(k s) + sum of w_0,source).
+    """
+    return [cosine if task == main_task else 0.0 for task, cosine in zip(weighted_tasks, cosines)]
 
 
 def sampled_similarities(model, run, main_task, weighted_tasks, task_splits, generator=None):
@@ -305,7 +321,10 @@ def labelled_token_features(model, split, batch_size, device, pad_token_id, auto
             batch = model.collate_batch(features, pad_token_id, rows=batch_size)
             batch = {name: tensor.to(device) for name, tensor in batch.items()}
             with autocast():
-                hidden = model.encode(batch["input_ids"], batch["attention_mask"], batch.get("token_index"))
+                hidden = model.encode(batch["input_ids"], batch["attention_mask"], batch.get("token_index"),
+                                      batch.get("token_type_ids"))
+                # A sentence-level task's head reads one pooled state per example (its one labelled position).
+                hidden = model.task_states(split.task, hidden, batch["attention_mask"])
             labelled = (batch["labels"] != IGNORED_LABEL_ID)[: len(features)]  # rows past them: bucket padding
             states.append(hidden[: len(features)][labelled].float())
             labels.append(batch["labels"][: len(features)][labelled])

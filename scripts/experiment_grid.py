@@ -13,6 +13,8 @@ Sections (run in this order; final_weights after the others, since it reads thei
   analysis       main task ner, sources pos predicate (the reduced grid: pos from chunking predicate): the
                  ratio analysis, the main-task-size analysis, and single-task runs of the main task with the
                  same sizes and with as many sentences as main task plus sources
+  ablation       per main task: weighted joint and weighted normalized joint training with
+                 --ablate_source_cosines (every source's cosine taken as 0), beside their TAWT runs
   final_weights  the weighted runs re-run with their final weights held fixed (the mean over the seeds of
                  the weights in effect during the last epoch, the entry before the last of task_weights.json): weighted joint -> joint with fixed weights, weighted
                  pre-training -> pre-training with fixed weights, weighted normalized joint -> joint with
@@ -22,6 +24,7 @@ Output tree (OUTPUT_ROOT: $WORKING_DIR/outputs, or ./outputs with the embedded d
   main/<single_task|joint|weighted_joint|pretraining|weighted_pretraining_ic<k>>/<main task>/seed_<seed>/
   normalized/<normalized_joint|weighted_normalized_joint>/<main task>/seed_<seed>/
   baselines/<joint_gcs|joint_gcs_weighted|joint_olaux>/<main task>/seed_<seed>/
+  ablation/<weighted_joint_ablated|weighted_normalized_joint_ablated>/<main task>/seed_<seed>/
   final_weights/<joint_fixed_weights|pretraining_fixed_weights_ic<k>|normalized_joint_fixed_weights>/
       <main task>/seed_<seed>/
   analysis/<normalized_joint|weighted_normalized_joint>_n<n_main>_r<ratio>/<main task>/seed_<seed>/
@@ -60,7 +63,13 @@ from scripts.job_queue import Job, detect_slots, run_jobs, say, summarize
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPTS_DIR = os.path.join(ROOT, "scripts")
-SECTIONS = ("main", "normalized", "baselines", "analysis", "final_weights")
+# The paper's sections: what a grid runs when it names no others.
+PAPER_SECTIONS = ("main", "normalized", "baselines", "analysis", "final_weights")
+# Every section, in the order they run: the controls of what TAWT's gain is made of (GRID=large) come after
+# the paper's, and final_weights last.
+SECTIONS = ("main", "normalized", "baselines", "analysis", "ablation", "final_weights")
+# --ablate_source_cosines: TAWT's update with every source's cosine taken as 0 (weighted_training_basics.py).
+ABLATION_FLAG = "--ablate_source_cosines"
 GRID_SAVE_STEPS = 1000
 # The METHODs of scripts/run_target_aware_baseline_multi.sh, run by the baselines section.
 BASELINE_METHODS = ("gcs", "gcs_weighted", "olaux")
@@ -86,7 +95,7 @@ class Grid:
     training: dict  # defaults of MAX_LENGTH, BATCH_SIZE, NUM_EPOCHS, GRADIENT_SAMPLING_BATCH_SIZE, EXTRA_ARGS
     data_slice: dict = None  # sentences kept per split ({"train": 400, ...}) in the reduced grid's data
     description: str = ""
-    sections: tuple = SECTIONS  # what runs when no section is named
+    sections: tuple = PAPER_SECTIONS  # what runs when no section is named
     inv_constant_sweep: list = field(default_factory=list)  # weighted pre-training's, run with the first seed only
     note: str = ""  # printed with the summary and written into table1.md
     seeds: tuple = ("1",)  # the seeds when SEEDS is not set
@@ -210,7 +219,7 @@ LARGE_GRID = Grid(
               "TARGET_GRADIENT_STEPS": "2"},
     data_slice={"train": LARGE_SOURCE_SIZE, "dev": 500, "test": 2000},
     description="the large grid on the embedded default data",
-    sections=("main", "normalized", "baselines"),
+    sections=("main", "normalized", "baselines", "ablation"),
     seeds=("1", "2", "3"),
     summary_args=["--inv_constant_choice", "paper", "--paper_inv_constant", "brown_pos=30"],
     original_optimizer_rows=True,
@@ -402,7 +411,7 @@ def check_data(settings, sections):
         return
     grid = settings.grid
     tasks = set()
-    if set(sections) & {"main", "normalized", "baselines", "final_weights"}:
+    if set(sections) & {"main", "normalized", "baselines", "ablation", "final_weights"}:
         for main_task, setting in grid.main_tasks.items():
             tasks |= {main_task, *setting.sources}
     if "analysis" in sections:
@@ -494,10 +503,15 @@ def main_section_jobs(maker, settings):
     return jobs
 
 
+def normalized_arguments(setting, main_task):
+    """The normalized scripts' arguments: SOURCE... MAIN [WEIGHT...] N_MAIN."""
+    return [*setting.sources, main_task, *(setting.normalized_weights or []), setting.train_size]
+
+
 def normalized_section_jobs(maker, settings):
     jobs = []
     for main_task, setting in settings.grid.main_tasks.items():
-        arguments = [*setting.sources, main_task, *(setting.normalized_weights or []), setting.train_size]
+        arguments = normalized_arguments(setting, main_task)
         for seed in settings.seeds:
             jobs.append(maker.job(f"normalized/normalized_joint/{main_task}", main_task,
                                   "run_joint_training_multi_normalized.sh", arguments, seed))
@@ -514,6 +528,21 @@ def baselines_section_jobs(maker, settings):
                 jobs.append(maker.job(f"baselines/joint_{method}/{main_task}", main_task,
                                       "run_target_aware_baseline_multi.sh",
                                       [method, *setting.sources, main_task, setting.train_size], seed))
+    return jobs
+
+
+def ablation_section_jobs(maker, settings):
+    """Weighted joint and weighted normalized joint training with --ablate_source_cosines, beside their TAWT
+    runs in main/ and normalized/: what TAWT would do if the similarities carried no information."""
+    jobs = []
+    for seed in settings.seeds:  # seed by seed: an interrupted section leaves both rows with the same seeds
+        for main_task, setting in settings.grid.main_tasks.items():
+            jobs.append(maker.job(f"ablation/weighted_joint_ablated/{main_task}", main_task,
+                                  "run_weighted_joint_training_multi.sh",
+                                  [*setting.sources, main_task, setting.train_size], seed, [ABLATION_FLAG]))
+            jobs.append(maker.job(f"ablation/weighted_normalized_joint_ablated/{main_task}", main_task,
+                                  "run_weighted_joint_training_multi_normalized.sh",
+                                  normalized_arguments(setting, main_task), seed, [ABLATION_FLAG]))
     return jobs
 
 
@@ -624,6 +653,7 @@ SECTION_JOBS = {
     "normalized": normalized_section_jobs,
     "baselines": baselines_section_jobs,
     "analysis": analysis_section_jobs,
+    "ablation": ablation_section_jobs,
     "final_weights": final_weights_section_jobs,
 }
 
@@ -662,7 +692,7 @@ def run_summary(settings, echo=say):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sections", nargs="*", metavar="SECTION",
-                        help=f"any of {', '.join(SECTIONS)} (default: the grid's, in that order: all of them, "
+                        help=f"any of {', '.join(SECTIONS)} (default: the grid's, in that order: the paper's, "
                              "or main, normalized and baselines with GRID=medium)")
     parser.add_argument("--list", action="store_true", help="print the jobs (the commands) and run nothing")
     parser.add_argument("--no_summary", action="store_true",

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -488,12 +489,23 @@ def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original
                                env=clean_environment(GRID="large", DATA_DIR=data, BERT_MODEL="m",
                                                      CUDA_VISIBLE_DEVICES=""))
     assert completed.returncode == 0, completed.stderr
-    assert "sections main normalized baselines, seeds 1 2 3" in completed.stdout
+    assert "sections main normalized baselines ablation, seeds 1 2 3" in completed.stdout
     listed = [line for line in completed.stdout.splitlines() if "SEED=" in line and not line.startswith("#")]
+    paper_rows = [line for line in listed if "/ablation/" not in line]
     # per main task and seed: single, joint, weighted joint, both with the original's optimizer, pre-training,
     # weighted pre-training at two inv_constants, normalized joint, weighted normalized joint, and the three
     # target-aware baselines
-    assert len(listed) == 2 * 3 * 13
+    assert len(paper_rows) == 2 * 3 * 13
+    ablation = [line for line in listed if "/ablation/" in line]
+    assert len(ablation) == 2 * 3 * 2 and all("--ablate_source_cosines" in line for line in ablation)
+    for main_task, arguments in (("brown_pos", "pos chunking ner brown_pos 100"),
+                                 ("ner", "pos chunking predicate ner 500")):
+        for row, script in (("weighted_joint_ablated", "run_weighted_joint_training_multi.sh"),
+                            ("weighted_normalized_joint_ablated", "run_weighted_joint_training_multi_normalized.sh")):
+            assert sorted(re.search(r" SEED=(\d+) ", line).group(1) for line in ablation
+                          if f"/ablation/{row}/{main_task}/seed_" in line and line.endswith(f"{script} {arguments}")
+                          ) == ["1", "2", "3"]
+    assert not any("--ablate_source_cosines" in line for line in paper_rows)
     assert sum(line.endswith("run_target_aware_baseline_multi.sh olaux pos chunking ner brown_pos 100")
                for line in listed) == 3
     assert sum(line.endswith("run_weighted_pre_training_multi.sh 30 pos chunking ner brown_pos 100") for line in listed) == 3
@@ -502,6 +514,17 @@ def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original
     assert len(original) == 2 * 3 * 2
     assert all("--zero_grad_in_place --legacy_adamw" in line for line in original)
     assert not any("--zero_grad_in_place" in line for line in listed if line not in original)
+    # A section named alone lists only its runs; a finished run is listed as done.
+    done = tmp_path / "outputs" / "ablation" / "weighted_joint_ablated" / "ner" / "seed_2"
+    done.mkdir(parents=True)
+    (done / "all_results.json").write_text("{}\n")
+    alone = subprocess.run(["sh", os.path.join(SCRIPTS, "run_experiments.sh"), "ablation", "--list"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                           env=clean_environment(GRID="large", DATA_DIR=data, BERT_MODEL="m", CUDA_VISIBLE_DEVICES=""))
+    assert alone.returncode == 0, alone.stderr
+    jobs = [line for line in alone.stdout.splitlines() if "SEED=" in line and not line.startswith("# every")]
+    assert len(jobs) == len(ablation) and [line for line in jobs if line.startswith("# done: ")] == [
+        line for line in jobs if "/weighted_joint_ablated/ner/seed_2" in line]
     shared = next(line for line in completed.stdout.splitlines() if line.startswith("# every job runs with"))
     assert "MAX_LENGTH=128" in shared and "BATCH_SIZE=32" in shared and "NUM_EPOCHS=4" in shared
     assert "--learning_rate 5e-4" in shared and "--eval_main_task_only" in shared and "TARGET_GRADIENT_STEPS=2" in shared

@@ -247,3 +247,97 @@ def test_sampling_and_schedule_flags_are_checked(flag, value):
     with pytest.raises(UsageError, match=flag):
         run_weighted_joint.parse_arguments(["--output_dir", "unused", "--auxiliary_task_list", "pos", "--main_task",
                                             "ner", flag, value])
+
+
+def test_ablated_cosines_give_the_closed_form_after_k_updates():
+    """--ablate_source_cosines: the main task's cosine stays 1, every source's is 0, so after k updates of
+    step s the main task's weight is w0 e^(k s) / (w0 e^(k s) + sum of the sources' w0), whatever was measured."""
+    from weighted_training_basics import ablated_cosines
+
+    tasks, start = ["pos", "chunking", "predicate", "ner"], np.array([0.1, 0.2, 0.3, 0.4])
+    rng = np.random.default_rng(0)
+    weights = start
+    for updates in range(1, 6):
+        measured = rng.uniform(-1, 1, size=3).tolist() + [1.0]
+        cosines = ablated_cosines(measured, tasks, "ner")
+        assert cosines == [0.0, 0.0, 0.0, 1.0]
+        weights = exponentiated_gradient_step(weights, [-cosine for cosine in cosines], 0.7)
+        main = start[3] * math.exp(0.7 * updates)
+        assert weights[3] == pytest.approx(main / (main + start[:3].sum()), rel=1e-12)
+        assert weights[:3] / weights[:3].sum() == pytest.approx(start[:3] / start[:3].sum(), rel=1e-12)
+    # A main task whose gradient was zero keeps its weight (and so do the sources): nothing to follow.
+    assert ablated_cosines([0.5, None], ["pos", "ner"], "ner") == [0.0, None]
+
+
+def test_ablated_run_differs_from_tawt_only_in_the_sources_cosines(tiny_data_dir, tiny_model_dir, tmp_path):
+    import json
+
+    import run_weighted_joint
+    from tests.test_scripts import common, weight_history
+
+    def train(name, *extra):
+        output = tmp_path / name
+        run_weighted_joint.main(common(tiny_data_dir, tiny_model_dir, output) + [
+            "--auxiliary_task_list", "pos", "chunking", "--main_task", "ner", "--normalized_gradients",
+            "--gradient_sampling_batch_size", "8", "--weight_update_steps", "3", "--logging_steps", "1",
+            "--eval_main_task_only", "--report_to", "none", *extra])
+        with open(output / "run_args.json") as handle:
+            arguments = json.load(handle)["args"]
+        with open(output / "training_log.jsonl") as handle:
+            log = [json.loads(line) for line in handle]
+        return weight_history(output), arguments, log
+
+    tawt, tawt_args, tawt_log = train("tawt")
+    ablated, ablated_args, ablated_log = train("ablated", "--ablate_source_cosines")
+    assert ablated_args["ablate_source_cosines"] is True and tawt_args["ablate_source_cosines"] is False
+    assert {name for name in tawt_args if tawt_args[name] != ablated_args[name]} == {"ablate_source_cosines",
+                                                                                       "output_dir"}
+    assert ablated["ablate_source_cosines"] is True and "ablate_source_cosines" not in tawt
+    history = ablated["history"]
+    assert len(history) == 7  # the start, then updates at steps 3 and 6 and after each 9-step epoch
+    start = np.array(history[0]["weights"])
+    for updates, entry in enumerate(history[1:], start=1):
+        assert entry["weight_step_cosines"] == [0.0, 0.0, 1.0]
+        main = start[2] * math.exp(updates)
+        assert entry["weights"] == pytest.approx([start[0] / (main + start[:2].sum()),
+                                                  start[1] / (main + start[:2].sum()), main / (main + start[:2].sum())])
+    # Up to the first update both runs are the same run: the same losses, the same measured cosines; that
+    # update differs only in the sources' cosines (TAWT's recomputed with them set to 0 gives the ablated one).
+    first_update = history[1]["step"]
+    assert [entry for entry in ablated_log if entry["step"] <= first_update] == \
+        [entry for entry in tawt_log if entry["step"] <= first_update]
+    measured = tawt["history"][1]["cosine_similarities"]
+    assert history[1]["cosine_similarities"] == measured and measured[:2] != [0.0, 0.0]
+    assert tawt["history"][1]["weights"] == pytest.approx(
+        exponentiated_gradient_step(start, [-cosine for cosine in measured], 1.0).tolist())
+    assert history[1]["weights"] == pytest.approx(exponentiated_gradient_step(start, [0.0, 0.0, -1.0], 1.0).tolist())
+    assert tawt["history"][2]["weights"] != pytest.approx(history[2]["weights"])
+
+
+@pytest.mark.parametrize("weighting", ["fixed", "gcs"])
+def test_ablation_needs_the_tawt_update(weighting):
+    import run_weighted_joint
+    from errors import UsageError
+
+    with pytest.raises(UsageError, match="--ablate_source_cosines"):
+        run_weighted_joint.parse_arguments(["--output_dir", "unused", "--auxiliary_task_list", "pos", "--main_task",
+                                            "ner", "--weighting", weighting, "--ablate_source_cosines"])
+
+
+def test_ablated_normalized_joint_keeps_the_sources_normalized_proportions(tiny_data_dir, tiny_model_dir, tmp_path):
+    import run_weighted_normalized_joint
+    from tests.test_scripts import common, weight_history
+
+    output = tmp_path / "ablated_normalized"
+    run_weighted_normalized_joint.main(common(tiny_data_dir, tiny_model_dir, output) + [
+        "--auxiliary_task_list", "pos", "chunking", "--main_task", "ner", "--main_task_train_sent_num", "8",
+        "--normalized_gradients", "--gradient_sampling_batch_size", "8", "--eval_main_task_only",
+        "--ablate_source_cosines"])
+    record = weight_history(output)
+    history = record["history"]
+    start = np.array(history[0]["weights"])
+    assert start[2] > start[0] == start[1]  # 1 / size: the main task's 8 sentences against 24 per source
+    assert record["ablate_source_cosines"] is True and len(history) == 3
+    for updates, entry in enumerate(history[1:], start=1):
+        main = start[2] * math.exp(updates)
+        assert entry["weights"] == pytest.approx((np.append(start[:2], main) / (main + start[:2].sum())).tolist())
