@@ -10,8 +10,11 @@ who holds it.
 import fcntl
 import os
 import socket
+import stat
 import sys
 import time
+
+from errors import UsageError
 
 LOCK_FILE = ".tawt.lock"
 
@@ -31,7 +34,7 @@ def lock_directory(directory, created=False):
         return
     path = os.path.join(directory, LOCK_FILE)
     while True:
-        handle = open(path, "a+", encoding="utf-8")
+        handle = _open_lock_file(path)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -55,6 +58,23 @@ def lock_directory(directory, created=False):
                  f"{command[:300]}\n")
     handle.flush()
     _held[key] = (handle, created)
+
+
+def _open_lock_file(path):
+    """The lock file, opened for reading and writing without following a symbolic link: the holder's line
+    would otherwise truncate and overwrite whatever file the link points at."""
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        if os.path.islink(path):
+            raise UsageError(f"{path}: a symbolic link (to {os.readlink(path)}), not a lock file of these scripts; "
+                             "remove the link (what it points to is left alone) and rerun") from None
+        raise UsageError(f"{path}: cannot be opened as the directory's lock file ({error.strerror}); remove it, "
+                         "or choose another directory") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # a FIFO or a device: never a lock file of ours
+        os.close(descriptor)
+        raise UsageError(f"{path}: not a regular file, so not a lock file of these scripts; remove it and rerun")
+    return os.fdopen(descriptor, "r+", encoding="utf-8")
 
 
 def release(directory, remove_if_unused=False):

@@ -8,6 +8,7 @@ A paradigm script adds its own few flags beside these (and checks them in its pa
 import argparse
 import logging
 import math
+import os
 
 import numpy as np
 
@@ -300,6 +301,32 @@ def check_training_arguments(args):
         )
     if args.max_seq_length < 1:
         raise UsageError(f"--max_seq_length {args.max_seq_length}: give a positive length (paper: 128)")
+    check_output_dir_is_not_the_model(args)
+    if args.torch_compile or args.torch_compile_mode:
+        check_compiler()
+
+
+def check_output_dir_is_not_the_model(args):
+    """Training into the encoder's own directory would replace the model it reads by the fine-tuned one (only
+    an evaluation may write its results beside a saved model)."""
+    model, output_dir = args.model_name_or_path, args.output_dir
+    if (args.do_train and model and os.path.isdir(model) and os.path.isdir(output_dir)
+            and os.path.samefile(model, output_dir)):
+        raise UsageError(f"--output_dir {output_dir} is the --model_name_or_path directory: training there would "
+                         "replace the model it starts from; choose another --output_dir")
+
+
+def check_compiler():
+    """torch.compile needs a C++ compiler, and would only find none at the first step, after the run's files
+    were written."""
+    from torch._inductor import exc
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        get_cpp_compiler()
+    except exc.InvalidCxxCompiler:
+        raise UsageError("--torch_compile: no C++ compiler found (torch.compile's inductor needs one: g++, or the "
+                         "one the CXX environment variable names); install one, or leave --torch_compile out") from None
 
 
 def check_max_seq_length(max_seq_length, config):

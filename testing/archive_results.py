@@ -34,10 +34,27 @@ def gzip_copy(source, destination):
             shutil.copyfileobj(reader, writer)
 
 
+def check_no_other_runs(runs, output_root, destination):
+    """Refuse, before anything is copied, to replace an archived run by another run of the same place (the
+    archive of another grid): archiving the same grid again (its runs' run_args.json unchanged) updates it."""
+    for run in runs:
+        archived = os.path.join(destination, os.path.relpath(run.directory, output_root), RUN_ARGS_FILE)
+        if not os.path.isfile(archived):
+            continue
+        with open(archived, "rb") as before, open(run.path(RUN_ARGS_FILE), "rb") as now:
+            if before.read() != now.read():
+                raise OutputTreeError(f"{archived}: the archive holds another run in this place; archive "
+                                      f"{output_root} into another destination, or remove {destination} first")
+
+
 def archive(output_root, destination):
     """Archive the finished runs below `output_root`; find_runs names and leaves out a run still training or
     interrupted (no all_results.json, its last file), so an archive taken mid-grid holds whole runs only."""
+    if os.path.realpath(destination) == os.path.realpath(output_root):
+        raise OutputTreeError(f"{destination}: the archive would be written over the runs it archives; give another "
+                              "destination, e.g. results/NAME")
     runs = find_runs(output_root)
+    check_no_other_runs(runs, output_root, destination)
     gold = {}
     times = []
     for run in runs:

@@ -1,0 +1,147 @@
+"""Reliability, fourth round: files a run did not write, stale environments, a grid that loses its terminal,
+and scripts started by an interpreter without the project's packages."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, write_tiny_bert
+from tests.test_scripts import common
+
+QUICK = ["--num_train_epochs", "1", "--report_to", "none"]
+
+
+def single_task(data_dir, model_dir, output_dir, *extra, env=None):
+    """run_single_task.py on pos as a user starts it: the completed process."""
+    command = [sys.executable, "run_single_task.py", "--task", "pos", *common(data_dir, model_dir, output_dir),
+               *QUICK, *extra]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def one_line_error(completed, *fragments):
+    """The run failed with a single `error:` line holding every fragment (no traceback)."""
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr, completed.stderr[-2000:]
+    line = completed.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: "), completed.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
+def snapshot(directory):
+    """Every file below `directory` with its bytes (symbolic links as their target)."""
+    found = {}
+    for parent, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(parent, name)
+            relative = os.path.relpath(path, directory)
+            if os.path.islink(path):
+                found[relative] = "-> " + os.readlink(path)
+            else:
+                with open(path, "rb") as handle:
+                    found[relative] = handle.read()
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. --output_dir equal to --model_name_or_path
+
+
+@pytest.mark.parametrize("weights, extra", [("pytorch_model.bin", []),
+                                            ("model.safetensors", ["--overwrite_output_dir"])])
+def test_training_into_the_model_it_reads_is_refused(tiny_data_dir, tmp_path, weights, extra):
+    model = tmp_path / "encoder"
+    write_tiny_bert(model)
+    if weights == "pytorch_model.bin":
+        import torch
+        from safetensors.torch import load_file
+
+        torch.save(load_file(model / "model.safetensors"), model / "pytorch_model.bin")
+        os.remove(model / "model.safetensors")
+    before = snapshot(model)
+    completed = single_task(tiny_data_dir, str(model), model, *extra)
+    one_line_error(completed, f"--output_dir {model} is the --model_name_or_path directory", "another --output_dir")
+    assert snapshot(model) == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. A .tawt.lock that is a symbolic link
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tiny_data_dir, tiny_model_dir, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    output = tmp_path / "out"
+    output.mkdir()
+    os.symlink(victim, output / ".tawt.lock")
+    completed = single_task(tiny_data_dir, tiny_model_dir, output)
+    one_line_error(completed, f"{output / '.tawt.lock'}: a symbolic link", "remove the link")
+    assert victim.read_text() == "precious\n"
+    assert sorted(os.listdir(output)) == [".tawt.lock"]
+
+
+def test_a_grid_whose_lock_file_is_a_link_is_refused(tiny_data_dir, tmp_path):
+    from scripts import experiment_grid
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    root = tmp_path / "grid"
+    root.mkdir()
+    os.symlink(victim, root / ".tawt.lock")
+    environ = {"OUTPUT_ROOT": str(root), "DATA_DIR": tiny_data_dir, "CUDA_VISIBLE_DEVICES": ""}
+    with pytest.raises(SystemExit, match="a symbolic link"):
+        experiment_grid.main(["main", "--no_summary"], environ=environ)
+    assert victim.read_text() == "precious\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. An archive never replaces another grid's runs
+
+
+def fake_finished_run(root, relative, seed, data_dir):
+    directory = os.path.join(root, relative)
+    os.makedirs(directory)
+    record = {"paradigm": "single_task", "main_task": "pos", "tasks": ["pos"], "seed": seed,
+              "data_dir": data_dir, "args": {}}
+    for name, text in (("run_args.json", json.dumps(record)), ("pos_eval_results.txt", "accuracy = 0.5\n"),
+                       ("pos_test_results.txt", f"accuracy = 0.{seed}\n"), ("all_results.json", "{}\n")):
+        with open(os.path.join(directory, name), "w") as handle:
+            handle.write(text)
+
+
+def test_archiving_another_grid_into_an_archive_is_refused(tiny_data_dir, tmp_path):
+    from testing import archive_results
+    from testing.output_tree import OutputTreeError
+
+    first, second, archive = tmp_path / "first", tmp_path / "second", tmp_path / "archive"
+    fake_finished_run(first, "single/pos/seed_1", 1, tiny_data_dir)
+    fake_finished_run(second, "single/pos/seed_1", 2, tiny_data_dir)
+    archive_results.archive(str(first), str(archive))
+    before = snapshot(archive)
+    archive_results.archive(str(first), str(archive))  # the same grid again: an update, allowed
+    assert snapshot(archive) == before
+    with pytest.raises(OutputTreeError, match="the archive holds another run in this place"):
+        archive_results.archive(str(second), str(archive))
+    assert snapshot(archive) == before
+    with pytest.raises(OutputTreeError, match="would be written over the runs it archives"):
+        archive_results.archive(str(first), str(first))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 13. --torch_compile without a compiler is refused before anything is written
+
+
+def test_torch_compile_without_a_compiler_is_refused_first(tiny_data_dir, tiny_model_dir, tmp_path):
+    output = tmp_path / "compiled"
+    completed = single_task(tiny_data_dir, tiny_model_dir, output, "--torch_compile",
+                            env={"CXX": "no-such-compiler", "PATH": os.path.dirname(sys.executable)})
+    one_line_error(completed, "--torch_compile: no C++ compiler found", "leave --torch_compile out")
+    assert not output.exists()
