@@ -41,7 +41,7 @@ from training_loop import (
     check_training_data, checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint, state_bytes,
 )
 from utils_cross_task import (
-    labels_file, load_task_split, read_labels, read_sentences, task_file, training_order_seed,
+    labels_file, load_task_split, load_word_tokenizer, read_labels, read_sentences, task_file, training_order_seed,
 )
 import target_aware_baselines as baselines
 
@@ -448,7 +448,7 @@ class TaskData:
 
 def load_tokenizer(run):
     """The fast tokenizer of the run's model (its max_seq_length is checked against the model first)."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     if os.path.isdir(run.model_name_or_path):
         # Without --do_train a paradigm script evaluates a run's saved model (the probe has no --do_train).
@@ -462,7 +462,7 @@ def load_tokenizer(run):
             "tokenizer files), or set HF_HUB_OFFLINE=1 to use the Hugging Face cache"
         ) from None
     check_max_seq_length(run.args.max_seq_length, config)
-    tokenizer = AutoTokenizer.from_pretrained(run.model_name_or_path)
+    tokenizer = load_word_tokenizer(run.model_name_or_path)
     if not tokenizer.is_fast:
         raise UsageError(f"{run.model_name_or_path}: tagging needs a fast tokenizer (word_ids); this one is slow")
     # The special tokens ([CLS], [SEP]) take their places first; a labelled word needs one more.

@@ -5,10 +5,14 @@ in its environment; a script started with plain `python` is a world of one, and 
 then a no-op. NCCL is used on GPUs, gloo on the CPU.
 """
 
+import datetime
 import os
+import sys
 
 import torch
 import torch.distributed as dist
+
+from errors import UsageError
 
 
 def world_size():
@@ -24,16 +28,67 @@ def is_main_process():
     return rank() == 0
 
 
+# How long a process started without torchrun waits for the others of the WORLD_SIZE its environment names:
+# a WORLD_SIZE left in a shell would otherwise keep a plain run waiting silently for a process never started.
+RENDEZVOUS_SECONDS = 120
+STALE_ENVIRONMENT_FIX = ("for a run on its own, unset WORLD_SIZE RANK LOCAL_RANK MASTER_ADDR MASTER_PORT; for several "
+                         "processes, start them with torchrun")
+
+
+def _environment_number(name, default, smallest):
+    value = os.environ.get(name, default)
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < smallest:
+        raise UsageError(f"{name}={value!r} in the environment: not a whole number >= {smallest}; "
+                         f"{STALE_ENVIRONMENT_FIX}")
+    return number
+
+
 def init_distributed(use_cuda):
     """Join the torchrun process group when there is one; returns this process's device."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    world = _environment_number("WORLD_SIZE", "1", 1)
+    if world == 1:
         return torch.device("cuda" if use_cuda else "cpu")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    process_rank = _environment_number("RANK", "0", 0)
+    local_rank = _environment_number("LOCAL_RANK", "0", 0)
+    if process_rank >= world:
+        raise UsageError(f"RANK={process_rank} in the environment, but WORLD_SIZE={world}; {STALE_ENVIRONMENT_FIX}")
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # torchrun's agent has met every process
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=_rendezvous(world, process_rank), rank=process_rank,
+                                    world_size=world)
     return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+
+
+def _rendezvous(world, process_rank):
+    """Meet the other processes at MASTER_ADDR:MASTER_PORT, waiting RENDEZVOUS_SECONDS at most (saying so)."""
+    address, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not address or not port:
+        missing = " and ".join(name for name, value in (("MASTER_ADDR", address), ("MASTER_PORT", port)) if not value)
+        raise UsageError(f"WORLD_SIZE={world} in the environment, but no {missing}; {STALE_ENVIRONMENT_FIX}")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"MASTER_PORT={port!r} in the environment: not a port number; {STALE_ENVIRONMENT_FIX}")
+    print(f"WORLD_SIZE={world} RANK={process_rank} in the environment, without torchrun: waiting up to "
+          f"{RENDEZVOUS_SECONDS} s for the other {world - 1} process(es) at {address}:{port} ({STALE_ENVIRONMENT_FIX})",
+          file=sys.stderr, flush=True)
+    try:
+        store = dist.TCPStore(address, int(port), world, process_rank == 0,
+                              timeout=datetime.timedelta(seconds=RENDEZVOUS_SECONDS), wait_for_workers=True)
+    except (RuntimeError, OSError) as error:  # torch's DistError: a timeout, an address in use or unreachable
+        raise UsageError(f"WORLD_SIZE={world} RANK={process_rank}: the {world} processes did not all meet at "
+                         f"{address}:{port} within {RENDEZVOUS_SECONDS} s ({str(error).splitlines()[0]}); "
+                         f"{STALE_ENVIRONMENT_FIX}") from None
+    # The training's own collectives keep torch's default timeout: the others may wait long for the main process.
+    store.set_timeout(datetime.timedelta(minutes=30))
+    return store
 
 
 def broadcast_from_main(value):

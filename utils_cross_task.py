@@ -6,6 +6,7 @@ ignored) and ``{task}_labels.txt`` (one label per line). Task names are free str
 """
 
 import gzip
+import json
 import logging
 import os
 import queue
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from errors import TaskDataError
+from errors import TaskDataError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,10 @@ class EncodingReport:
     truncated_sentences: int = 0
     truncated_words: int = 0  # words dropped by --max_seq_length (training only)
     split_sentences: int = 0  # sentences evaluated in several windows so no word is lost
+    words: int = 0
     words_without_tokens: int = 0  # words the tokenizer maps to nothing (e.g. lone control characters)
+    unknown_words: int = 0  # words the tokenizer maps to its unknown token only
+    unusable_examples: list = field(default_factory=list)  # a few of the words of these two kinds
 
     def describe(self, name):
         parts = [f"{name}: {self.sentences} sentences"]
@@ -195,7 +199,129 @@ class EncodingReport:
             parts.append(
                 f"{self.words_without_tokens} words have no sub-token and get the task's default label"
             )
+        if self.unknown_words:
+            parts.append(f"{self.unknown_words} words are only the tokenizer's unknown token")
         return "; ".join(parts)
+
+    def count_words(self, words, token_counts, known):
+        """Add one sentence's words, with each word's number of sub-tokens and whether it has one other
+        than the unknown token (as `encode_words` gives them)."""
+        self.words += len(words)
+        for word, count, is_known in zip(words, token_counts, known):
+            if not is_known:
+                if count:
+                    self.unknown_words += 1
+                else:
+                    self.words_without_tokens += 1
+                if len(self.unusable_examples) < 5 and word not in self.unusable_examples:
+                    self.unusable_examples.append(word)
+
+    def check_coverage(self, path, tokenizer):
+        """Refuse a file most of whose words the tokenizer cannot encode: a run on it would end normally,
+        having learnt and predicted from the unknown token alone."""
+        unusable = self.words_without_tokens + self.unknown_words
+        if self.words and unusable * 2 > self.words:
+            raise UsageError(
+                f"{path}: {unusable} of {self.words} words get no sub-token or only the unknown token from the "
+                f"tokenizer of {tokenizer.name_or_path} (e.g. {', '.join(map(repr, self.unusable_examples))}); "
+                "--model_name_or_path must hold its encoder's own tokenizer files (tokenizer.json, or vocab.txt, "
+                "or vocab.json and merges.txt), for the data's language"
+            )
+
+
+# Words whose sub-tokens tell whether a word given alone is encoded as it is in running text.
+PROBE_WORDS = ["the", "words", "of", "a", "sentence"]
+
+
+def load_word_tokenizer(model_name_or_path):
+    """The model's tokenizer, set to encode each word of a pre-split sentence as the pretrained model saw it
+    in running text.
+
+    A byte-level BPE tokenizer (RoBERTa, GPT-2) marks a word's start by the space before it ('Ġdog'); given
+    words one by one it sees no space, and without add_prefix_space 'the dog sees' becomes 't h e do g se
+    es': sub-tokens the model never saw at a word's start. A tokenizer that still encodes words otherwise
+    than in text is refused, as is one without a vocabulary (a model folder lacking its tokenizer files).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+    check_tokenizer_vocabulary(tokenizer, model_name_or_path)
+    if not tokenizer.is_fast or encodes_words_as_in_text(tokenizer):
+        return tokenizer
+    # transformers' own switch (RoBERTa, GPT-2, BART...), which the tokenizer saved with a run's model records.
+    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, add_prefix_space=True)
+    if not encodes_words_as_in_text(tokenizer):
+        add_prefix_space_to_byte_level(tokenizer.backend_tokenizer)  # a generic tokenizer ignores the switch
+    if not encodes_words_as_in_text(tokenizer):
+        raise UsageError(
+            f"--model_name_or_path {model_name_or_path}: its tokenizer encodes a word given alone otherwise than "
+            f"in running text ({' '.join(PROBE_WORDS[1:])!r} become {tokens_of_words(tokenizer)} as words), so "
+            "tagging would read sub-tokens the model never saw; use an encoder whose tokenizer marks word starts "
+            "(WordPiece, SentencePiece, byte-level BPE)"
+        )
+    return tokenizer
+
+
+def check_tokenizer_vocabulary(tokenizer, model_name_or_path):
+    """Refuse a tokenizer that holds nothing but its special tokens (what transformers builds for a model
+    folder without tokenizer files): every word would be the unknown token, or nothing at all."""
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise UsageError(
+            f"--model_name_or_path {model_name_or_path}: its tokenizer holds only its {len(tokenizer)} special "
+            "tokens, no vocabulary (the tokenizer files are missing); copy its encoder's tokenizer files "
+            "(tokenizer.json and tokenizer_config.json, or vocab.txt, or vocab.json and merges.txt) into it"
+        )
+
+
+def tokens_of_words(tokenizer):
+    """The sub-tokens of PROBE_WORDS after the first, the words encoded as a pre-split sentence."""
+    encoded = tokenizer([PROBE_WORDS], is_split_into_words=True, add_special_tokens=False)
+    return [token for token, word_id in zip(encoded.tokens(0), encoded.word_ids(0)) if word_id]
+
+
+def encodes_words_as_in_text(tokenizer):
+    """Whether the words of a pre-split sentence get the sub-tokens they have in the sentence written out
+    (the first word aside: it starts the text)."""
+    in_words = tokens_of_words(tokenizer)
+    in_text = tokenizer(" ".join(PROBE_WORDS), add_special_tokens=False).tokens()
+    return bool(in_words) and in_text[-len(in_words):] == in_words
+
+
+def add_prefix_space_to_byte_level(backend):
+    """Turn on add_prefix_space in the byte-level pre-tokenizer(s) of a `tokenizers.Tokenizer`, in place."""
+    from tokenizers import Tokenizer
+
+    def switch_on(node):
+        if isinstance(node, dict):
+            if node.get("type") == "ByteLevel" and "add_prefix_space" in node:
+                node["add_prefix_space"] = True
+            for value in node.values():
+                switch_on(value)
+        elif isinstance(node, list):
+            for value in node:
+                switch_on(value)
+
+    state = json.loads(backend.to_str())
+    if state.get("pre_tokenizer") is not None:
+        switch_on(state["pre_tokenizer"])
+        backend.pre_tokenizer = Tokenizer.from_str(json.dumps(state)).pre_tokenizer
+
+
+def encode_words(tokenizer, sentences_words, **options):
+    """Tokenise pre-split sentences as training does. Returns the encoding and, per sentence, each word's
+    number of sub-tokens and whether it has one other than the unknown token."""
+    encoded = tokenizer(sentences_words, is_split_into_words=True, **options)
+    unknown = tokenizer.unk_token_id
+    counts, known = [], []
+    for index, words in enumerate(sentences_words):
+        word_counts, word_known = [0] * len(words), [False] * len(words)
+        for word_id, token_id in zip(encoded.word_ids(index), encoded["input_ids"][index]):
+            if word_id is not None:
+                word_counts[word_id] += 1
+                word_known[word_id] = word_known[word_id] or token_id != unknown
+        counts.append(word_counts)
+        known.append(word_known)
+    return encoded, counts, known
 
 
 def word_windows(token_counts, budget):
@@ -239,16 +365,13 @@ def encode_sentences(tokenizer, sentences, label_to_id, max_seq_length, keep_all
     if budget < 1:
         raise ValueError(f"--max_seq_length {max_seq_length} leaves no room for a word after the special tokens")
     # One pass over everything; only the (rare) sentences that do not fit are tokenised again, per window.
-    encoded = tokenizer([sentence.words for sentence in sentences], is_split_into_words=True)
+    encoded, counts, known = encode_words(tokenizer, [sentence.words for sentence in sentences])
     features_by_sentence = [[] for _ in sentences]
     windows_to_encode = []  # (sentence_index, word indices)
     for sentence_index, sentence in enumerate(sentences):
         word_ids = encoded.word_ids(sentence_index)
-        token_counts = [0] * len(sentence.words)
-        for word_id in word_ids:
-            if word_id is not None:
-                token_counts[word_id] += 1
-        report.words_without_tokens += token_counts.count(0)
+        token_counts = counts[sentence_index]
+        report.count_words(sentence.words, token_counts, known[sentence_index])
         if len(word_ids) <= max_seq_length:
             features_by_sentence[sentence_index].append(_labelled_feature(
                 encoded["input_ids"][sentence_index], word_ids, range(len(sentence.words)), sentence.labels,
@@ -314,6 +437,7 @@ def load_task_split(data_dir, task, split, tokenizer, labels, max_seq_length, ma
     features, report = encode_sentences(
         tokenizer, sentences, label_to_id, max_seq_length, keep_all_words=(split != "train")
     )
+    report.check_coverage(path, tokenizer)
     logger.info(report.describe(path))
     return TaskSplit(task, split, path, sentences, features, report)
 

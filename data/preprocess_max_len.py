@@ -24,7 +24,10 @@ import sys
 from tqdm import tqdm
 
 from data.conll_io import TaskDataError, read_text_lines, write_files_atomically
-from utils_cross_task import is_sentence_break, split_columns, word_windows
+from errors import UsageError
+from utils_cross_task import (
+    EncodingReport, encode_words, is_sentence_break, load_word_tokenizer, split_columns, word_windows,
+)
 
 TASK_FILE = re.compile(r"^(train|dev|test)_.+\.txt$")
 SPLITS = ("train", "dev", "test")
@@ -32,23 +35,11 @@ LABELS_FILE = re.compile(r"^.+_labels\.txt$")
 BATCH_SENTENCES = 1000  # sentences tokenised per call: fast tokenizers batch well, memory stays small
 
 
-def sub_token_counts(tokenizer, sentences_words):
-    """For each sentence, the number of sub-tokens of each word, as the training code counts them."""
-    encoded = tokenizer(sentences_words, is_split_into_words=True, add_special_tokens=False)
-    counts = []
-    for index, words in enumerate(sentences_words):
-        word_counts = [0] * len(words)
-        for word_id in encoded.word_ids(index):
-            if word_id is not None:
-                word_counts[word_id] += 1
-        counts.append(word_counts)
-    return counts
-
-
-def split_long_sentences(lines, tokenizer, max_seq_length):
+def split_long_sentences(lines, tokenizer, max_seq_length, report=None):
     """The file's lines with a blank line inserted wherever a sentence has to be split.
 
-    Returns (output lines, number of sentences split, number of single words longer than the budget).
+    Returns (output lines, number of sentences split, number of single words longer than the budget). The
+    words are counted into `report` (an EncodingReport), when given.
     """
     budget = max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
     if budget < 1:
@@ -69,7 +60,10 @@ def split_long_sentences(lines, tokenizer, max_seq_length):
     for start in range(0, len(sentences), BATCH_SENTENCES):
         batch = sentences[start : start + BATCH_SENTENCES]
         words = [[split_columns(lines[index])[0] for index in sentence] for sentence in batch]
-        for sentence, counts in zip(batch, sub_token_counts(tokenizer, words)):
+        _, batch_counts, batch_known = encode_words(tokenizer, words, add_special_tokens=False)
+        for sentence, sentence_words, counts, known in zip(batch, words, batch_counts, batch_known):
+            if report is not None:
+                report.count_words(sentence_words, counts, known)
             if sum(counts) <= budget:
                 continue
             split_sentences += 1
@@ -86,7 +80,9 @@ def split_long_sentences(lines, tokenizer, max_seq_length):
 
 def process_file(input_path, tokenizer, max_seq_length):
     lines = read_text_lines(input_path)
-    output, split, oversized = split_long_sentences(lines, tokenizer, max_seq_length)
+    report = EncodingReport()
+    output, split, oversized = split_long_sentences(lines, tokenizer, max_seq_length, report)
+    report.check_coverage(input_path, tokenizer)
     message = f"{input_path}: {split} sentences split"
     if oversized:
         message += f"; {oversized} single words exceed {max_seq_length} sub-tokens and stay cut in training"
@@ -126,22 +122,26 @@ def main(argv=None):
             task_files, copied = [name], []
         else:
             raise TaskDataError(f"{args.input}: no such file or folder; check --input")
-        if os.path.abspath(input_dir or ".") == os.path.abspath(args.output_dir):
-            raise TaskDataError(f"{args.output_dir}: --output_dir is the input's folder; choose another so the "
-                                "originals are kept")
-        from transformers import AutoTokenizer
-
+        # Real paths: an --output_dir that is a link to the input's folder (or lies under such a link) is that folder.
+        if os.path.realpath(input_dir or ".") == os.path.realpath(args.output_dir):
+            raise TaskDataError(f"{args.output_dir}: --output_dir is the input's folder{linked(args.output_dir)}; "
+                                "choose another so the originals are kept")
         from data.make_default_data import resolve_model_name_or_path
 
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_name_or_path(args.model_name_or_path))
+        tokenizer = load_word_tokenizer(resolve_model_name_or_path(args.model_name_or_path))
         contents = {}
         for name in tqdm(task_files, desc="splitting long sentences", unit="file"):
             contents[name] = process_file(os.path.join(input_dir, name), tokenizer, args.max_seq_length)
         for name in copied:
             contents[name] = "\n".join(read_text_lines(os.path.join(input_dir, name))) + "\n"
         write_files_atomically(args.output_dir, contents)
-    except TaskDataError as error:
+    except (TaskDataError, UsageError) as error:
         sys.exit(f"error: {error}")
+
+
+def linked(path):
+    """' (through a symbolic link)' when `path` is not the real path of the folder it names."""
+    return " (through a symbolic link)" if os.path.realpath(path) != os.path.abspath(path) else ""
 
 
 if __name__ == "__main__":

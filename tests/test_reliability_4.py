@@ -145,3 +145,41 @@ def test_torch_compile_without_a_compiler_is_refused_first(tiny_data_dir, tiny_m
                             env={"CXX": "no-such-compiler", "PATH": os.path.dirname(sys.executable)})
     one_line_error(completed, "--torch_compile: no C++ compiler found", "leave --torch_compile out")
     assert not output.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 11. A distributed environment left in a shell
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_stale_world_size_waits_a_bounded_time_and_says_so(tiny_data_dir, tiny_model_dir, tmp_path):
+    output = tmp_path / "alone"
+    arguments = ["--task", "pos", *common(tiny_data_dir, tiny_model_dir, output), *QUICK]
+    # The run as a user starts it, with the wait shortened from its two minutes.
+    code = ("import sys, distributed, run_single_task; from cross_task_training import run_main; "
+            "distributed.RENDEZVOUS_SECONDS = 3; run_main(lambda: run_single_task.main(sys.argv[1:]))")
+    environment = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                   "MASTER_PORT": str(free_port())}
+    completed = subprocess.run([sys.executable, "-c", code, *arguments], cwd=ROOT, capture_output=True, text=True,
+                               timeout=120, env=environment)
+    assert "WORLD_SIZE=2 RANK=0 in the environment, without torchrun: waiting up to 3 s" in completed.stderr
+    one_line_error(completed, "did not all meet at 127.0.0.1", "within 3 s", "unset WORLD_SIZE")
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("environment, message", [
+    ({"WORLD_SIZE": "x"}, "WORLD_SIZE='x' in the environment: not a whole number"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": ""}, "WORLD_SIZE=2 in the environment, but no MASTER_ADDR"),
+    ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}, "RANK=2 in the environment"),
+])
+def test_a_broken_distributed_environment_is_one_line(tiny_data_dir, tiny_model_dir, tmp_path, environment, message):
+    completed = single_task(tiny_data_dir, tiny_model_dir, tmp_path / "out", env=environment)
+    one_line_error(completed, message, "unset WORLD_SIZE")
+    assert not (tmp_path / "out").exists()

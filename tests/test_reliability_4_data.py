@@ -1,0 +1,160 @@
+"""Reliability, fourth round, on data and tokenisation: tokenizers that silently fail, the data converters'
+edge cases, the affinity probe's flags, and a saved model evaluated on data whose label list differs."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ADJECTIVES, DETERMINERS, NAMES, NOUNS, ROOT, VERBS, write_task_files
+from tests.test_scripts import common, read_results
+
+QUICK = ["--num_train_epochs", "1"]  # after TINY_TRAINING's 2 epochs: given twice, the last is used
+BYTE_LEVEL_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def byte_level_bpe(words):
+    """A byte-level BPE `tokenizers.Tokenizer` (RoBERTa and GPT-2's kind) trained here on `words` as text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=BYTE_LEVEL_SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([" ".join(words)] * 3, trainer)
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return tokenizer
+
+
+TINY_WORDS = NOUNS + VERBS + DETERMINERS + ADJECTIVES + NAMES + [".", "walking", "talks"]
+
+
+def write_tiny_roberta(model_dir, generic_tokenizer=False):
+    """A 2-layer randomly initialised RoBERTa with a byte-level BPE tokenizer trained on the tiny language;
+    `generic_tokenizer` saves the tokenizer as transformers' generic fast tokenizer instead of RoBERTa's."""
+    import torch
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    tokenizer_class = PreTrainedTokenizerFast if generic_tokenizer else RobertaTokenizerFast
+    tokenizer = tokenizer_class(tokenizer_object=byte_level_bpe(TINY_WORDS), bos_token="<s>", eos_token="</s>",
+                                cls_token="<s>", sep_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                                mask_token="<mask>")
+    tokenizer.save_pretrained(model_dir)
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=66, pad_token_id=1, bos_token_id=0,
+                           eos_token_id=2)
+    RobertaModel(config, add_pooling_layer=False).save_pretrained(model_dir)
+    return str(model_dir)
+
+
+def single_task(data_dir, model_dir, output_dir, *extra):
+    import run_single_task
+
+    return run_single_task.main(["--task", "pos", *common(data_dir, model_dir, output_dir), *QUICK, *extra])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. A model folder without tokenizer files; a tokenizer that knows none of the words
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused(tiny_model_dir, tiny_data_dir, tmp_path):
+    from errors import UsageError
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(tiny_model_dir, name), bare / name)
+    with pytest.raises(UsageError, match=rf"--model_name_or_path {bare}: its tokenizer holds only its 5 special "
+                                         r"tokens.*copy its encoder's tokenizer files"):
+        single_task(tiny_data_dir, str(bare), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_that_knows_none_of_the_words_is_refused(tiny_model_dir, tmp_path):
+    from errors import UsageError
+
+    # Words outside the tiny vocabulary: every one is [UNK], but for the full stops ("zq." is [UNK] "."; 24 of them).
+    data_dir = write_task_files(tmp_path / "data")
+    for name in os.listdir(data_dir):
+        if name.startswith(("train_", "dev_", "test_")):
+            path = os.path.join(data_dir, name)
+            with open(path) as handle:
+                lines = [line if not line.strip() or line.startswith("-DOCSTART-") else "zq" + line
+                         for line in handle]
+            with open(path, "w") as handle:
+                handle.writelines(lines)
+    with pytest.raises(UsageError, match=r"train_pos.txt: 120 of 144 words get no sub-token or only the unknown "
+                                         r"token from the tokenizer of .*--model_name_or_path must hold"):
+        single_task(data_dir, tiny_model_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_preprocess_max_len_refuses_a_model_folder_without_tokenizer_files(tiny_model_dir, tiny_data_dir, tmp_path):
+    from data import preprocess_max_len
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(tiny_model_dir, name), bare / name)
+    with pytest.raises(SystemExit, match=r"^error: --model_name_or_path .*bare: its tokenizer holds only"):
+        preprocess_max_len.main(["--input", tiny_data_dir, "--output_dir", str(tmp_path / "out"),
+                                 "--max_seq_length", "16", "--model_name_or_path", str(bare)])
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. Byte-level BPE tokenizers keep their word-start marker
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["roberta", "generic"])
+def test_byte_level_bpe_words_are_encoded_as_in_running_text(tmp_path, generic):
+    from utils_cross_task import encode_words, load_word_tokenizer
+
+    model_dir = write_tiny_roberta(tmp_path / "roberta", generic_tokenizer=generic)
+    tokenizer = load_word_tokenizer(model_dir)
+    encoded, _, _ = encode_words(tokenizer, [["the", "dog", "sees", "mary"]], add_special_tokens=False)
+    tokens = encoded.tokens(0)
+    first_of_each_word = [tokens[encoded.word_ids(0).index(word)] for word in range(4)]
+    assert all(token.startswith("Ġ") for token in first_of_each_word), tokens
+    # The words after the first get the sub-tokens they have in the sentence written out.
+    in_text = tokenizer("the dog sees mary", add_special_tokens=False).tokens()
+    assert tokens[encoded.word_ids(0).index(1):] == in_text[-(len(tokens) - encoded.word_ids(0).index(1)):]
+
+
+def test_a_roberta_run_trains_and_saves_a_tokenizer_that_marks_word_starts(tiny_data_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    model_dir = write_tiny_roberta(tmp_path / "roberta")
+    output = tmp_path / "out"
+    single_task(tiny_data_dir, model_dir, output)
+    assert float(read_results(output / "pos_test_results.txt")["accuracy"]) > 0
+    # The tokenizer saved with the model encodes words as the run did, for whoever loads it next.
+    saved = AutoTokenizer.from_pretrained(output)
+    tokens = saved([["the", "dog", "sees"]], is_split_into_words=True, add_special_tokens=False).tokens(0)
+    assert tokens[0].startswith("Ġ") and "Ġsees" in tokens, tokens
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. preprocess_max_len.py writing into its input's folder through a symbolic link
+
+
+@pytest.mark.parametrize("input_is_file", [False, True], ids=["folder", "file"])
+def test_preprocess_max_len_refuses_an_output_dir_linked_to_its_input(tiny_model_dir, tmp_path, input_is_file):
+    from data import preprocess_max_len
+
+    data_dir = write_task_files(tmp_path / "data")
+    before = {name: open(os.path.join(data_dir, name), "rb").read() for name in os.listdir(data_dir)}
+    alias = tmp_path / "alias"
+    alias.symlink_to(data_dir)
+    given = os.path.join(data_dir, "train_pos.txt") if input_is_file else data_dir
+    # 'walking' is two sub-tokens: at 6, sentences of 5 words and more are split, so the files would change.
+    with pytest.raises(SystemExit, match=r"^error: .*alias: --output_dir is the input's folder \(through a symbolic "
+                                         r"link\); choose another"):
+        preprocess_max_len.main(["--input", given, "--output_dir", str(alias), "--max_seq_length", "6",
+                                 "--model_name_or_path", tiny_model_dir])
+    assert {name: open(os.path.join(data_dir, name), "rb").read() for name in os.listdir(data_dir)} == before
