@@ -41,7 +41,8 @@ from training_loop import (
     check_training_data, checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint, state_bytes,
 )
 from utils_cross_task import (
-    labels_file, load_task_split, load_word_tokenizer, read_labels, read_sentences, task_file, training_order_seed,
+    is_sentence_task, labels_file, load_task_split, load_word_tokenizer, read_labels, read_sentences, task_file,
+    training_order_seed,
 )
 import target_aware_baselines as baselines
 
@@ -444,6 +445,7 @@ class TaskData:
     train: dict = field(default_factory=dict)  # task -> TaskSplit
     dev: dict = field(default_factory=dict)
     test: dict = field(default_factory=dict)
+    sentence_tasks: list = field(default_factory=list)  # the tasks with one label per example (.tsv files)
 
 
 def load_tokenizer(run):
@@ -520,13 +522,14 @@ def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_list
     args = run.args
     data = TaskData(labels=dict(label_lists or {}))
     tasks = list(dict.fromkeys(list(train_sentence_limits) + list(eval_tasks)))
+    data.sentence_tasks = [task for task in tasks if is_sentence_task(run.data_dir, task)]
     for task in tasks:
         if task not in data.labels:
             train_path = task_file(run.data_dir, "train", task)
             train_sentences = None if os.path.isfile(os.path.join(run.data_dir, f"{task}_labels.txt")) else read_sentences(train_path)
             data.labels[task] = read_labels(run.data_dir, task, train_sentences)
             try:
-                check_labels_fit_metric(task, data.labels[task])
+                check_labels_fit_metric(task, data.labels[task], task in data.sentence_tasks)
             except ValueError as error:
                 source = labels_file(run.data_dir, task) if train_sentences is None else task_file(run.data_dir, "train", task)
                 raise TaskDataError(f"{source}: {error}; fix the label set, or rename the task") from None
@@ -584,21 +587,36 @@ def forward_path(args, device):
     return AUTO_FORWARD_PATH.get(device.type, "unpadded")
 
 
-def build_model(run, task_labels):
+def build_model(run, task_labels, sentence_tasks=()):
     """A new multi-task model (fresh heads on the pretrained encoder), or, without --do_train, a saved one.
 
-    `run.forward_path` records the path the model takes ("encoder": the encoder's own forward)."""
+    `sentence_tasks` get a sentence-level head (--sentence_pooling). `run.forward_path` records the path
+    the model takes ("encoder": the encoder's own forward)."""
     args = run.args
     options = dict(unpadded=not args.padded_forward, forward_path=forward_path(args, run.device))
     if args.do_train:
-        model = MultiTaskTagger.from_encoder(run.model_name_or_path, task_labels, args.dropout, **options)
+        model = MultiTaskTagger.from_encoder(run.model_name_or_path, task_labels, args.dropout, **options,
+                                             sentence_tasks=sentence_tasks,
+                                             sentence_pooling=getattr(args, "sentence_pooling", "first"))
     else:
         model = MultiTaskTagger.from_pretrained(run.model_name_or_path, **options)
+        check_task_levels(run, model, task_labels, sentence_tasks)
     model.to(run.device)
     run.forward_path = model.forward_path
     if args.torch_compile or args.torch_compile_mode:
         model.compile_encoder(args.torch_compile_mode)
     return model
+
+
+def check_task_levels(run, model, task_labels, sentence_tasks):
+    """Refuse to evaluate a saved model on a task whose files are of the other level than its head."""
+    for task in task_labels:
+        if task in model.task_labels and (task in sentence_tasks) != (task in model.sentence_tasks):
+            levels = ("sentence-level (.tsv)", "tagging (.txt)")
+            data_level, model_level = (levels if task in sentence_tasks else levels[::-1])
+            raise UsageError(f"task {task}: its files in {run.data_dir} are {data_level}, but the model in "
+                             f"{run.model_name_or_path} has a {model_level.split()[0]} head for it; give the data "
+                             "the model was trained on")
 
 
 def prepare_run(args, paradigm, main_task, tasks, train_limits):
@@ -614,7 +632,7 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
         warn_identical_gradient_batches(args, data.train)
         if run.checkpoint is not None:
             check_training_data(run.checkpoint_path, run.checkpoint, run.training_data)
-        model = build_model(run, data.labels)
+        model = build_model(run, data.labels, data.sentence_tasks)
         if run.checkpoint is not None:
             restore_checkpoint(run, model, run.checkpoint)
             run.checkpoint = None

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from modeling_multi_bert import dropout_off, token_classification_loss
 from output_files import predictions_file, results_file, write_text_atomic
 from sequence_metrics import compute_metrics, metric_family
-from utils_cross_task import IGNORED_LABEL_ID, prediction_file_text, prefetched
+from utils_cross_task import IGNORED_LABEL_ID, prediction_file_text, prefetched, sentence_prediction_file_text
 
 logger = logging.getLogger("tawt")
 
@@ -36,7 +36,8 @@ def predict(model, task, split, batch_size, device, pad_token_id, autocast):
     the last batch is queued: the host reads them once, at the end.
     """
     labels = model.task_labels[task]
-    predictions = [[default_label(labels)] * len(sentence.words) for sentence in split.sentences]
+    # One label per word of a tagging sentence, one per example of a sentence-level task.
+    predictions = [[default_label(labels)] * len(sentence.labels) for sentence in split.sentences]
     order = sorted(range(len(split.features)), key=lambda index: len(split.features[index].input_ids))
     batches = [[split.features[index] for index in order[start : start + batch_size]]
                for start in range(0, len(order), batch_size)]
@@ -46,7 +47,8 @@ def predict(model, task, split, batch_size, device, pad_token_id, autocast):
     with dropout_off(model), contextlib.closing(collated) as loaded:
         for batch in tqdm(loaded, total=len(batches), desc=f"predicting {task} {split.split}", leave=False):
             with autocast():
-                _, logits = model(task, batch["input_ids"], batch["attention_mask"], token_index=batch.get("token_index"))
+                _, logits = model(task, batch["input_ids"], batch["attention_mask"], token_index=batch.get("token_index"),
+                                  token_type_ids=batch.get("token_type_ids"))
             loss_sums.append(token_classification_loss(logits, batch["labels"], reduction="sum"))
             predicted.append(logits.argmax(dim=-1))
     labelled_tokens = sum(label != IGNORED_LABEL_ID for feature in split.features for label in feature.label_ids)
@@ -73,14 +75,18 @@ def evaluate_and_write(run, model, task, split, split_name):
     )
     labels = model.task_labels[task]
     gold = [sentence.labels for sentence in split.sentences]
-    results = {**compute_metrics(task, labels, gold, predictions), "loss": loss}
-    results["metric_family"] = metric_family(task, labels)
+    sentence_level = task in model.sentence_tasks
+    results = {**compute_metrics(task, labels, gold, predictions, sentence_level), "loss": loss}
+    results["metric_family"] = metric_family(task, labels, sentence_level)
     results["sentences"] = len(split.sentences)
     if split.report.split_sentences:
         results["sentences_predicted_in_windows"] = split.report.split_sentences
     write_text_atomic(run.path(results_file(task, split_name)), format_results(results))
     if split_name == "test":
-        write_text_atomic(run.path(predictions_file(task)), prediction_file_text(split.path, predictions))
+        sentence_level = task in model.sentence_tasks
+        text = (sentence_prediction_file_text(split.sentences, predictions) if sentence_level
+                else prediction_file_text(split.path, predictions))
+        write_text_atomic(run.path(predictions_file(task)), text)
     logger.info("%s %s: %s", task, split_name,
                 ", ".join(f"{key} {value:.4f}" for key, value in results.items() if isinstance(value, float)))
     return results

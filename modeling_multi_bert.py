@@ -3,9 +3,13 @@
 Any Hugging Face encoder that `AutoModel` loads works (BERT, RoBERTa, MiniLM, ...). A batch holds the
 sentences of one task and goes through that task's head, addressed by the task's name.
 
+A sentence-level task (one label per example, see utils_cross_task) has a head of the same kind on one
+state per example: the encoder's first-token state, or the mean of its token states (`sentence_pooling`).
+
 A saved model is a directory with the encoder (`config.json` + weights, as `save_pretrained` writes
-them), the tokenizer, `task_heads.safetensors` and `task_heads.json` (task names, label lists, dropout):
-`MultiTaskTagger.from_pretrained(directory)` gives it back exactly.
+them), the tokenizer, `task_heads.safetensors` and `task_heads.json` (task names, label lists, dropout,
+the sentence-level tasks and their pooling): `MultiTaskTagger.from_pretrained(directory)` gives it back
+exactly.
 """
 
 import contextlib
@@ -35,6 +39,9 @@ FORWARD_PATHS = ("unpadded", "bucketed")
 # 16 wide) and to the full batch size, so that few distinct shapes occur: at --max_seq_length 128 an
 # epoch sees at most 8, which a compiled forward (and a CUDA graph) is made for once each.
 BUCKET_POSITIONS = 16
+# How a sentence-level task's head reads an example: its first token's state ([CLS] for BERT), or the
+# mean of its tokens' states.
+SENTENCE_POOLINGS = ("first", "mean")
 
 
 def load_encoder(model_name_or_path):
@@ -52,7 +59,8 @@ def load_encoder(model_name_or_path):
 
 
 class MultiTaskTagger(nn.Module):
-    def __init__(self, encoder, task_labels, dropout=None, unpadded=True, forward_path="unpadded"):
+    def __init__(self, encoder, task_labels, dropout=None, unpadded=True, forward_path="unpadded", sentence_tasks=(),
+                 sentence_pooling="first"):
         """`task_labels` maps each task name to its label list (the head's output order).
 
         `forward_path` says how BERT-family encoders run (both use the encoder's own modules and weights
@@ -61,10 +69,17 @@ class MultiTaskTagger(nn.Module):
         shapes with SDPA attention (see `bucketed_encoder_states`; few, large kernels and few distinct
         shapes: what a GPU and a compiled forward want). Encoders of another shape, and `unpadded=False`,
         use the encoder's own padded forward ("encoder").
+
+        `sentence_tasks` names the tasks whose head reads one pooled state per example (`sentence_pooling`).
         """
         super().__init__()
         if forward_path not in FORWARD_PATHS:
             raise ValueError(f"forward_path {forward_path!r}: use one of {FORWARD_PATHS}")
+        if sentence_pooling not in SENTENCE_POOLINGS:
+            raise ValueError(f"sentence_pooling {sentence_pooling!r}: use one of {SENTENCE_POOLINGS}")
+        unknown = sorted(set(sentence_tasks) - set(task_labels))
+        if unknown:
+            raise ValueError(f"sentence-level tasks {unknown} have no label list")
         self.encoder = encoder
         own_layers = bool(unpadded) and supports_unpadded_forward(encoder)
         self.forward_path = forward_path if own_layers else "encoder"
@@ -76,6 +91,8 @@ class MultiTaskTagger(nn.Module):
         self.task_labels = {task: list(labels) for task, labels in task_labels.items()}
         # ModuleDict keys cannot hold '.', and task names are free strings: heads are keyed by position.
         self.task_names = list(self.task_labels)
+        self.sentence_tasks = [task for task in self.task_names if task in set(sentence_tasks)]
+        self.sentence_pooling = sentence_pooling
         hidden_size = encoder.config.hidden_size
         self.heads = nn.ModuleList(nn.Linear(hidden_size, len(labels)) for labels in self.task_labels.values())
         for head in self.heads:
@@ -92,8 +109,10 @@ class MultiTaskTagger(nn.Module):
         self.forward_path = "unpadded" if value else "encoder"
 
     @classmethod
-    def from_encoder(cls, model_name_or_path, task_labels, dropout=None, unpadded=True, forward_path="unpadded"):
-        return cls(load_encoder(model_name_or_path), task_labels, dropout, unpadded, forward_path)
+    def from_encoder(cls, model_name_or_path, task_labels, dropout=None, unpadded=True, forward_path="unpadded",
+                     sentence_tasks=(), sentence_pooling="first"):
+        return cls(load_encoder(model_name_or_path), task_labels, dropout, unpadded, forward_path, sentence_tasks,
+                   sentence_pooling)
 
     def head(self, task):
         try:
@@ -132,24 +151,28 @@ class MultiTaskTagger(nn.Module):
         self.compiled_states = torch.compile(self._encoder_states, mode=mode)
         return self
 
-    def _encoder_states(self, input_ids, attention_mask, token_index=None):
+    def _encoder_states(self, input_ids, attention_mask, token_index=None, token_type_ids=None):
         if self.forward_path == "unpadded":
-            return unpadded_encoder_states(self.encoder, input_ids, attention_mask, token_index)
+            return unpadded_encoder_states(self.encoder, input_ids, attention_mask, token_index, token_type_ids)
         if self.forward_path == "bucketed":
-            return bucketed_encoder_states(self.encoder, input_ids, attention_mask)
-        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return bucketed_encoder_states(self.encoder, input_ids, attention_mask, token_type_ids)
+        # Passed only when given: some encoders (DistilBERT) take no token types.
+        segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, **segments).last_hidden_state
 
-    def encode(self, input_ids, attention_mask, token_index=None):
+    def encode(self, input_ids, attention_mask, token_index=None, token_type_ids=None):
         """Per-token encoder states, before dropout (zeros at padded positions on the unpadded path).
 
         `token_index`: the positions of the real tokens in the flattened batch (`collate_batch` gives it;
-        computed here when missing, which on a GPU waits for the device)."""
+        computed here when missing, which on a GPU waits for the device). `token_type_ids`: the segment of
+        each position (sentence-level pairs); None: the encoder's default (all the first segment)."""
         if self.compiled_states is None:
-            return self._encoder_states(input_ids, attention_mask, token_index)
+            return self._encoder_states(input_ids, attention_mask, token_index, token_type_ids)
         # The length varies from batch to batch: one graph for all lengths rather than one per bucket.
-        for tensor in (input_ids, attention_mask):
-            torch._dynamo.maybe_mark_dynamic(tensor, 1)
-        return self.compiled_states(input_ids, attention_mask, token_index)
+        for tensor in (input_ids, attention_mask, token_type_ids):
+            if tensor is not None:
+                torch._dynamo.maybe_mark_dynamic(tensor, 1)
+        return self.compiled_states(input_ids, attention_mask, token_index, token_type_ids)
 
     def collate_batch(self, features, pad_token_id, rows=None):
         """A batch as this model's forward path wants it, on the host (see `collate`).
@@ -166,15 +189,28 @@ class MultiTaskTagger(nn.Module):
             batch["token_index"] = batch["attention_mask"].reshape(-1).nonzero().squeeze(1)
         return batch
 
-    def classify(self, task, hidden_states, labels=None):
-        """Logits (and the mean loss over labelled tokens) of `task`'s head on encoder states."""
-        logits = self.head(task)(self.dropout(hidden_states))
+    def task_states(self, task, hidden_states, attention_mask=None):
+        """The states `task`'s head reads: every token's ([batch, length, hidden]), or for a sentence-level
+        task one pooled state per example ([batch, 1, hidden]), so its logits line up with its [batch, 1]
+        labels and no token's logits are computed."""
+        if task not in self.sentence_tasks:
+            return hidden_states
+        if self.sentence_pooling == "first":
+            return hidden_states[:, :1]
+        # Padded positions hold zeros on the unpadded path but real values on the others: masked out.
+        mask = attention_mask[:, :, None].to(hidden_states.dtype)
+        return (hidden_states * mask).sum(dim=1, keepdim=True) / mask.sum(dim=1, keepdim=True).clamp(min=1)
+
+    def classify(self, task, hidden_states, labels=None, attention_mask=None):
+        """Logits (and the mean loss over labelled tokens, or examples) of `task`'s head on encoder states."""
+        logits = self.head(task)(self.dropout(self.task_states(task, hidden_states, attention_mask)))
         if labels is None:
             return None, logits
         return token_classification_loss(logits, labels), logits
 
-    def forward(self, task, input_ids, attention_mask, labels=None, token_index=None):
-        return self.classify(task, self.encode(input_ids, attention_mask, token_index), labels)
+    def forward(self, task, input_ids, attention_mask, labels=None, token_index=None, token_type_ids=None):
+        hidden_states = self.encode(input_ids, attention_mask, token_index, token_type_ids)
+        return self.classify(task, hidden_states, labels, attention_mask)
 
     def save_pretrained(self, directory, tokenizer=None):
         os.makedirs(directory, exist_ok=True)
@@ -188,7 +224,8 @@ class MultiTaskTagger(nn.Module):
         save_file(head_tensors, os.path.join(directory, HEADS_WEIGHTS))
         with open(os.path.join(directory, HEADS_CONFIG), "w") as handle:
             json.dump(
-                {"task_names": self.task_names, "task_labels": self.task_labels, "dropout": self.dropout_probability},
+                {"task_names": self.task_names, "task_labels": self.task_labels, "dropout": self.dropout_probability,
+                 "sentence_tasks": self.sentence_tasks, "sentence_pooling": self.sentence_pooling},
                 handle, indent=2,
             )
 
@@ -197,8 +234,10 @@ class MultiTaskTagger(nn.Module):
         with open(os.path.join(directory, HEADS_CONFIG)) as handle:
             heads_config = json.load(handle)
         task_labels = {task: heads_config["task_labels"][task] for task in heads_config["task_names"]}
+        # A model saved before sentence-level tasks existed has none.
         model = cls(AutoModel.from_pretrained(directory, dtype=MASTER_DTYPE), task_labels, heads_config["dropout"],
-                    unpadded, forward_path)
+                    unpadded, forward_path, heads_config.get("sentence_tasks", ()),
+                    heads_config.get("sentence_pooling", "first"))
         head_tensors = load_file(os.path.join(directory, HEADS_WEIGHTS))
         with torch.no_grad():
             for index, head in enumerate(model.heads):
@@ -235,14 +274,15 @@ def _self_attention(self_attention, padded_heads, attend):
     )
 
 
-def unpadded_encoder_states(encoder, input_ids, attention_mask, token_index=None):
+def unpadded_encoder_states(encoder, input_ids, attention_mask, token_index=None, token_type_ids=None):
     """Last hidden states of a BERT-family encoder computed on the real tokens only ([batch, length, hidden]).
 
     `token_index` (the real tokens' positions in the flattened batch) is computed from the mask when not
     given; on a GPU that makes the host wait for the device (the number of tokens decides a shape).
     """
     batch_size, length = input_ids.shape
-    embeddings = encoder.embeddings(input_ids=input_ids)  # positions and token types as the encoder does them
+    # positions and token types as the encoder does them
+    embeddings = encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
     hidden_size = embeddings.shape[-1]
     if token_index is None:
         token_index = attention_mask.reshape(-1).nonzero().squeeze(1)
@@ -262,7 +302,7 @@ def unpadded_encoder_states(encoder, input_ids, attention_mask, token_index=None
     return _scatter_rows(hidden, token_index, batch_size * length).view(batch_size, length, hidden_size)
 
 
-def bucketed_encoder_states(encoder, input_ids, attention_mask):
+def bucketed_encoder_states(encoder, input_ids, attention_mask, token_type_ids=None):
     """Last hidden states of a BERT-family encoder computed on every position of the padded batch.
 
     The same modules in the same order as `unpadded_encoder_states`, on [batch, length, hidden] tensors:
@@ -270,7 +310,7 @@ def bucketed_encoder_states(encoder, input_ids, attention_mask):
     a compiled graph serves every batch of a shape. Padded positions get states that nothing reads.
     """
     batch_size, length = input_ids.shape
-    hidden = encoder.embeddings(input_ids=input_ids)
+    hidden = encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
     attend = attention_mask.bool()[:, None, None, :]
     for layer in encoder.encoder.layer:
         head_size = layer.attention.self.attention_head_size

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from errors import UsageError
-from modeling_multi_bert import FORWARD_PATHS
+from modeling_multi_bert import FORWARD_PATHS, SENTENCE_POOLINGS
 from output_files import TRAINING_LOG_FILE
 from run_reporting import add_report_to_argument
 import target_aware_baselines as baselines
@@ -91,6 +91,9 @@ def add_common_arguments(parser):
                                "a GPU. Default: torch.compile's default")
     training.add_argument("--dropout", type=float, default=None,
                           help="dropout before the task heads; default: the encoder's hidden_dropout_prob")
+    training.add_argument("--sentence_pooling", choices=SENTENCE_POOLINGS, default="first",
+                          help="what a sentence-level task's head reads: the first token's state (first, [CLS]) or "
+                               "the mean of the example's token states (mean)")
     training.add_argument("--logging_steps", type=int, default=50,
                           help=f"write the mean training loss every N steps to {TRAINING_LOG_FILE}")
     training.add_argument("--save_steps", type=int, default=0,

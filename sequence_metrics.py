@@ -1,6 +1,6 @@
 """The tasks' metrics, on lists of label sequences (one list of labels per sentence).
 
-Three families, chosen per task by `metric_family`:
+Four families, chosen per task by `metric_family`:
 
 * ``span`` (chunking, ner, any BIO task): span precision / recall / F1, conlleval-style, by seqeval.
   seqeval is right only here: it scores spans, so it is never used for token-level tasks.
@@ -8,6 +8,8 @@ Three families, chosen per task by `metric_family`:
   token accuracy.
 * ``tagging`` (pos and everything else): token accuracy, micro F1 and macro F1 over the tags. For
   single-label tagging micro F1 equals accuracy; it is reported because the paper's tables used it.
+* ``classification`` (every sentence-level task, one label per example): accuracy and macro F1 over the
+  classes, and for two classes the F1 of the positive one (see `classification_positive_label`).
 
 The headline number of each family (what the paper's tables report) is `primary_metric(family)`.
 """
@@ -28,8 +30,11 @@ def is_bio_label(label):
     return bool(_BIO_LABEL.match(label))
 
 
-def metric_family(task, labels):
-    """Which family of metrics scores `task`, whose label list is `labels`."""
+def metric_family(task, labels, sentence_level=False):
+    """Which family of metrics scores `task`, whose label list is `labels` (`sentence_level`: one label per
+    example rather than per word)."""
+    if sentence_level:
+        return "classification"
     if task in SPAN_TASKS:
         return "span"
     if task in BINARY_TASKS:
@@ -51,9 +56,9 @@ def positive_label(labels):
     return positives[0]
 
 
-def check_labels_fit_metric(task, labels):
+def check_labels_fit_metric(task, labels, sentence_level=False):
     """Raise ValueError, saying why, when `task`'s metric cannot score the label list `labels`."""
-    family = metric_family(task, labels)
+    family = metric_family(task, labels, sentence_level)
     if family == "span":
         not_bio = [label for label in labels if not is_bio_label(label)]
         if not_bio:
@@ -66,7 +71,7 @@ def check_labels_fit_metric(task, labels):
 
 def primary_metric(family):
     """The key of the number the paper reports for a family."""
-    return "accuracy" if family == "tagging" else "f1"
+    return "accuracy" if family in ("tagging", "classification") else "f1"
 
 
 def _safe_ratio(numerator, denominator):
@@ -141,11 +146,71 @@ def tagging_metrics(gold, predicted):
     }
 
 
-def compute_metrics(task, labels, gold, predicted):
-    """All metrics of `task`'s family for the sentence lists `gold` and `predicted`."""
-    family = metric_family(task, labels)
+def compute_metrics(task, labels, gold, predicted, sentence_level=False):
+    """All metrics of `task`'s family for the sentence lists `gold` and `predicted` (for a sentence-level
+    task, one one-label list per example)."""
+    family = metric_family(task, labels, sentence_level)
+    if family == "classification":
+        return classification_metrics(gold, predicted, labels)
     if family == "span":
         return span_metrics(gold, predicted)
     if family == "binary":
         return binary_metrics(gold, predicted, positive_label(labels))
     return tagging_metrics(gold, predicted)
+
+
+def classification_positive_label(labels):
+    """The class whose F1 a two-class sentence-level task reports: the one that is not '-', 'O' or a usual
+    name of the negative class, else the second of the label list (0/1, negative/positive)."""
+    negatives = [label for label in labels if label.lower() in NEGATIVE_CLASS_NAMES]
+    if len(labels) == 2 and len(negatives) == 1:
+        return next(label for label in labels if label not in negatives)
+    return labels[1]
+
+
+NEGATIVE_CLASS_NAMES = {"-", "o", "0", "no", "false", "negative", "neg", "not_entailment", "non_entailment"}
+
+
+def classification_counts(gold, predicted, labels):
+    """Per example, the counts accuracy and macro F1 are made of, as a float array (examples, 1 + 3 * C):
+    whether it is right, then for each of the C classes of `labels` its true positive, false positive and
+    false negative (0 or 1). Summed over any set of examples, `classification_scores` gives their metrics:
+    what a paired bootstrap resamples."""
+    _check_aligned(gold, predicted)
+    gold_flat, predicted_flat = _flatten(gold), _flatten(predicted)
+    counts = np.zeros((gold_flat.size, 1 + 3 * len(labels)))
+    counts[:, 0] = gold_flat == predicted_flat
+    for index, label in enumerate(labels):
+        is_gold, is_predicted = gold_flat == label, predicted_flat == label
+        counts[:, 1 + 3 * index] = is_gold & is_predicted
+        counts[:, 2 + 3 * index] = ~is_gold & is_predicted
+        counts[:, 3 + 3 * index] = is_gold & ~is_predicted
+    return counts
+
+
+def classification_scores(summed_counts, labels):
+    """Accuracy and macro F1 (over the classes seen in gold or predictions) from summed
+    `classification_counts`; for two classes also the positive class's precision, recall and F1."""
+    summed_counts = np.asarray(summed_counts, dtype=np.float64)
+    per_class = summed_counts[1:].reshape(len(labels), 3)
+    examples = per_class[:, 0].sum() + per_class[:, 2].sum()  # every example is a gold tp or fn once
+    class_f1 = {}
+    for label, (true_positive, false_positive, false_negative) in zip(labels, per_class):
+        if true_positive + false_positive + false_negative:
+            precision = _safe_ratio(true_positive, true_positive + false_positive)
+            recall = _safe_ratio(true_positive, true_positive + false_negative)
+            class_f1[label] = (precision, recall, _f1(precision, recall))
+    scores = {"accuracy": _safe_ratio(summed_counts[0], examples),
+              "macro_f1": float(np.mean([f1 for *_, f1 in class_f1.values()])) if class_f1 else 0.0}
+    if len(labels) == 2:
+        precision, recall, f1 = class_f1.get(classification_positive_label(labels), (0.0, 0.0, 0.0))
+        scores.update(precision=precision, recall=recall, f1=f1)
+    return scores
+
+
+def classification_metrics(gold, predicted, labels):
+    """Accuracy and macro F1 of one-label-per-example predictions (and the positive class's F1 for two)."""
+    unknown = sorted((set(_flatten(gold).tolist()) | set(_flatten(predicted).tolist())) - set(labels))
+    if unknown:
+        raise ValueError(f"labels {unknown[:5]} are not in the task's label list")
+    return classification_scores(classification_counts(gold, predicted, labels).sum(axis=0), labels)

@@ -263,7 +263,7 @@ class Trainer:
                 torch.compiler.cudagraph_mark_step_begin()  # a new step: CUDA graphs may reuse their memory
             with run.autocast():
                 loss, _ = self.training_model(task, batch["input_ids"], batch["attention_mask"], batch["labels"],
-                                              batch.get("token_index"))
+                                              batch.get("token_index"), batch.get("token_type_ids"))
             self.task_losses.add(task, loss)
             loss = loss * multipliers[task]
             losses.add(loss, self.global_step + 1, task, indices)

@@ -38,7 +38,9 @@ class Sentence:
 
 
 def task_file(data_dir, split, task):
-    return os.path.join(data_dir, f"{split}_{task}.txt")
+    """`{split}_{task}.txt` for a tagging task, `{split}_{task}.tsv` for a sentence-level one."""
+    extension = SENTENCE_TASK_EXTENSION if is_sentence_task(data_dir, task) else ".txt"
+    return os.path.join(data_dir, f"{split}_{task}{extension}")
 
 
 def labels_file(data_dir, task):
@@ -48,7 +50,8 @@ def labels_file(data_dir, task):
 def task_files_hint(path):
     """What to check when a task file is missing: the task files its directory does hold."""
     directory = os.path.dirname(path) or "."
-    present = sorted(name for name in os.listdir(directory) if name.endswith(".txt")) if os.path.isdir(directory) else []
+    present = sorted(name for name in os.listdir(directory) if name.endswith((".txt", SENTENCE_TASK_EXTENSION))
+                     ) if os.path.isdir(directory) else []
     shown = ", ".join(present[:12]) + (", ..." if len(present) > 12 else "")
     return (f"check --data_dir and the task name ({directory} holds {shown})" if present
             else f"check --data_dir ({directory} holds no .txt file)")
@@ -101,7 +104,11 @@ def is_sentence_break(line):
 
 
 def read_sentences(path, max_sentences=None):
-    """Read a task file into `Sentence`s (at most `max_sentences`, the file's first ones)."""
+    """Read a task file into `Sentence`s (at most `max_sentences`, the file's first ones).
+
+    A sentence-level task file (.tsv) gives one `Sentence` per example (see `read_sentence_examples`)."""
+    if is_sentence_file(path):
+        return read_sentence_examples(path, max_sentences)
     sentences = []
     words, labels, line_numbers = [], [], []
     for line_number, line in enumerate(read_text_lines(path), start=1):
@@ -173,6 +180,10 @@ class Feature:
     label_ids: list  # IGNORED_LABEL_ID except at each word's first sub-token
     sentence_index: int
     word_indices: list  # for each labelled position, the index of its word in the sentence
+    # A sentence-level example: label_ids holds its one label, which the task's head predicts from the
+    # whole input (see MultiTaskTagger.task_states); token_type_ids tell the two texts of a pair apart.
+    sentence_level: bool = False
+    token_type_ids: list = None
 
 
 @dataclass
@@ -185,6 +196,7 @@ class EncodingReport:
     words_without_tokens: int = 0  # words the tokenizer maps to nothing (e.g. lone control characters)
     unknown_words: int = 0  # words the tokenizer maps to its unknown token only
     unusable_examples: list = field(default_factory=list)  # a few of the words of these two kinds
+    truncated_examples: int = 0  # sentence-level examples cut by --max_seq_length
 
     def describe(self, name):
         parts = [f"{name}: {self.sentences} sentences"]
@@ -193,6 +205,9 @@ class EncodingReport:
                 f"{self.truncated_words} words in {self.truncated_sentences} sentences cut by --max_seq_length "
                 "(they are not trained on; split long sentences with data/preprocess_max_len.py)"
             )
+        if self.truncated_examples:
+            parts.append(f"{self.truncated_examples} examples cut to --max_seq_length sub-tokens (their label is "
+                         "predicted from the part kept)")
         if self.split_sentences:
             parts.append(f"{self.split_sentences} sentences longer than --max_seq_length predicted in windows")
         if self.words_without_tokens:
@@ -434,9 +449,12 @@ def load_task_split(data_dir, task, split, tokenizer, labels, max_seq_length, ma
         )
     check_labels(path, sentences, labels)
     label_to_id = {label: index for index, label in enumerate(labels)}
-    features, report = encode_sentences(
-        tokenizer, sentences, label_to_id, max_seq_length, keep_all_words=(split != "train")
-    )
+    if is_sentence_file(path):
+        features, report = encode_sentence_examples(tokenizer, sentences, label_to_id, max_seq_length)
+    else:
+        features, report = encode_sentences(
+            tokenizer, sentences, label_to_id, max_seq_length, keep_all_words=(split != "train")
+        )
     report.check_coverage(path, tokenizer)
     logger.info(report.describe(path))
     return TaskSplit(task, split, path, sentences, features, report)
@@ -466,14 +484,23 @@ def collate(features, pad_token_id, pad_to_multiple_of=None, max_length=None, ro
     row_count = max(len(features), rows or 0)
     input_ids = torch.full((row_count, length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((row_count, length), dtype=torch.long)
-    label_ids = torch.full((row_count, length), IGNORED_LABEL_ID, dtype=torch.long)
+    # A batch holds one task: sentence-level examples have one label each (a [rows, 1] label tensor).
+    label_ids = torch.full((row_count, 1 if features[0].sentence_level else length), IGNORED_LABEL_ID,
+                           dtype=torch.long)
+    paired = any(feature.token_type_ids is not None for feature in features)
+    token_type_ids = torch.zeros((row_count, length), dtype=torch.long) if paired else None
     for row, feature in enumerate(features):
         size = len(feature.input_ids)
         input_ids[row, :size] = torch.tensor(feature.input_ids)
         attention_mask[row, :size] = 1
-        label_ids[row, :size] = torch.tensor(feature.label_ids)
+        label_ids[row, : len(feature.label_ids)] = torch.tensor(feature.label_ids)
+        if paired and feature.token_type_ids is not None:
+            token_type_ids[row, :size] = torch.tensor(feature.token_type_ids)
     attention_mask[len(features):, 0] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+    if paired:
+        batch["token_type_ids"] = token_type_ids
+    return batch
 
 
 def prefetched(items, make_batch, device, depth=2):
@@ -567,3 +594,121 @@ def prediction_file_text(test_path, predictions):
         output.append(separator.join(columns))
         word_index += 1
     return "\n".join(output) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sentence-level tasks
+#
+# A task whose files are {split}_{task}.tsv has one label per example rather than per word: one example a
+# line, 'label<TAB>text', or 'label<TAB>text_a<TAB>text_b' for a pair (entailment, paraphrase). An example
+# is held as a `Sentence` whose words are its one or two texts and whose labels are its one label, so
+# everything that counts, checks or fingerprints sentences serves both kinds of task.
+
+SENTENCE_TASK_EXTENSION = ".tsv"
+SPLITS = ("train", "dev", "test")
+
+
+def _exists(path):
+    return os.path.isfile(path) or os.path.isfile(path + ".gz")
+
+
+def is_sentence_file(path):
+    return os.fspath(path).removesuffix(".gz").endswith(SENTENCE_TASK_EXTENSION)
+
+
+def is_sentence_task(data_dir, task):
+    """Whether `task`'s files in `data_dir` are sentence-level (.tsv); a task with both kinds is refused."""
+    sentence_files = [f"{split}_{task}{SENTENCE_TASK_EXTENSION}" for split in SPLITS
+                      if _exists(os.path.join(data_dir, f"{split}_{task}{SENTENCE_TASK_EXTENSION}"))]
+    if not sentence_files:
+        return False
+    tagging_files = [f"{split}_{task}.txt" for split in SPLITS if _exists(os.path.join(data_dir, f"{split}_{task}.txt"))]
+    if tagging_files:
+        raise TaskDataError(
+            f"{data_dir}: task {task} has tagging files ({', '.join(tagging_files)}) and sentence-level files "
+            f"({', '.join(sentence_files)}); a task is one or the other: remove or rename one set"
+        )
+    return True
+
+
+def read_sentence_examples(path, max_examples=None):
+    """Read a sentence-level task file into `Sentence`s: words are the example's texts, labels its label.
+
+    Blank lines are skipped. Every line has the same number of columns (a file holds single texts or pairs).
+    """
+    examples, columns_seen = [], None
+    for line_number, line in enumerate(read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        columns = line.rstrip("\r").split("\t")
+        if len(columns) not in (2, 3):
+            raise TaskDataError(
+                f"{path} line {line_number}: {len(columns)} tab-separated column(s); each line must be "
+                "'label<TAB>text' or 'label<TAB>text_a<TAB>text_b' (replace tabs inside a text by spaces)"
+            )
+        empty = [name for name, column in zip(("label", "text", "second text"), columns) if not column.strip()]
+        if empty:
+            raise TaskDataError(f"{path} line {line_number}: the {empty[0]} is empty; write 'label<TAB>text' "
+                                "(or 'label<TAB>text_a<TAB>text_b') with every column filled in")
+        if columns_seen is None:
+            columns_seen = (len(columns), line_number)
+        elif len(columns) != columns_seen[0]:
+            kinds = {2: "a single text", 3: "a pair of texts"}
+            raise TaskDataError(
+                f"{path} line {line_number}: {kinds[len(columns)]}, but line {columns_seen[1]} has "
+                f"{kinds[columns_seen[0]]}; a task's examples are all single texts or all pairs"
+            )
+        examples.append(Sentence([column.strip() for column in columns[1:]], [columns[0].strip()], [line_number]))
+        if max_examples is not None and len(examples) >= max_examples:
+            break
+    if not examples:
+        raise TaskDataError(f"{path}: holds no example; it must have at least one 'label<TAB>text' line")
+    return examples
+
+
+def encode_sentence_examples(tokenizer, examples, label_to_id, max_seq_length):
+    """Tokenise sentence-level examples (one text or a pair each); the label goes to the whole input.
+
+    An example longer than `max_seq_length` sub-tokens is cut (the longer text first, for a pair): its
+    label is still predicted, from what is kept, so nothing is lost from the prediction file.
+    """
+    report = EncodingReport(sentences=len(examples))
+    first_texts = [example.words[0] for example in examples]
+    second_texts = [example.words[1] for example in examples] if len(examples[0].words) == 2 else None
+    encoded = tokenizer(first_texts, second_texts)
+    too_long = [index for index, ids in enumerate(encoded["input_ids"]) if len(ids) > max_seq_length]
+    cut = {}
+    if too_long:
+        report.truncated_examples = len(too_long)
+        shortened = tokenizer([first_texts[index] for index in too_long],
+                              None if second_texts is None else [second_texts[index] for index in too_long],
+                              truncation=True, max_length=max_seq_length)
+        cut = {index: position for position, index in enumerate(too_long)}
+    features = []
+    for index, example in enumerate(examples):
+        source, row = (shortened, cut[index]) if index in cut else (encoded, index)
+        token_types = source["token_type_ids"][row] if second_texts is not None and "token_type_ids" in source else None
+        features.append(Feature(list(source["input_ids"][row]), [label_to_id[example.labels[0]]], index, [0],
+                                sentence_level=True, token_type_ids=None if token_types is None else list(token_types)))
+    return features, report
+
+
+def sentence_prediction_file_text(sentences, predictions):
+    """One line per example: gold label, predicted label and the example's text(s), tab-separated."""
+    return "".join("\t".join([example.labels[0], predicted[0], *example.words]) + "\n"
+                   for example, predicted in zip(sentences, predictions))
+
+
+def read_sentence_predictions(path):
+    """(gold labels, predicted labels) of a sentence-level task's prediction file, one of each per example."""
+    gold, predicted = [], []
+    for line_number, line in enumerate(read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        columns = line.split("\t")
+        if len(columns) < 3:
+            raise TaskDataError(f"{path} line {line_number}: not a sentence-level prediction line ('gold<TAB>"
+                                "predicted<TAB>text'); give the {task}_test_predictions.txt of a sentence-level task")
+        gold.append(columns[0])
+        predicted.append(columns[1])
+    return gold, predicted

@@ -59,7 +59,8 @@ def encoder_gradient(model, task, batch, autocast=contextlib.nullcontext):
         loss = 0.0
         for chunk in chunks:
             with autocast():
-                _, logits = model(task, chunk["input_ids"], chunk["attention_mask"])
+                _, logits = model(task, chunk["input_ids"], chunk["attention_mask"],
+                                  token_type_ids=chunk.get("token_type_ids"))
             chunk_loss = token_classification_loss(logits, chunk["labels"], reduction="sum")
             loss = loss + chunk_loss / max(1, labelled_tokens)  # no labelled token: a zero gradient
         gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
@@ -320,7 +321,10 @@ def labelled_token_features(model, split, batch_size, device, pad_token_id, auto
             batch = model.collate_batch(features, pad_token_id, rows=batch_size)
             batch = {name: tensor.to(device) for name, tensor in batch.items()}
             with autocast():
-                hidden = model.encode(batch["input_ids"], batch["attention_mask"], batch.get("token_index"))
+                hidden = model.encode(batch["input_ids"], batch["attention_mask"], batch.get("token_index"),
+                                      batch.get("token_type_ids"))
+                # A sentence-level task's head reads one pooled state per example (its one labelled position).
+                hidden = model.task_states(split.task, hidden, batch["attention_mask"])
             labelled = (batch["labels"] != IGNORED_LABEL_ID)[: len(features)]  # rows past them: bucket padding
             states.append(hidden[: len(features)][labelled].float())
             labels.append(batch["labels"][: len(features)][labelled])

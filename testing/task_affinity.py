@@ -28,6 +28,7 @@ fine-tuning). The heads are always fitted afresh, so two encoders are compared o
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -45,7 +46,7 @@ from modeling_multi_bert import MultiTaskTagger, load_encoder
 from output_files import write_text_atomic
 from run_arguments import parse_task_list
 from testing.output_tree import csv_text
-from utils_cross_task import IGNORED_LABEL_ID, Feature, TaskSplit
+from utils_cross_task import IGNORED_LABEL_ID, TaskSplit
 from weighted_training_basics import (
     compare_with_main_task, exponentiated_gradient_step, fit_head_on_frozen_encoder, sample_gradient_batches,
     weight_gradients,
@@ -152,9 +153,8 @@ def shuffled_control(split, seed):
     labels = np.array([label for feature in split.features for label in feature.label_ids if label != IGNORED_LABEL_ID])
     shuffled = iter(np.random.default_rng(seed).permutation(labels).tolist())
     features = [
-        Feature(feature.input_ids,
-                [label if label == IGNORED_LABEL_ID else next(shuffled) for label in feature.label_ids],
-                feature.sentence_index, feature.word_indices)
+        dataclasses.replace(feature, label_ids=[label if label == IGNORED_LABEL_ID else next(shuffled)
+                                                for label in feature.label_ids])
         for feature in split.features
     ]
     return TaskSplit(control_name(split.task), split.split, split.path, split.sentences, features, split.report)
@@ -309,7 +309,9 @@ def main(argv=None):
     labels, splits = load_probe_data(run, tokenizer)
     tasks = list(splits)  # main task, candidates, control
     candidates = tasks[1:]
-    model = MultiTaskTagger(load_encoder(run.model_name_or_path), {task: labels[task] for task in tasks}).to(run.device)
+    sentence_tasks = [task for task in tasks if splits[task].features[0].sentence_level]
+    model = MultiTaskTagger(load_encoder(run.model_name_or_path), {task: labels[task] for task in tasks},
+                            sentence_tasks=sentence_tasks).to(run.device)
     similarities, fit_losses = affinities(model, run, splits, tasks if args.matrix else [args.main_task])
     wall_seconds, cpu_seconds = time.perf_counter() - started_wall, time.process_time() - started_cpu
 

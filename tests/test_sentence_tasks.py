@@ -1,0 +1,272 @@
+"""Sentence-level tasks (one label per example, .tsv files) beside tagging tasks, on the tiny fixtures."""
+
+import json
+import os
+import random
+import shutil
+
+import pytest
+import torch
+
+import run_single_task
+import run_weighted_joint
+import run_weighted_normalized_joint
+import run_weighted_pretraining
+from errors import TaskDataError, UsageError
+from modeling_multi_bert import HEADS_CONFIG, MultiTaskTagger
+from sequence_metrics import classification_counts, classification_scores, compute_metrics
+from tests.conftest import NAMES, NOUNS, VERBS, write_task_files
+from tests.test_scripts import common, read_results, weight_history
+from utils_cross_task import (
+    collate, encode_sentence_examples, is_sentence_task, read_sentence_examples, read_sentence_predictions,
+    read_sentences, task_file,
+)
+
+TAGGING_SOURCES = ["pos", "chunking"]
+
+
+def _topic_example(rng):
+    """A sentence about a person or a thing: its label is which (a head on [CLS] can learn it)."""
+    person = rng.random() < 0.5
+    subject = rng.choice(NAMES) if person else f"the {rng.choice(NOUNS)}"
+    return ("person" if person else "thing"), f"{subject} {rng.choice(VERBS)} a {rng.choice(NOUNS)} ."
+
+
+def write_sentence_tasks(data_dir, sizes=None, seed=1):
+    """Add a single-text task `topic` (person / thing) and a pair task `same_verb` (yes / no) to `data_dir`."""
+    sizes = sizes or {"train": 24, "dev": 8, "test": 8}
+    rng = random.Random(seed)
+    for split, count in sizes.items():
+        with open(os.path.join(data_dir, f"{split}_topic.tsv"), "w") as handle:
+            for _ in range(count):
+                handle.write("\t".join(_topic_example(rng)) + "\n")
+        with open(os.path.join(data_dir, f"{split}_same_verb.tsv"), "w") as handle:
+            for _ in range(count):
+                first, second = rng.choice(VERBS), rng.choice(VERBS)
+                label = "yes" if first == second else "no"
+                handle.write(f"{label}\tthe dog {first} a cat .\tmary {second} the tree .\n")
+    with open(os.path.join(data_dir, "topic_labels.txt"), "w") as handle:
+        handle.write("person\nthing\n")
+    with open(os.path.join(data_dir, "same_verb_labels.txt"), "w") as handle:
+        handle.write("no\nyes\n")
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def mixed_data_dir(tmp_path_factory):
+    data_dir = write_task_files(tmp_path_factory.mktemp("mixed_data"))
+    return write_sentence_tasks(data_dir)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading and encoding
+
+
+def test_reader_takes_single_texts_and_pairs(mixed_data_dir):
+    assert is_sentence_task(mixed_data_dir, "topic") and not is_sentence_task(mixed_data_dir, "pos")
+    assert task_file(mixed_data_dir, "dev", "topic").endswith("dev_topic.tsv")
+    examples = read_sentences(task_file(mixed_data_dir, "train", "topic"))
+    assert len(examples) == 24 and all(len(example.labels) == 1 and len(example.words) == 1 for example in examples)
+    pairs = read_sentence_examples(os.path.join(mixed_data_dir, "train_same_verb.tsv"), max_examples=5)
+    assert len(pairs) == 5 and all(len(pair.words) == 2 for pair in pairs)
+    assert pairs[0].line_numbers == [1]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("person\tjohn runs .\nthing\n", r"bad\.tsv line 2: 1 tab-separated column\(s\); each line must be 'label<TAB>text'"),
+    ("person\tjohn runs .\n\tthe dog runs .\n", r"bad\.tsv line 2: the label is empty"),
+    ("person\tjohn runs .\nthing\ta\tb\tc\n", r"line 2: 4 tab-separated column"),
+    ("yes\ta\tb\nno\tc\n", r"line 2: a single text, but line 1 has a pair of texts"),
+    ("\n\n", r"holds no example"),
+])
+def test_reader_refuses_bad_lines_naming_file_and_line(tmp_path, text, message):
+    path = tmp_path / "bad.tsv"
+    path.write_text(text)
+    with pytest.raises(TaskDataError, match=message):
+        read_sentence_examples(str(path))
+
+
+def test_task_with_both_kinds_of_file_is_refused(tmp_path):
+    data_dir = write_task_files(tmp_path / "data")
+    shutil.copy(os.path.join(data_dir, "train_pos.txt"), os.path.join(data_dir, "dev_topic.txt"))
+    write_sentence_tasks(data_dir)
+    with pytest.raises(TaskDataError, match=r"task topic has tagging files \(dev_topic.txt\) and sentence-level files"):
+        task_file(data_dir, "train", "topic")
+
+
+def test_encoding_gives_one_label_per_example_and_pair_segments(mixed_data_dir, tokenizer):
+    pairs = read_sentence_examples(os.path.join(mixed_data_dir, "train_same_verb.tsv"))
+    features, report = encode_sentence_examples(tokenizer, pairs, {"no": 0, "yes": 1}, max_seq_length=32)
+    assert report.truncated_examples == 0
+    assert all(feature.sentence_level and len(feature.label_ids) == 1 for feature in features)
+    assert [feature.label_ids[0] for feature in features] == [int(pair.labels[0] == "yes") for pair in pairs]
+    assert set(features[0].token_type_ids) == {0, 1}  # the second text is the second segment
+    batch = collate(features[:3], pad_token_id=0, pad_to_multiple_of=16, rows=4)
+    assert batch["labels"].shape == (4, 1) and batch["labels"][3, 0] == -100  # an added row carries no label
+    assert batch["token_type_ids"].shape == batch["input_ids"].shape == (4, 16)
+    # Cut to the length limit, never dropped: the label is still predicted from what is kept.
+    cut, report = encode_sentence_examples(tokenizer, pairs[:2], {"no": 0, "yes": 1}, max_seq_length=8)
+    assert report.truncated_examples == 2 and all(len(feature.input_ids) == 8 for feature in cut)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model
+
+
+def _model(tiny_model_dir, **options):
+    return MultiTaskTagger.from_encoder(tiny_model_dir, {"pos": ["NN", "VB"], "same_verb": ["no", "yes"]},
+                                        sentence_tasks=["same_verb"], **options)
+
+
+def test_sentence_head_reads_one_state_per_example_on_every_forward_path(mixed_data_dir, tiny_model_dir, tokenizer):
+    pairs = read_sentence_examples(os.path.join(mixed_data_dir, "dev_same_verb.tsv"))
+    features, _ = encode_sentence_examples(tokenizer, pairs, {"no": 0, "yes": 1}, max_seq_length=32)
+    logits_by_path = {}
+    for path, unpadded in (("unpadded", True), ("bucketed", True), ("unpadded", False)):
+        torch.manual_seed(0)
+        model = _model(tiny_model_dir, forward_path=path, unpadded=unpadded).eval()
+        batch = model.collate_batch(features, 0, rows=len(features) + 2)
+        loss, logits = model("same_verb", batch["input_ids"], batch["attention_mask"], batch["labels"],
+                             batch.get("token_index"), batch["token_type_ids"])
+        assert logits.shape == (batch["input_ids"].shape[0], 1, 2)  # no token logits
+        assert torch.isfinite(loss)
+        logits_by_path[model.forward_path] = logits[: len(features)]
+    assert set(logits_by_path) == {"unpadded", "bucketed", "encoder"}
+    for logits in logits_by_path.values():
+        torch.testing.assert_close(logits, logits_by_path["encoder"], rtol=1e-4, atol=1e-4)
+    # The segments matter: without them the pair reads differently.
+    model = _model(tiny_model_dir).eval()
+    batch = model.collate_batch(features, 0)
+    _, without_segments = model("same_verb", batch["input_ids"], batch["attention_mask"],
+                                token_index=batch["token_index"])
+    assert not torch.allclose(without_segments, logits_by_path["unpadded"])
+
+
+def test_mean_pooling_masks_padding(tiny_model_dir):
+    model = _model(tiny_model_dir, sentence_pooling="mean")
+    hidden = torch.arange(2 * 3 * 1, dtype=torch.float32).reshape(2, 3, 1)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    assert model.task_states("same_verb", hidden, mask).flatten().tolist() == [1.0, 3.5]
+    assert model.task_states("pos", hidden, mask) is hidden
+
+
+def test_saved_model_keeps_sentence_heads_and_old_models_load(tiny_model_dir, tmp_path):
+    model = _model(tiny_model_dir, sentence_pooling="mean")
+    model.save_pretrained(tmp_path / "saved")
+    again = MultiTaskTagger.from_pretrained(tmp_path / "saved")
+    assert again.sentence_tasks == ["same_verb"] and again.sentence_pooling == "mean"
+    theirs = again.state_dict()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, theirs[name]), name
+    # A model saved before sentence-level tasks existed: no such keys, every head a tagging head.
+    config_path = tmp_path / "saved" / HEADS_CONFIG
+    config = json.loads(config_path.read_text())
+    del config["sentence_tasks"], config["sentence_pooling"]
+    config_path.write_text(json.dumps(config))
+    old = MultiTaskTagger.from_pretrained(tmp_path / "saved")
+    assert old.sentence_tasks == [] and old.sentence_pooling == "first"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def test_classification_metrics_and_counts():
+    labels = ["a", "b", "c"]
+    gold, predicted = [["a"], ["b"], ["a"], ["c"]], [["a"], ["a"], ["a"], ["c"]]
+    metrics = compute_metrics("topic", labels, gold, predicted, sentence_level=True)
+    assert metrics == pytest.approx({"accuracy": 0.75, "macro_f1": (0.8 + 0.0 + 1.0) / 3})
+    # Per-example counts sum to the same corpus metric, for any subset (what a bootstrap resamples).
+    counts = classification_counts(gold, predicted, labels)
+    assert counts.shape == (4, 10)
+    assert classification_scores(counts.sum(0), labels) == pytest.approx(metrics)
+    assert classification_scores(counts[[0, 3]].sum(0), labels)["accuracy"] == 1.0
+    two = compute_metrics("x", ["negative", "positive"], [["positive"], ["negative"]], [["positive"], ["positive"]],
+                          sentence_level=True)
+    assert two["f1"] == pytest.approx(2 / 3) and two["accuracy"] == 0.5  # F1 of 'positive'
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Every paradigm: a sentence-level target with tagging sources, and a tagging target with a sentence source
+
+PARADIGMS = [
+    ("single", run_single_task, []),
+    ("joint", run_weighted_joint, ["--weighting", "fixed"]),
+    ("weighted_joint", run_weighted_joint, ["--weighting", "tawt", "--weight_update_steps", "3"]),
+    ("normalized_joint", run_weighted_normalized_joint, ["--weighting", "fixed"]),
+    ("weighted_normalized_joint", run_weighted_normalized_joint, ["--weighting", "tawt"]),
+    ("pretraining", run_weighted_pretraining, ["--weighting", "fixed"]),
+    ("weighted_pretraining", run_weighted_pretraining, ["--weighting", "tawt"]),
+    ("gcs", run_weighted_joint, ["--weighting", "gcs", "--gcs_mode", "weighted"]),
+    ("olaux", run_weighted_normalized_joint, ["--weighting", "olaux", "--weight_update_steps", "3"]),
+]
+
+
+def run_paradigm(script, flags, data_dir, model_dir, output, main_task, sources):
+    tasks = ["--task", main_task] if script is run_single_task else [
+        "--main_task", main_task, "--auxiliary_task_list", *sources, "--main_task_train_sent_num", "12",
+        "--gradient_sampling_batch_size", "8"]
+    return script.main(common(data_dir, model_dir, output) + tasks + flags)
+
+
+def check_sentence_outputs(output, task, data_dir):
+    for split in ("eval", "test"):
+        results = read_results(output / f"{task}_{split}_results.txt")
+        assert results["metric_family"] == "classification"
+        assert 0.0 <= float(results["accuracy"]) <= 1.0 and "macro_f1" in results
+    gold_examples = read_sentence_examples(os.path.join(data_dir, f"test_{task}.tsv"))
+    gold, predicted = read_sentence_predictions(output / f"{task}_test_predictions.txt")
+    assert gold == [example.labels[0] for example in gold_examples]
+    assert len(predicted) == len(gold) and set(predicted) <= {"person", "thing", "yes", "no"}
+
+
+@pytest.mark.parametrize("name, script, flags", PARADIGMS, ids=[name for name, _, _ in PARADIGMS])
+def test_sentence_target_with_tagging_sources(mixed_data_dir, tiny_model_dir, tmp_path, name, script, flags):
+    output = tmp_path / name
+    summary = run_paradigm(script, flags, mixed_data_dir, tiny_model_dir, output, "topic", TAGGING_SOURCES)
+    check_sentence_outputs(output, "topic", mixed_data_dir)
+    assert summary["topic_test"]["metric_family"] == "classification"
+    with open(output / HEADS_CONFIG) as handle:
+        assert json.load(handle)["sentence_tasks"] == ["topic"]
+    if "weighted" in name:
+        history = weight_history(output)["history"]
+        assert len(history) > 1 and all(entry["cosine_similarities"] for entry in history[1:])
+        assert history[-1]["weights"] != history[0]["weights"]
+
+
+@pytest.mark.parametrize("name, script, flags", PARADIGMS[1:], ids=[name for name, _, _ in PARADIGMS[1:]])
+def test_tagging_target_with_a_sentence_source(mixed_data_dir, tiny_model_dir, tmp_path, name, script, flags):
+    output = tmp_path / name
+    summary = run_paradigm(script, flags, mixed_data_dir, tiny_model_dir, output, "ner", ["same_verb", "pos"])
+    assert summary["ner_test"]["metric_family"] == "span"
+    check_sentence_outputs(output, "same_verb", mixed_data_dir)
+    if "weighted" in name:
+        history = weight_history(output)
+        position = history["tasks"].index("same_verb")
+        cosines = [entry["cosine_similarities"][position] for entry in history["history"][1:]]
+        assert cosines and all(cosine is not None and -1 <= cosine <= 1 for cosine in cosines)
+
+
+def test_saved_mixed_model_evaluates_again_and_levels_must_match(mixed_data_dir, tiny_model_dir, tmp_path):
+    output = tmp_path / "trained"
+    summary = run_single_task.main(common(mixed_data_dir, tiny_model_dir, output) + ["--task", "same_verb"])
+    again = run_single_task.main(["--data_dir", mixed_data_dir, "--model_name_or_path", str(output), "--output_dir",
+                                  str(tmp_path / "again"), "--task", "same_verb", "--do_predict",
+                                  "--max_seq_length", "32"])
+    assert again["same_verb_test"]["accuracy"] == summary["same_verb_test"]["accuracy"]
+    # The same task name as a tagging task: refused before anything is written.
+    other = write_task_files(tmp_path / "tagging_data")
+    for split in ("train", "dev", "test"):
+        shutil.copy(os.path.join(other, f"{split}_pos.txt"), os.path.join(other, f"{split}_same_verb.txt"))
+    shutil.copy(os.path.join(other, "pos_labels.txt"), os.path.join(other, "same_verb_labels.txt"))
+    with pytest.raises(UsageError, match=r"task same_verb: its files in .* are tagging \(\.txt\), but the model"):
+        run_single_task.main(["--data_dir", other, "--model_name_or_path", str(output), "--output_dir",
+                              str(tmp_path / "refused"), "--task", "same_verb", "--do_predict", "--max_seq_length",
+                              "32"])
