@@ -36,8 +36,12 @@ JOB_FIELDS = ("command", "log", "done_file", "name")
 
 
 def say(message):
-    """Print a progress line now, also when stdout is a file (the default echo of the queue)."""
-    print(message, flush=True)
+    """Print a progress line now, also when stdout is a file (the default echo of the queue). A terminal that
+    was closed (the hangup that stops the queue) takes no more lines: the queue still stops its jobs."""
+    try:
+        print(message, flush=True)
+    except OSError:
+        pass
 
 
 def exit_line(status, seconds):
@@ -206,6 +210,7 @@ def run_jobs(jobs, slots, echo=say):
     echo(f"[queue] {total} job(s) to run on {len(slots)} slot(s): {', '.join(slot.label for slot in slots)}")
     lock = threading.Lock()
     running = {}  # slot index -> Popen
+    watchdog = Watchdog()
     stop = threading.Event()
     started = [0]
 
@@ -236,9 +241,11 @@ def run_jobs(jobs, slots, echo=say):
                                                env=environment, start_new_session=True)
                     with lock:
                         running[index] = process
+                        watchdog.watch(process.pid)
                     status = process.wait()
                     with lock:
                         running.pop(index, None)
+                        watchdog.forget(process.pid)
                     seconds = time.time() - began
                     log.write(exit_line(status, seconds))
             except OSError as error:  # the log cannot be written (a full disk, a read-only tree): a failure
@@ -259,10 +266,13 @@ def run_jobs(jobs, slots, echo=say):
     workers = [threading.Thread(target=work, args=(index, slot), daemon=True) for index, slot in enumerate(slots)]
     for worker in workers:
         worker.start()
-    # `kill` (SIGTERM) stops the queue as Ctrl-C does: the running jobs are ended too, not left orphaned.
-    previous_handler = None
+    # `kill` (SIGTERM) and a closed terminal or dropped ssh session (SIGHUP) stop the queue as Ctrl-C does:
+    # the running jobs are ended too, not left orphaned (each runs in a session of its own, out of the
+    # terminal's reach).
+    previous_handlers = {}
     if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+            previous_handlers[stop_signal] = signal.signal(stop_signal, _raise_keyboard_interrupt)
     try:
         # Polled with sleep rather than join: an interrupted Thread.join can leave the thread looking finished.
         while any(worker.is_alive() for worker in workers):
@@ -281,13 +291,74 @@ def run_jobs(jobs, slots, echo=say):
         report.not_started.extend(pending)
         echo("[queue] interrupted; run the same command again to resume (finished jobs are skipped)")
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        for stop_signal, handler in previous_handlers.items():
+            signal.signal(stop_signal, handler)
+        watchdog.close()
     return report
 
 
 def _raise_keyboard_interrupt(signal_number, frame):
     raise KeyboardInterrupt
+
+
+# The watchdog's program: it reads "+PGID" (a job started) and "-PGID" (it ended) from its stdin, a pipe only
+# the queue holds; the pipe's end (the queue ended, however it ended: a kill -9 too) stops the jobs left.
+WATCHDOG_PROGRAM = """
+import os, signal, sys, time
+groups = set()
+for line in sys.stdin:
+    (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+def signal_groups(number):
+    for group in list(groups):
+        try:
+            os.killpg(group, number)
+        except OSError:
+            groups.discard(group)
+signal_groups(signal.SIGTERM)
+deadline = time.time() + 30
+while groups and time.time() < deadline:
+    time.sleep(0.5)
+    signal_groups(0)
+signal_groups(signal.SIGKILL)
+"""
+
+
+class Watchdog:
+    """A small process that stops the queue's running jobs when the queue dies without stopping them itself
+    (SIGKILL, a crash): a job is in a session of its own, so nothing else would, and it would run on, owned by
+    init, while a second queue started the same job again."""
+
+    def __init__(self):
+        read_end, write_end = os.pipe()  # not inherited by the jobs: only the queue holds the write end
+        try:
+            self.process = subprocess.Popen([sys.executable, "-c", WATCHDOG_PROGRAM], stdin=read_end,
+                                            start_new_session=True)
+        finally:
+            os.close(read_end)
+        self.pipe = os.fdopen(write_end, "w")
+
+    def _tell(self, line):
+        try:
+            self.pipe.write(line + "\n")
+            self.pipe.flush()
+        except (OSError, ValueError):  # the watchdog is gone: the queue still runs its jobs
+            pass
+
+    def watch(self, pid):
+        self._tell(f"+{pid}")
+
+    def forget(self, pid):
+        self._tell(f"-{pid}")
+
+    def close(self):
+        try:
+            self.pipe.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def summarize(report, echo=say):

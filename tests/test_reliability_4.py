@@ -183,3 +183,64 @@ def test_a_broken_distributed_environment_is_one_line(tiny_data_dir, tiny_model_
     completed = single_task(tiny_data_dir, tiny_model_dir, tmp_path / "out", env=environment)
     one_line_error(completed, message, "unset WORLD_SIZE")
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 12. The grid's terminal closes (SIGHUP), or the grid is killed outright
+
+
+def quiet_jobs(tmp_path, count=2):
+    """`count` jobs that write their Python process's id and wait silently, each below a shell of its own (as
+    the grid's `sh scripts/run_*.sh` starts python): (job list path, marker paths)."""
+    from scripts import job_queue
+
+    jobs, markers = [], []
+    for index in range(count):
+        marker = tmp_path / f"started_{index}"
+        script = tmp_path / f"job_{index}.py"
+        script.write_text(f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+        jobs.append(job_queue.Job(command=f"sh -c '{sys.executable} {script}; true'",
+                                  log=str(tmp_path / f"job_{index}.log"), done_file=str(tmp_path / f"done_{index}")))
+        markers.append(marker)
+    job_list = tmp_path / "jobs.jsonl"
+    job_queue.write_job_list(jobs, job_list)
+    return job_list, markers
+
+
+def start_queue(job_list, markers):
+    """The queue in a session of its own, as from a terminal, once every job has started."""
+    from tests.test_experiment_scripts import clean_environment
+
+    queue = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "job_queue.py"), str(job_list)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                             env=clean_environment(CUDA_VISIBLE_DEVICES="", SLOTS=len(markers)))
+    deadline = time.time() + 120
+    while not all(marker.exists() and marker.read_text() for marker in markers):
+        assert queue.poll() is None and time.time() < deadline, "the jobs did not start"
+        time.sleep(0.1)
+    return queue
+
+
+def test_a_hangup_stops_the_queue_and_its_runs(tmp_path):
+    from tests.test_experiment_scripts import process_lives
+
+    job_list, markers = quiet_jobs(tmp_path)
+    queue = start_queue(job_list, markers)
+    queue.send_signal(signal.SIGHUP)
+    output, _ = queue.communicate(timeout=90)
+    assert queue.returncode == 1, output
+    assert "interrupted; run the same command again to resume" in output and "2 not started" in output
+    assert not any(process_lives(int(marker.read_text())) for marker in markers)
+
+
+def test_runs_die_with_a_queue_killed_outright(tmp_path):
+    from tests.test_experiment_scripts import process_lives
+
+    job_list, markers = quiet_jobs(tmp_path)
+    queue = start_queue(job_list, markers)
+    queue.kill()
+    queue.wait()
+    survivors = [marker for marker in markers if process_lives(int(marker.read_text()), seconds=30)]
+    for marker in survivors:  # not left running after the test either
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+    assert not survivors
