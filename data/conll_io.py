@@ -24,6 +24,14 @@ class TaggedSentence:
     labels: dict  # task -> one label per word
 
 
+@dataclass
+class LabelledText:
+    """An example of sentence-level tasks: its one or two texts, and for each task its one label."""
+
+    words: list  # the texts
+    labels: dict  # task -> [label]
+
+
 def predicate_label(frameset_id):
     """OntoNotes' predicate task: a word with a PropBank frameset ('-' or None: none). The lemma alone is not
     enough: it is also given to words that only carry a word-sense annotation (many nouns)."""
@@ -60,6 +68,11 @@ def task_file_text(sentences):
         parts.extend(f"{word} {label}\n" for word, label in zip(words, labels))
         parts.append("\n")
     return "".join(parts)
+
+
+def sentence_task_file_text(examples):
+    """Sentence-level task-file text for (texts, [label]) pairs: 'label<TAB>text[<TAB>text]' lines."""
+    return "".join("\t".join([labels[0], *texts]) + "\n" for texts, labels in examples)
 
 
 def labels_file_text(labels):

@@ -18,6 +18,14 @@ Layouts known by name (--layout, or the last part of DATASET's name):
   universal_dependencies  upos, xpos            tokens, upos, xpos (--config: the treebank, e.g. en_ewt)
 Any other dataset, one row a sentence: --tokens_column COLUMN --task_columns TASK=COLUMN [TASK=COLUMN ...].
 
+Sentence-level datasets (one label per row: a class-label, string or integer column) give sentence-level
+task files ({split}_{task}.tsv). The text columns are found by name, first match wins:
+  premise, hypothesis     (MNLI, SNLI, ...)       sentence1, sentence2   (MRPC, RTE, ...)
+  question1, question2    (QQP)                   sentence               (SST-2, CoLA, ...)
+  text                    (AG News, IMDB, ...)
+with the label column `label` and the task named after DATASET; --task_columns TASK=COLUMN [...] names
+the task(s) and their label columns, --text_columns COLUMN [COLUMN] the text column(s) of any other layout.
+
 Class-label columns are written as their label names, string columns as they are. Splits: train -> train,
 validation (or dev, valid) -> dev, test -> test; --splits changes this.
 """
@@ -28,7 +36,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from data.conll_io import ONTONOTES_TASKS, SPLITS, TaggedSentence, predicate_label
+from data.conll_io import ONTONOTES_TASKS, SPLITS, LabelledText, TaggedSentence, predicate_label
 from errors import UsageError
 from utils_cross_task import TaskDataError
 
@@ -67,6 +75,9 @@ def add_arguments(command):
     command.add_argument("--tokens_column", help="the column of the words (default: the layout's, else 'tokens')")
     command.add_argument("--task_columns", nargs="+", metavar="TASK=COLUMN",
                          help="a dataset of no known layout: each task and the column of its labels")
+    command.add_argument("--text_columns", nargs="+", metavar="COLUMN",
+                         help="a sentence-level dataset: its text column, or the two of a pair (default: found by "
+                              "name, see above)")
     command.add_argument("--splits", nargs="+", metavar="SPLIT=NAME",
                          help="which of the dataset's splits become train, dev and test, e.g. dev=validation "
                               "(default: train, validation/dev, test)")
@@ -86,6 +97,9 @@ def read_dataset(args):
     datasets = import_datasets()
     splits = load_splits(datasets, args)
     columns = sorted(next(iter(splits.values())).column_names)
+    sentence_layout = choose_sentence_layout(args, next(iter(splits.values())).features)
+    if sentence_layout is not None:
+        return read_sentence_dataset(args, splits, *sentence_layout)
     layout, tasks = choose_layout(args, columns)
     sentences, sources = {}, {}
     for ours, theirs in split_mapping(args.splits, list(splits)).items():
@@ -138,15 +152,7 @@ def choose_layout(args, columns):
     if args.task_columns:
         if args.layout or args.tasks:
             raise UsageError("--task_columns names every task's column itself: leave out --layout and --tasks")
-        task_columns = {}
-        for pair in args.task_columns:
-            task, equals, column = pair.partition("=")
-            if not equals or not task or not column or "/" in task or any(c in task for c in WHITESPACE):
-                raise UsageError(f"--task_columns {pair}: give TASK=COLUMN, e.g. ner=ner_tags (the task names the "
-                                 "files train_TASK.txt...)")
-            if task in task_columns:
-                raise UsageError(f"--task_columns names the task {task} twice; name each task once")
-            task_columns[task] = column
+        task_columns = task_columns_from_arguments(args.task_columns)
         return Layout(task_columns, tokens=args.tokens_column or "tokens"), list(task_columns)
     name = args.layout or os.path.basename(os.path.normpath(args.dataset)).lower()
     if name not in LAYOUTS:
@@ -298,3 +304,132 @@ def tagged_sentence(sentence, place, layout, tasks, kinds):
             task_labels.append(value)
         labels[task] = task_labels
     return TaggedSentence(list(words), labels)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sentence-level datasets: one label per row
+
+# The text columns of common hub datasets, tried in this order; their label column is `label`.
+SENTENCE_TEXT_COLUMNS = (("premise", "hypothesis"), ("sentence1", "sentence2"), ("question1", "question2"),
+                         ("sentence",), ("text",))
+SENTENCE_LABEL_COLUMN = "label"
+
+
+def task_columns_from_arguments(pairs):
+    """{task: column} from --task_columns TASK=COLUMN ..., checked."""
+    task_columns = {}
+    for pair in pairs:
+        task, equals, column = pair.partition("=")
+        if not equals or not task or not column or "/" in task or any(c in task for c in WHITESPACE):
+            raise UsageError(f"--task_columns {pair}: give TASK=COLUMN, e.g. ner=ner_tags (the task names the "
+                             "files train_TASK.txt...)")
+        if task in task_columns:
+            raise UsageError(f"--task_columns names the task {task} twice; name each task once")
+        task_columns[task] = column
+    return task_columns
+
+
+def default_task_name(dataset):
+    """A task name from DATASET: its last path part without a file extension, in safe characters."""
+    name = os.path.splitext(os.path.basename(os.path.normpath(dataset)))[0].lower()
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "task"
+
+
+def choose_sentence_layout(args, features):
+    """(text columns, {task: label column}) when the dataset is sentence-level, else None (a tagging one).
+
+    A dataset is sentence-level when --text_columns is given, or when its label columns (--task_columns',
+    or `label` for a dataset of no tagging layout) hold one value per row rather than a list per word.
+    """
+    if args.tokens_column or args.layout or (not args.task_columns and not args.text_columns
+                                             and default_task_name(args.dataset) in LAYOUTS):
+        if args.text_columns:
+            raise UsageError("--text_columns is for a sentence-level dataset: leave out --tokens_column and --layout")
+        return None
+    if args.task_columns:
+        task_columns = task_columns_from_arguments(args.task_columns)
+    else:
+        task_columns = {default_task_name(args.dataset): SENTENCE_LABEL_COLUMN}
+    scalar = [column for column in task_columns.values() if column in features
+              and inner_feature(features[column]) is None]
+    if not args.text_columns and len(scalar) < len(task_columns):
+        return None  # label lists: a tagging dataset (choose_layout says what is missing)
+    if args.text_columns:
+        text_columns = tuple(args.text_columns)
+        if len(text_columns) > 2:
+            raise UsageError(f"--text_columns {' '.join(text_columns)}: give one text column, or the two of a pair")
+    else:
+        found = [columns for columns in SENTENCE_TEXT_COLUMNS if all(column in features for column in columns)]
+        if not found:
+            raise UsageError(f"{args.dataset}: one label per row, but none of the known text columns ("
+                             f"{', '.join('/'.join(columns) for columns in SENTENCE_TEXT_COLUMNS)}) is there (its "
+                             f"columns: {', '.join(sorted(features))}); name them with --text_columns COLUMN [COLUMN]")
+        text_columns = found[0]
+    if args.tasks:
+        raise UsageError("--tasks chooses among a tagging layout's tasks; name a sentence-level dataset's tasks "
+                         "with --task_columns TASK=COLUMN")
+    return text_columns, task_columns
+
+
+def sentence_label_names(features, column, where):
+    """The class-label names of a label column, or None for a string or integer column."""
+    from datasets import ClassLabel, Value
+
+    if column not in features:
+        raise UsageError(f"{where}: no column {column!r} (its columns: {', '.join(sorted(features))}); name the "
+                         "label column with --task_columns TASK=COLUMN")
+    feature = features[column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    if isinstance(feature, Value) and (feature.dtype in ("string", "large_string") or feature.dtype.startswith(
+            ("int", "uint"))):
+        return None
+    raise UsageError(f"{where}: column {column!r} is {feature}, not one class label, string or integer per row")
+
+
+def read_sentence_dataset(args, splits, text_columns, task_columns):
+    """(tasks, {split: [LabelledText]}, sources) of a sentence-level dataset, every row checked."""
+    from datasets import Value
+
+    examples, sources = {}, {}
+    for ours, theirs in split_mapping(args.splits, list(splits)).items():
+        where = f"{args.dataset} split {theirs}"
+        dataset = splits[theirs]
+        for column in text_columns:
+            feature = dataset.features.get(column)
+            if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+                problem = "no such column" if feature is None else f"it is {feature}"
+                raise UsageError(f"{where}: text column {column!r}: {problem} (its columns: "
+                                 f"{', '.join(sorted(dataset.features))}); name the text columns with --text_columns")
+        names = {task: sentence_label_names(dataset.features, column, where) for task, column in task_columns.items()}
+        rows = dataset.select_columns(list(dict.fromkeys([*text_columns, *task_columns.values()])))
+        split_examples = []
+        for row_number, row in enumerate(tqdm(rows, desc=f"reading {where}", unit="row", leave=False)):
+            place = f"{where}, row {row_number}"
+            texts = [one_line_text(row[column], place, column) for column in text_columns]
+            labels = {task: [row_label(row[column], names[task], place, column)]
+                      for task, column in task_columns.items()}
+            split_examples.append(LabelledText(texts, labels))
+        examples[ours], sources[ours] = split_examples, where
+    return list(task_columns), examples, sources
+
+
+def one_line_text(text, place, column):
+    """A text as one line of a task file: its runs of spaces, tabs and line breaks made one space each."""
+    if not isinstance(text, str) or not text.split():
+        _fail(place, column, f"the text is {text!r}", "every example needs a non-empty text: fix or drop the row")
+    return " ".join(text.split())
+
+
+def row_label(value, names, place, column):
+    """A row's label as written to the task file: the class-label name, or the string or integer itself."""
+    if names is not None:
+        if not isinstance(value, int) or not 0 <= value < len(names):
+            missing = " (-1 marks a missing label: a split without gold labels, as GLUE's test splits)" if value == -1 else ""
+            _fail(place, column, f"class label {value}{missing}, outside the column's {len(names)} names",
+                  "leave the split out (--splits train=train dev=validation), or fix the row")
+        value = names[value]
+    value = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(value, str) or not value or any(c in value for c in WHITESPACE):
+        _fail(place, column, f"the label is {value!r}", "a label is one non-empty string without spaces: fix the row")
+    return value

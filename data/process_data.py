@@ -31,6 +31,7 @@ from errors import UsageError
 from data.conll_io import (
     ONTONOTES_TASKS,
     SPLITS,
+    LabelledText,
     TaggedSentence,
     TaskDataError,
     labels_file_text,
@@ -38,6 +39,7 @@ from data.conll_io import (
     predicate_label,
     read_text_lines,
     sample_sentences,
+    sentence_task_file_text,
     task_file_text,
     write_files_atomically,
 )
@@ -238,7 +240,10 @@ def write_task_data(args, tasks, sentences, to_task_labels, sources):
             split_sentences = sample_sentences(split_sentences, count, args.seed)
         for task in tasks:
             task_sentences = [to_task_labels(sentence, task) for sentence in split_sentences]
-            contents[f"{split}_{task}.txt"] = task_file_text(task_sentences)
+            if isinstance(split_sentences[0], LabelledText):  # a sentence-level task: one example a line
+                contents[f"{split}_{task}.tsv"] = sentence_task_file_text(task_sentences)
+            else:
+                contents[f"{split}_{task}.txt"] = task_file_text(task_sentences)
             labels[task].update(label for _, task_labels in task_sentences for label in task_labels)
         print(f"{split}: {len(split_sentences)} sentences", file=sys.stderr)
     for task in tasks:

@@ -270,3 +270,81 @@ def test_saved_mixed_model_evaluates_again_and_levels_must_match(mixed_data_dir,
         run_single_task.main(["--data_dir", other, "--model_name_or_path", str(output), "--output_dir",
                               str(tmp_path / "refused"), "--task", "same_verb", "--do_predict", "--max_seq_length",
                               "32"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# process_data.py hf: sentence-level datasets built here with the hub datasets' schemas
+
+
+def _hub_like(tmp_path, name, text_columns, labels, rows, label_column="label", splits=("train", "validation")):
+    """A save_to_disk DatasetDict with `text_columns`, a ClassLabel (or string, when `labels` is None) label."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    features = Features({**{column: Value("string") for column in text_columns},
+                         label_column: Value("string") if labels is None else ClassLabel(names=labels)})
+    path = tmp_path / name
+    DatasetDict({split: Dataset.from_list(rows, features=features) for split in splits}).save_to_disk(str(path))
+    return str(path)
+
+
+HUB_LAYOUTS = [
+    ("ag_news", ("text",), ["World", "Sports"], [{"text": "Match  won\\tat home", "label": 1}, {"text": "Talks", "label": 0}]),
+    ("sst2", ("sentence",), ["negative", "positive"], [{"sentence": "a fine film", "label": 1},
+                                                        {"sentence": "dull", "label": 0}]),
+    ("snli", ("premise", "hypothesis"), ["entailment", "neutral", "contradiction"],
+     [{"premise": "a dog runs", "hypothesis": "an animal moves", "label": 0},
+      {"premise": "a cat sleeps", "hypothesis": "the cat runs", "label": 2}]),
+    ("mrpc", ("sentence1", "sentence2"), ["not_equivalent", "equivalent"],
+     [{"sentence1": "he left", "sentence2": "he went away", "label": 1}]),
+]
+
+
+@pytest.mark.parametrize("name, text_columns, labels, rows", HUB_LAYOUTS, ids=[layout[0] for layout in HUB_LAYOUTS])
+def test_hf_converts_the_common_sentence_level_layouts(tmp_path, name, text_columns, labels, rows):
+    from data import process_data
+
+    rows = [{key: value.replace("\\t", "\t") if isinstance(value, str) else value for key, value in row.items()}
+            for row in rows]
+    out = tmp_path / "out"
+    process_data.main(["hf", _hub_like(tmp_path, name, text_columns, labels, rows), "--output_dir", str(out)])
+    assert sorted(os.listdir(out)) == sorted([f"train_{name}.tsv", f"dev_{name}.tsv", f"{name}_labels.txt"])
+    examples = read_sentence_examples(str(out / f"dev_{name}.tsv"))
+    assert [example.labels[0] for example in examples] == [labels[row["label"]] for row in rows]
+    assert [example.words for example in examples] == [[" ".join(row[column].split()) for column in text_columns]
+                                                       for row in rows]
+    assert set((out / f"{name}_labels.txt").read_text().split()) == {labels[row["label"]] for row in rows}
+    assert is_sentence_task(str(out), name)
+
+
+def test_hf_sentence_level_by_explicit_columns_and_bad_rows(tmp_path):
+    from data import process_data
+
+    rows = [{"question": "who won", "context": "the home team won", "answerable": "yes"},
+            {"question": "when", "context": "in june", "answerable": "no"}]
+    path = _hub_like(tmp_path, "custom", ("question", "context"), None, rows, label_column="answerable",
+                     splits=("train",))
+    out = tmp_path / "out"
+    process_data.main(["hf", path, "--text_columns", "question", "context", "--task_columns", "qa=answerable",
+                       "--output_dir", str(out)])
+    assert (out / "train_qa.tsv").read_text() == "yes\twho won\tthe home team won\nno\twhen\tin june\n"
+    # A label-less split (GLUE's test: -1) is refused naming split, row and column; nothing is written.
+    missing = _hub_like(tmp_path, "sst2", ("sentence",), ["negative", "positive"],
+                        [{"sentence": "good", "label": 1}, {"sentence": "bad", "label": -1}], splits=("test",))
+    with pytest.raises(SystemExit, match=r"split test, row 1, column label: class label -1 \(-1 marks a missing"):
+        process_data.main(["hf", missing, "--output_dir", str(tmp_path / "refused")])
+    assert not os.path.exists(tmp_path / "refused") or not os.listdir(tmp_path / "refused")
+    with pytest.raises(SystemExit, match="none of the known text columns"):
+        process_data.main(["hf", path, "--task_columns", "qa=answerable", "--output_dir", str(tmp_path / "x")])
+
+
+def test_affinity_probe_with_a_sentence_level_target_and_control(mixed_data_dir, tiny_model_dir, tmp_path):
+    from testing import task_affinity
+
+    rows = task_affinity.main([
+        "--main_task", "topic", "--candidate_tasks", "pos", "same_verb", "--data_dir", mixed_data_dir,
+        "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path / "affinity"),
+        "--gradient_sampling_batch_size", "8", "--head_fit_steps", "20", "--max_seq_length", "32",
+        "--add_shuffled_control", "--control_source", "same_verb"])
+    by_task = {row["task"]: row for row in rows}
+    assert set(by_task) == {"pos", "same_verb", "shuffled_same_verb"}
+    assert all(-1 <= row["mean_cosine"] <= 1 for row in rows)
