@@ -253,4 +253,4 @@ def test_the_editable_install_lists_every_top_level_module_and_folder():
                      and os.path.isfile(os.path.join(ROOT, name, "__init__.py")))
     assert listed["py-modules"] == modules, "pyproject.toml's py-modules must list every top-level module"
     assert listed["packages"] == folders, "pyproject.toml's packages must list every folder with an __init__.py"
-    assert folders == ["benchmarks", "data", "scripts", "testing"]
+    assert folders == ["benchmarks", "data", "scripts", "tawt", "testing"]
