@@ -191,9 +191,24 @@ def input_files(paths, pattern):
     return files
 
 
-def read_split(paths, pattern, reader, description):
+def check_splits_apart(split_files, split_paths):
+    """Refuse a file that two splits would both read: the same file given twice, or a test folder that lies
+    inside the folder given for train (a recursive search of ONTO finds ONTO/test's files too)."""
+    first_split = {}
+    for split, files in split_files.items():
+        for path in files:
+            other = first_split.setdefault(os.path.realpath(path), split)
+            if other != split:
+                raise TaskDataError(
+                    f"{path}: read for both --{other} ({' '.join(split_paths[other])}) and --{split} "
+                    f"({' '.join(split_paths[split])}); give each split files or folders of its own (e.g. "
+                    "ONTO/train, not ONTO, beside ONTO/test)"
+                )
+
+
+def read_split(files, reader, description):
     sentences = []
-    for path in tqdm(input_files(paths, pattern), desc=description, unit="file", leave=False):
+    for path in tqdm(files, desc=description, unit="file", leave=False):
         sentences.extend(reader(path))
     return sentences
 
@@ -206,9 +221,9 @@ def convert(args, tasks, reader, to_task_labels):
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):  # checked before the long read
         raise TaskDataError(f"--output_dir {args.output_dir} is a file; give the directory the task files go to "
                             "(it is created if missing)")
-    sentences = {
-        split: read_split(paths, args.file_pattern, reader, f"reading {split}") for split, paths in split_paths.items()
-    }
+    split_files = {split: input_files(paths, args.file_pattern) for split, paths in split_paths.items()}
+    check_splits_apart(split_files, split_paths)
+    sentences = {split: read_split(files, reader, f"reading {split}") for split, files in split_files.items()}
     write_task_data(args, tasks, sentences, to_task_labels, {split: str(paths) for split, paths in split_paths.items()})
 
 
@@ -219,7 +234,7 @@ def write_task_data(args, tasks, sentences, to_task_labels, sources):
     for split, split_sentences in sentences.items():
         if not split_sentences:
             raise TaskDataError(f"{sources[split]}: holds no sentence; check the files")
-    if args.dev_from_train:
+    if args.dev_from_train is not None:
         if "train" not in sentences or "dev" in sentences:
             raise TaskDataError(f"--dev_from_train needs a train split and no dev split (this input has "
                                 f"{', '.join(sentences)}); {'leave it out' if 'dev' in sentences else 'add train'}")
@@ -232,8 +247,6 @@ def write_task_data(args, tasks, sentences, to_task_labels, sources):
     for split, split_sentences in sentences.items():
         count = getattr(args, f"{split}_sentences")
         if count is not None:
-            if count < 1:
-                raise TaskDataError(f"--{split}_sentences {count}: give a positive number of sentences")
             if count > len(split_sentences):
                 print(f"{split}: --{split}_sentences {count} asks for more than the {len(split_sentences)} "
                       "sentences there are: keeping them all", file=sys.stderr)
@@ -292,9 +305,19 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def check_sentence_counts(args):
+    """Counts of sentences must be positive: a negative one would slice from the end (--dev_from_train -3
+    made train 3 sentences and dev the rest), and 0 would be taken as not given."""
+    for flag in ("dev_from_train",) + tuple(f"{split}_sentences" for split in SPLITS):
+        count = getattr(args, flag)
+        if count is not None and count < 1:
+            raise UsageError(f"--{flag} {count}: give a positive number of sentences, or leave the flag out")
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
+        check_sentence_counts(args)
         if args.corpus == "ontonotes":
             convert(args, ONTONOTES_TASKS, read_ontonotes, tagged_sentence_labels)
         elif args.corpus == "hf":

@@ -116,21 +116,24 @@ def sentence_scores_by_hand(task, labels, gold, predicted):
     return np.array(scores)
 
 
-def write_tiny_bert(model_dir, seed=0, **config_overrides):
-    """Save a 2-layer randomly initialised BERT and its tokenizer (vocabulary written here)."""
+def write_tiny_bert(model_dir, seed=0, extra_words=(), **config_overrides):
+    """Save a 2-layer randomly initialised BERT and its tokenizer (vocabulary written here: the tiny language's,
+    and `extra_words` lower-cased, for data in other words; the runs refuse data most of whose words are
+    unknown to the tokenizer)."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
 
     os.makedirs(model_dir, exist_ok=True)
+    vocabulary = VOCAB + sorted({word.lower() for word in extra_words} - set(VOCAB))
     vocab_path = os.path.join(model_dir, "vocab.txt")
     with open(vocab_path, "w") as handle:
-        handle.write("\n".join(VOCAB) + "\n")
+        handle.write("\n".join(vocabulary) + "\n")
     # transformers 5 builds the WordPiece tokenizer from the vocabulary itself (a dict), not a file path.
-    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(VOCAB)}, do_lower_case=True)
+    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(vocabulary)}, do_lower_case=True)
     tokenizer.save_pretrained(model_dir)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        vocab_size=len(vocabulary), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=128, **config_overrides,
     )
     BertModel(config).save_pretrained(model_dir)

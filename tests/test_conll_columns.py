@@ -121,7 +121,7 @@ def test_converted_conll2003_trains_a_joint_run(tmp_path):
     data = convert(tmp_path, "--iob2", "chunking", "ner", train=CONLL2003_TRAIN * 3, test=CONLL2003_TEST)
     for task in ("pos", "chunking", "ner"):
         (data / f"dev_{task}.txt").write_text((data / f"test_{task}.txt").read_text())
-    model = write_tiny_bert(tmp_path / "model")
+    model = write_tiny_bert(tmp_path / "model", extra_words=CONLL2003_TRAIN.split() + CONLL2003_TEST.split())
     completed = subprocess.run(
         [sys.executable, "run_weighted_joint.py", "--auxiliary_task_list", "pos", "chunking", "--main_task", "ner",
          "--weighting", "fixed", "--data_dir", str(data), "--model_name_or_path", model, "--output_dir",

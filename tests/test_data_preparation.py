@@ -57,9 +57,11 @@ def write(path, text, mode="w"):
 
 
 def test_ontonotes_bracketed_file_gives_pos_ner_predicate(tmp_path):
-    source = write(tmp_path / "in" / "a_gold_conll", ontonotes_text(SENTENCE_ONE, SENTENCE_TWO))
+    # Each split a file of its own (one file for two splits is refused), all three with the same sentences.
+    train, dev, test = (write(tmp_path / "in" / f"{split}_gold_conll", ontonotes_text(SENTENCE_ONE, SENTENCE_TWO))
+                        for split in ("train", "dev", "test"))
     out = tmp_path / "out"
-    process_data.main(["ontonotes", "--train", source, "--dev", source, "--test", source, "--output_dir", str(out)])
+    process_data.main(["ontonotes", "--train", train, "--dev", dev, "--test", test, "--output_dir", str(out)])
     for split in ("train", "dev", "test"):
         pos, ner, predicate = (read_sentences(out / f"{split}_{task}.txt") for task in ("pos", "ner", "predicate"))
         assert [s.words for s in pos] == [[row[0] for row in SENTENCE_ONE], [row[0] for row in SENTENCE_TWO]]

@@ -158,3 +158,54 @@ def test_preprocess_max_len_refuses_an_output_dir_linked_to_its_input(tiny_model
         preprocess_max_len.main(["--input", given, "--output_dir", str(alias), "--max_seq_length", "6",
                                  "--model_name_or_path", tiny_model_dir])
     assert {name: open(os.path.join(data_dir, name), "rb").read() for name in os.listdir(data_dir)} == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 8. The converters: counts of sentences, and a file that two splits would both read
+
+
+@pytest.mark.parametrize("flag, value", [("--dev_from_train", "-3"), ("--dev_from_train", "0"),
+                                         ("--train_sentences", "0"), ("--test_sentences", "-1")])
+def test_process_data_refuses_a_count_of_sentences_below_one(tmp_path, flag, value):
+    from data import process_data
+    from tests.test_data_preparation import conll2000_text, write
+
+    train = write(tmp_path / "train.txt", conll2000_text(10))
+    test = write(tmp_path / "test.txt", conll2000_text(3))
+    with pytest.raises(SystemExit, match=rf"^error: {flag} {value}: give a positive number of sentences, or leave "
+                                         "the flag out$"):
+        process_data.main(["conll2000", "--train", train, "--test", test, flag, value,
+                           "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_process_data_refuses_one_file_for_two_splits(tmp_path):
+    from data import process_data
+    from tests.test_data_preparation import conll2000_text, write
+
+    train = write(tmp_path / "train.txt", conll2000_text(10))
+    with pytest.raises(SystemExit, match=r"^error: .*train.txt: read for both --train \(.*train.txt\) and --test "
+                                         r"\(.*train.txt\); give each split files or folders of its own"):
+        process_data.main(["conll2000", "--train", train, "--test", train, "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_ontonotes_test_documents_inside_the_train_folder_are_refused(tmp_path):
+    from data import process_data
+    from tests.test_data_preparation import SENTENCE_ONE, SENTENCE_TWO, ontonotes_text, write
+
+    write(tmp_path / "onto" / "train" / "a_gold_conll", ontonotes_text(SENTENCE_ONE))
+    write(tmp_path / "onto" / "test" / "b_gold_conll", ontonotes_text(SENTENCE_TWO))
+    onto, out = str(tmp_path / "onto"), tmp_path / "out"
+    with pytest.raises(SystemExit, match=r"^error: .*onto/test/b_gold_conll: read for both --train \(.*onto\) and "
+                                         r"--test \(.*onto/test\); give each split files or folders of its own"):
+        process_data.main(["ontonotes", "--train", onto, "--test", f"{onto}/test", "--output_dir", str(out)])
+    assert not out.exists()
+    process_data.main(["ontonotes", "--train", f"{onto}/train", "--test", f"{onto}/test", "--output_dir", str(out)])
+    assert len(read_file_sentences(out / "train_pos.txt")) == 1 and len(read_file_sentences(out / "test_pos.txt")) == 1
+
+
+def read_file_sentences(path):
+    from utils_cross_task import read_sentences
+
+    return read_sentences(path)
