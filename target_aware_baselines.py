@@ -7,7 +7,13 @@ GCS, "Adapting Auxiliary Losses Using Gradient Similarity" (Du et al. 2018), --w
 a source's batch, after the backward pass, the source's encoder gradient G_s is compared with a target
 gradient G_main. Unweighted GCS (--gcs_mode unweighted, the default) keeps G_s if cos(G_main, G_s) > 0 and
 zeroes it otherwise; weighted GCS (--gcs_mode weighted) multiplies it by max(0, cos). Only the encoder's
-gradient is touched: the source's own head is always updated. The task weights stay as given.
+gradient is gated: the source's own head is always updated. The task weights stay as given.
+With --gcs_variant du (the default) the step's update is, as in the paper and in AuxiLearn's GradCosine,
+the main task's gradient plus the gated source gradient: G_main (the target gradient, on the encoder and on
+the main task's head, times the main task's loss multiplier w_main * K) is added to the source's, so the
+main task trains at every step, not only on its own batches. --gcs_variant gated applies the gated source
+gradient alone (the main task trains only on its own batches): gated joint training, what --weighting gcs
+computed before --gcs_variant existed, kept so that those runs can be reproduced.
 
 OL-AUX, "Adaptive Auxiliary Task Weighting for Reinforcement Learning" (Lin et al. 2019), --weighting
 olaux: each source k has a loss coefficient lambda_k (the main task's is fixed at 1), moved by the gradient
@@ -25,7 +31,9 @@ update draws it). It is refreshed at a source step when it is --target_gradient_
 (R = 1: a fresh one at every source step, as in both papers, which use the current main-task batch). Its
 cost is one forward and backward pass over that many sentences every R source steps; the cosine or dot
 product itself is one pass over the encoder's gradients. What each method did goes into task_weights.json
-(the entries' gcs_* and olaux_* fields) and, with --report_to tensorboard, into TensorBoard scalars
+(the entries' gcs_* and olaux_* fields; parameter_update_norm: how far the encoder and the main task's head
+moved since the previous entry, the norm of the difference of their parameters) and, with --report_to
+tensorboard, into TensorBoard scalars
 (run_reporting.py); its state (the cached target gradient, the counters, OL-AUX's coefficients and
 accumulators) goes into every checkpoint, so a resumed run continues exactly.
 """
@@ -47,6 +55,9 @@ WEIGHTINGS = ("gcs", "olaux")
 # moves a coefficient (1 at the start) by about 0.01 per step, by O(1) over a run. Not tuned on dev.
 OLAUX_LR = 100.0
 GCS_MODES = ("unweighted", "weighted")
+# du: every update holds the main task's gradient (Du et al. 2018); gated: a source step applies the gated
+# source gradient alone (what --weighting gcs computed before the variants were named).
+GCS_VARIANTS = ("du", "gated")
 # A source's coefficient never falls below this: at 0 its loss, hence its gradient, would vanish and OL-AUX
 # could never measure it again (the paper computes the gradient of each auxiliary loss unweighted).
 OLAUX_MIN_COEFFICIENT = 1e-3
@@ -57,6 +68,11 @@ def add_arguments(parser):
     group.add_argument("--gcs_mode", choices=GCS_MODES, default="unweighted",
                        help="GCS (Du et al. 2018): unweighted keeps a source batch's encoder gradient when its cosine "
                             "with the target gradient is > 0 and drops it otherwise; weighted scales it by max(0, cos)")
+    group.add_argument("--gcs_variant", choices=GCS_VARIANTS, default="du",
+                       help="GCS: du (default), as Du et al. 2018 and AuxiLearn's GradCosine compute it: each update is "
+                            "the main task's gradient plus the kept (or cosine-scaled) source gradient; gated: a step "
+                            "on a source batch applies the gated source gradient alone, so the main task trains only "
+                            "on its own batches (the runs made before this flag existed)")
     group.add_argument("--target_gradient_steps", type=int, default=1,
                        help="GCS and OL-AUX: refresh the target gradient (the main task's encoder gradient on "
                             "--gradient_sampling_batch_size sampled sentences) at a source step once it is this many "
@@ -86,11 +102,16 @@ def paradigm_name(base, args):
 
 
 class TargetGradient:
-    """The main task's encoder gradient on a sampled batch, cached for --target_gradient_steps steps."""
+    """The main task's encoder gradient on a sampled batch, cached for --target_gradient_steps steps.
 
-    def __init__(self, model, run, main_task, split):
+    With `with_head`, the gradient of the main task's head on the same batch is kept too (`head_gradient`):
+    GCS as Du et al. define it adds both to every update.
+    """
+
+    def __init__(self, model, run, main_task, split, with_head=False):
         self.model, self.run, self.main_task, self.split = model, run, main_task, split
-        self.gradient, self.step = None, None
+        self.with_head = with_head
+        self.gradient, self.head_gradient, self.step = None, None, None
         self.refreshes = 0
 
     def at(self, step):
@@ -99,18 +120,58 @@ class TargetGradient:
                 batch = sample_gradient_batches({self.main_task: self.split}, self.run.args.gradient_sampling_batch_size,
                                                 self.run.gradient_sampling_generator, self.run.pad_token_id,
                                                 self.run.device)[0][self.main_task]
-                self.gradient = encoder_gradient(self.model, self.main_task, batch, self.run.autocast)
+                head = list(self.model.head(self.main_task).parameters()) if self.with_head else []
+                gradient = encoder_gradient(self.model, self.main_task, batch, self.run.autocast, head)
+            encoder_tensors = len(gradient) - len(head)
+            self.gradient, self.head_gradient = gradient[:encoder_tensors], gradient[encoder_tensors:]
             self.step, self.refreshes = step, self.refreshes + 1
         return self.gradient
 
     def state_dict(self):
-        return {"gradient": None if self.gradient is None else [tensor.cpu() for tensor in self.gradient],
-                "step": self.step, "refreshes": self.refreshes}
+        def on_host(gradient):
+            return None if gradient is None else [tensor.cpu() for tensor in gradient]
+
+        return {"gradient": on_host(self.gradient), "head_gradient": on_host(self.head_gradient), "step": self.step,
+                "refreshes": self.refreshes}
 
     def load_state_dict(self, state):
-        gradient = state["gradient"]
-        self.gradient = None if gradient is None else [tensor.to(self.run.device) for tensor in gradient]
+        def on_device(gradient):
+            return None if gradient is None else [tensor.to(self.run.device) for tensor in gradient]
+
+        self.gradient, self.head_gradient = on_device(state["gradient"]), on_device(state.get("head_gradient"))
         self.step, self.refreshes = state["step"], state["refreshes"]
+
+
+class ParameterUpdateNorms:
+    """How far the encoder and the main task's head moved since the last reading: the norm of the difference
+    between their parameters now and at the last reading (the updates the optimizer actually made, whatever
+    gradients, scales and Adam normalisation made them). Keeps one copy of those parameters."""
+
+    def __init__(self, model, main_task):
+        self.groups = {"encoder": list(model.encoder_parameters()),
+                       "main_head": list(model.head(main_task).parameters())}
+        self.start = self._copy()
+
+    def _copy(self):
+        return {name: [parameter.detach().clone() for parameter in parameters]
+                for name, parameters in self.groups.items()}
+
+    def read(self):
+        """{"encoder": norm, "main_head": norm} since the last reading; the next reading starts from now."""
+        norms = {}
+        for name, parameters in self.groups.items():
+            squared = sum(torch.sum((parameter.detach().float() - start.float()) ** 2)
+                          for parameter, start in zip(parameters, self.start[name]))
+            norms[name] = math.sqrt(float(squared))
+        self.start = self._copy()
+        return norms
+
+    def state_dict(self):
+        return {name: [tensor.cpu() for tensor in tensors] for name, tensors in self.start.items()}
+
+    def load_state_dict(self, state):
+        self.start = {name: [tensor.to(parameter.device) for tensor, parameter in zip(state[name], self.groups[name])]
+                      for name in self.groups}
 
 
 def source_encoder_gradient(model):
@@ -120,12 +181,18 @@ def source_encoder_gradient(model):
 
 
 class GradientSimilarity:
-    """GCS: each source batch's encoder gradient kept, dropped or scaled by its cosine with the target's."""
+    """GCS: each source batch's encoder gradient kept, dropped or scaled by its cosine with the target's; with
+    --gcs_variant du, the target gradient (encoder and main head) added to the step."""
 
-    def __init__(self, model, run, tasks, main_task, split):
+    def __init__(self, model, run, tasks, main_task, split, task_weights):
         self.model, self.run, self.tasks, self.main_task = model, run, list(tasks), main_task
         self.weighted = run.args.gcs_mode == "weighted"
-        self.target = TargetGradient(model, run, main_task, split)
+        self.adds_main_gradient = getattr(run.args, "gcs_variant", "du") == "du"
+        # The main task's loss multiplier in training (w_main * K): its gradient enters a source step at the
+        # scale it has on its own batches.
+        self.main_multiplier = float(task_weights[self.tasks.index(main_task)]) * len(self.tasks)
+        self.target = TargetGradient(model, run, main_task, split, with_head=self.adds_main_gradient)
+        self.update_norms = ParameterUpdateNorms(model, main_task)
         # Per task, since the last history entry and over the whole run: source steps, steps kept (scale > 0),
         # the sum of the scales applied, the sum of the defined cosines and their number.
         self.interval = self._zero_counts()
@@ -147,6 +214,10 @@ class GradientSimilarity:
         if scale != 1.0:
             torch._foreach_mul_([parameter.grad for parameter in self.model.encoder_parameters()
                                  if parameter.grad is not None], scale)
+        if self.adds_main_gradient:
+            self.target.at(step)  # already fresh: the cosine above read it
+            parameters = list(self.model.encoder_parameters()) + list(self.model.head(self.main_task).parameters())
+            add_to_gradients(parameters, self.target.gradient + self.target.head_gradient, self.main_multiplier)
         for counts in (self.interval, self.total):
             counts["steps"][task] += 1
             counts["kept"][task] += scale > 0
@@ -159,8 +230,9 @@ class GradientSimilarity:
         """The weights stay; the history entry reports what GCS did since the previous one."""
         self.run.weight_history.add_to_next_entry(
             gcs_mode="weighted" if self.weighted else "unweighted",
+            gcs_variant="du" if self.adds_main_gradient else "gated",
             gcs_since_previous_entry=self._summary(self.interval), gcs_whole_run=self._summary(self.total),
-            target_gradients_computed=self.target.refreshes)
+            target_gradients_computed=self.target.refreshes, parameter_update_norm=self.update_norms.read())
         self.interval = self._zero_counts()
         return np.asarray(weights, dtype=np.float64), None
 
@@ -174,11 +246,23 @@ class GradientSimilarity:
                 "mean_cosine": ratio("cosine_sum", "cosines")}
 
     def state_dict(self):
-        return {"target": self.target.state_dict(), "interval": self.interval, "total": self.total}
+        return {"target": self.target.state_dict(), "interval": self.interval, "total": self.total,
+                "update_norms": self.update_norms.state_dict()}
 
     def load_state_dict(self, state):
         self.target.load_state_dict(state["target"])
         self.interval, self.total = state["interval"], state["total"]
+        if "update_norms" in state:
+            self.update_norms.load_state_dict(state["update_norms"])
+
+
+def add_to_gradients(parameters, gradient, multiplier):
+    """parameter.grad += multiplier * gradient, for each parameter (a missing .grad becomes that product)."""
+    for parameter, addition in zip(parameters, gradient):
+        if parameter.grad is None:
+            parameter.grad = addition.to(parameter.dtype) * multiplier
+        else:
+            parameter.grad.add_(addition.to(parameter.grad.dtype), alpha=multiplier)
 
 
 class OnlineAuxiliaryWeighting:
@@ -196,6 +280,7 @@ class OnlineAuxiliaryWeighting:
         self.coefficients = [float(weight / weights[self.main_index]) for weight in weights]
         self.accumulated = [0.0] * len(self.tasks)  # sum of lr * <G_main, G_k> since the last step
         self.steps = [0] * len(self.tasks)  # source steps in the accumulation
+        self.update_norms = ParameterUpdateNorms(model, main_task)
 
     @property
     def weights(self):
@@ -219,7 +304,8 @@ class OnlineAuxiliaryWeighting:
         beta = self.run.args.olaux_lr
         self.run.weight_history.add_to_next_entry(
             olaux_coefficients_before=list(self.coefficients), olaux_lr_times_dot_sum=list(self.accumulated),
-            olaux_source_steps=list(self.steps), target_gradients_computed=self.target.refreshes)
+            olaux_source_steps=list(self.steps), target_gradients_computed=self.target.refreshes,
+            parameter_update_norm=self.update_norms.read())
         for index in range(len(self.tasks)):
             if index != self.main_index:
                 self.coefficients[index] = max(OLAUX_MIN_COEFFICIENT,
@@ -230,11 +316,14 @@ class OnlineAuxiliaryWeighting:
 
     def state_dict(self):
         return {"target": self.target.state_dict(), "coefficients": list(self.coefficients),
-                "accumulated": list(self.accumulated), "steps": list(self.steps)}
+                "accumulated": list(self.accumulated), "steps": list(self.steps),
+                "update_norms": self.update_norms.state_dict()}
 
     def load_state_dict(self, state):
         self.target.load_state_dict(state["target"])
         self.coefficients, self.accumulated, self.steps = state["coefficients"], state["accumulated"], state["steps"]
+        if "update_norms" in state:
+            self.update_norms.load_state_dict(state["update_norms"])
 
 
 def start_baseline(model, run, tasks, main_task, task_splits, task_weights):
@@ -244,7 +333,7 @@ def start_baseline(model, run, tasks, main_task, task_splits, task_weights):
     if weighting not in WEIGHTINGS:
         return None
     if weighting == "gcs":
-        method = GradientSimilarity(model, run, tasks, main_task, task_splits[main_task])
+        method = GradientSimilarity(model, run, tasks, main_task, task_splits[main_task], task_weights)
     else:
         method = OnlineAuxiliaryWeighting(model, run, tasks, main_task, task_splits[main_task], task_weights)
     if run.restored_target_aware_baseline is not None:

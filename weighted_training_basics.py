@@ -43,17 +43,18 @@ def sample_batch_indices(num_examples, batch_size, generator):
 GRADIENT_CHUNK_SENTENCES = 16
 
 
-def encoder_gradient(model, task, batch, autocast=contextlib.nullcontext):
+def encoder_gradient(model, task, batch, autocast=contextlib.nullcontext, extra_parameters=()):
     """Gradient of `task`'s mean loss on `batch` w.r.t. the encoder's parameters, with dropout off.
 
     `batch` is one collated batch or a list of them (chunks of one sampled batch): the loss is the mean
     over all their labelled tokens, as if they were one batch. Returns one tensor per encoder parameter
-    (zeros where the loss does not reach a parameter). Uses torch.autograd.grad, so the model is neither
+    (zeros where the loss does not reach a parameter), then one per `extra_parameters` (GCS as Du et al.
+    define it also takes the main task's head). Uses torch.autograd.grad, so the model is neither
     copied nor are its `.grad` buffers touched: this can run between training steps without disturbing
     the optimizer.
     """
     chunks = batch if isinstance(batch, list) else [batch]
-    parameters = model.encoder_parameters()
+    parameters = list(model.encoder_parameters()) + list(extra_parameters)
     labelled_tokens = sum(int((chunk["labels"] != IGNORED_LABEL_ID).sum()) for chunk in chunks)
     with dropout_off(model):  # the similarity is about the tasks, not about random masks
         loss = 0.0

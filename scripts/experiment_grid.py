@@ -9,12 +9,15 @@ Sections (run in this order; final_weights after the others, since it reads thei
                  every inv_constant
   normalized     per main task: normalized joint and weighted normalized joint training
   baselines      per main task: the target-aware baselines GCS, weighted GCS and OL-AUX in joint training
-                 (target_aware_baselines.py), beside joint and weighted joint training
+                 (target_aware_baselines.py), beside joint and weighted joint training; GCS with
+                 --gcs_variant gated (a source step applies the gated source gradient alone)
   analysis       main task ner, sources pos predicate (the reduced grid: pos from chunking predicate): the
                  ratio analysis, the main-task-size analysis, and single-task runs of the main task with the
                  same sizes and with as many sentences as main task plus sources
   ablation       per main task: weighted joint and weighted normalized joint training with
                  --ablate_source_cosines (every source's cosine taken as 0), beside their TAWT runs
+  gcs_du         per main task: GCS and weighted GCS as Du et al. define them (--gcs_variant du: every update
+                 is the main task's gradient plus the gated source gradient)
   final_weights  the weighted runs re-run with their final weights held fixed (the mean over the seeds of
                  the weights in effect during the last epoch, the entry before the last of task_weights.json): weighted joint -> joint with fixed weights, weighted
                  pre-training -> pre-training with fixed weights, weighted normalized joint -> joint with
@@ -23,7 +26,7 @@ Sections (run in this order; final_weights after the others, since it reads thei
 Output tree (OUTPUT_ROOT: $WORKING_DIR/outputs, or ./outputs with the embedded default data):
   main/<single_task|joint|weighted_joint|pretraining|weighted_pretraining_ic<k>>/<main task>/seed_<seed>/
   normalized/<normalized_joint|weighted_normalized_joint>/<main task>/seed_<seed>/
-  baselines/<joint_gcs|joint_gcs_weighted|joint_olaux>/<main task>/seed_<seed>/
+  baselines/<joint_gcs|joint_gcs_weighted|joint_olaux|joint_gcs_du|joint_gcs_weighted_du>/<main task>/seed_<seed>/
   ablation/<weighted_joint_ablated|weighted_normalized_joint_ablated>/<main task>/seed_<seed>/
   final_weights/<joint_fixed_weights|pretraining_fixed_weights_ic<k>|normalized_joint_fixed_weights>/
       <main task>/seed_<seed>/
@@ -67,12 +70,15 @@ SCRIPTS_DIR = os.path.join(ROOT, "scripts")
 PAPER_SECTIONS = ("main", "normalized", "baselines", "analysis", "final_weights")
 # Every section, in the order they run: the controls of what TAWT's gain is made of (GRID=large) come after
 # the paper's, and final_weights last.
-SECTIONS = ("main", "normalized", "baselines", "analysis", "ablation", "final_weights")
+SECTIONS = ("main", "normalized", "baselines", "analysis", "ablation", "gcs_du", "final_weights")
 # --ablate_source_cosines: TAWT's update with every source's cosine taken as 0 (weighted_training_basics.py).
 ABLATION_FLAG = "--ablate_source_cosines"
 GRID_SAVE_STEPS = 1000
 # The METHODs of scripts/run_target_aware_baseline_multi.sh, run by the baselines section.
 BASELINE_METHODS = ("gcs", "gcs_weighted", "olaux")
+# GCS as Du et al. define it (--gcs_variant du: every update holds the main task's gradient), in the gcs_du
+# section; the baselines section runs GCS with --gcs_variant gated, as its archived runs were made.
+GCS_METHODS = ("gcs", "gcs_weighted")
 BACKENDS = ("local", "slurm")  # local: scripts/job_queue.py on this machine; slurm: scripts/slurm_grid.py
 
 
@@ -187,7 +193,7 @@ MEDIUM_GRID = Grid(
               "TARGET_GRADIENT_STEPS": "8"},
     data_slice={"train": 2 * MEDIUM_MAIN_SIZE, "dev": 500, "test": 2000},
     description="the medium grid on the embedded default data",
-    sections=("main", "normalized", "baselines"),
+    sections=("main", "normalized", "baselines", "gcs_du"),
     seeds=("1", "2", "3"),
     note="Medium grid on the embedded default data (Brown text; labels from spaCy except brown_pos, which is "
          "Brown's gold tagging): not comparable with the paper's OntoNotes/CoNLL-2000 numbers.",
@@ -219,7 +225,7 @@ LARGE_GRID = Grid(
               "TARGET_GRADIENT_STEPS": "2"},
     data_slice={"train": LARGE_SOURCE_SIZE, "dev": 500, "test": 2000},
     description="the large grid on the embedded default data",
-    sections=("main", "normalized", "baselines", "ablation"),
+    sections=("main", "normalized", "baselines", "ablation", "gcs_du"),
     seeds=("1", "2", "3"),
     summary_args=["--inv_constant_choice", "paper", "--paper_inv_constant", "brown_pos=30"],
     original_optimizer_rows=True,
@@ -411,7 +417,7 @@ def check_data(settings, sections):
         return
     grid = settings.grid
     tasks = set()
-    if set(sections) & {"main", "normalized", "baselines", "ablation", "final_weights"}:
+    if set(sections) & {"main", "normalized", "baselines", "ablation", "gcs_du", "final_weights"}:
         for main_task, setting in grid.main_tasks.items():
             tasks |= {main_task, *setting.sources}
     if "analysis" in sections:
@@ -527,7 +533,22 @@ def baselines_section_jobs(maker, settings):
             for main_task, setting in settings.grid.main_tasks.items():
                 jobs.append(maker.job(f"baselines/joint_{method}/{main_task}", main_task,
                                       "run_target_aware_baseline_multi.sh",
-                                      [method, *setting.sources, main_task, setting.train_size], seed))
+                                      [method, *setting.sources, main_task, setting.train_size], seed,
+                                      ["--gcs_variant", "gated"] if method in GCS_METHODS else []))
+    return jobs
+
+
+def gcs_du_section_jobs(maker, settings):
+    """GCS and weighted GCS as Du et al. define them (--gcs_variant du), in directories of their own
+    (baselines/joint_<method>_du), so that the gated runs of the baselines section are not taken for them."""
+    jobs = []
+    for seed in settings.seeds:
+        for method in [method for method in GCS_METHODS if method in settings.grid.baselines]:
+            for main_task, setting in settings.grid.main_tasks.items():
+                jobs.append(maker.job(f"baselines/joint_{method}_du/{main_task}", main_task,
+                                      "run_target_aware_baseline_multi.sh",
+                                      [method, *setting.sources, main_task, setting.train_size], seed,
+                                      ["--gcs_variant", "du"]))
     return jobs
 
 
@@ -654,6 +675,7 @@ SECTION_JOBS = {
     "baselines": baselines_section_jobs,
     "analysis": analysis_section_jobs,
     "ablation": ablation_section_jobs,
+    "gcs_du": gcs_du_section_jobs,
     "final_weights": final_weights_section_jobs,
 }
 

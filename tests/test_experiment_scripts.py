@@ -21,6 +21,8 @@ SCRIPTS = os.path.join(ROOT, "scripts")
 FAKE_PYTHON = textwrap.dedent("""\
     #!{python}
     import json, os, sys
+    if sys.argv[1] == "-c":  # the scripts' check that this interpreter has torch: the real one answers
+        os.execv({python!r}, [{python!r}] + sys.argv[1:])
     script, argv = os.path.basename(sys.argv[1]), sys.argv[2:]
     def values(flag):
         if flag not in argv:
@@ -58,13 +60,14 @@ def fake_python(tmp_path):
 
 
 def clean_environment(**settings):
-    """The test process's environment without the grid's settings, plus `settings`."""
+    """The test process's environment without the grid's settings, plus `settings`; the scripts' Python is the
+    one running the tests (PYTHON), also when its environment is not activated."""
     names = ("WORKING_DIR", "DATA_DIR", "BERT_MODEL", "MAX_LENGTH", "BATCH_SIZE", "NUM_EPOCHS", "SEED", "SEEDS",
              "OUTPUT_ROOT", "OUTPUT_DIR", "EXTRA_ARGS", "GRADIENT_SAMPLING_BATCH_SIZE", "PYTHON", "MAIN_TASKS",
              "INV_CONSTANTS", "SLOTS", "JOBS_PER_GPU", "CUDA_VISIBLE_DEVICES", "GRID", "BACKEND", "SBATCH_ARGS",
              "SBATCH_SUMMARY_ARGS", "TARGET_GRADIENT_STEPS", "OLAUX_HORIZON")
     environment = {name: value for name, value in os.environ.items() if name not in names}
-    environment.update({name: str(value) for name, value in settings.items()})
+    environment.update({"PYTHON": sys.executable, **{name: str(value) for name, value in settings.items()}})
     return environment
 
 
@@ -456,17 +459,21 @@ def test_medium_grid_lists_table_1_for_two_main_tasks_with_an_inv_constant_sweep
                                env=clean_environment(GRID="medium", DATA_DIR=data, BERT_MODEL="m",
                                                      CUDA_VISIBLE_DEVICES=""))
     assert completed.returncode == 0, completed.stderr
-    assert "sections main normalized baselines, seeds 1 2 3" in completed.stdout  # Table 1 only, three seeds
-    listed = [line for line in completed.stdout.splitlines() if line.startswith("SEED=")]
+    assert "sections main normalized baselines gcs_du, seeds 1 2 3" in completed.stdout  # Table 1, three seeds
+    listed = [line for line in completed.stdout.splitlines() if "SEED=" in line and not line.startswith("#")]
     # per main task: 3 seeds x (single, joint, weighted joint, pre-training, weighted pre-training, normalized
-    # joint, weighted normalized joint, GCS, weighted GCS, OL-AUX), and the sweep's two other inv_constants
-    # with seed 1
-    assert len(listed) == 2 * (3 * 10 + 2)
+    # joint, weighted normalized joint, GCS, weighted GCS, OL-AUX, and GCS and weighted GCS as Du et al. define
+    # them), and the sweep's two other inv_constants with seed 1
+    assert len(listed) == 2 * (3 * 12 + 2)
     baselines = [line for line in listed if "run_target_aware_baseline_multi.sh" in line]
-    for method in ("gcs", "gcs_weighted", "olaux"):
+    for method, directory, variant in (("gcs", "joint_gcs", "gated"), ("gcs_weighted", "joint_gcs_weighted", "gated"),
+                                       ("olaux", "joint_olaux", None), ("gcs", "joint_gcs_du", "du"),
+                                       ("gcs_weighted", "joint_gcs_weighted_du", "du")):
         for main_task, sources in (("ner", "pos chunking predicate"), ("brown_pos", "pos chunking ner")):
-            assert sum(line.endswith(f"run_target_aware_baseline_multi.sh {method} {sources} {main_task} 100")
-                       and f"/baselines/joint_{method}/{main_task}/seed_" in line for line in baselines) == 3
+            runs = [line for line in baselines if f"/baselines/{directory}/{main_task}/seed_" in line]
+            assert len(runs) == 3 and all(
+                line.endswith(f"run_target_aware_baseline_multi.sh {method} {sources} {main_task} 100")
+                and (f"--gcs_variant {variant}" in line if variant else "--gcs_variant" not in line) for line in runs)
     sweep = [line for line in listed if "run_weighted_pre_training_multi.sh" in line]
     assert len(sweep) == 2 * (3 + 2)
     assert [line.split()[0] for line in sweep if "brown_pos/" in line] == ["SEED=1"] * 3 + ["SEED=2", "SEED=3"]
@@ -489,9 +496,13 @@ def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original
                                env=clean_environment(GRID="large", DATA_DIR=data, BERT_MODEL="m",
                                                      CUDA_VISIBLE_DEVICES=""))
     assert completed.returncode == 0, completed.stderr
-    assert "sections main normalized baselines ablation, seeds 1 2 3" in completed.stdout
+    assert "sections main normalized baselines ablation gcs_du, seeds 1 2 3" in completed.stdout
     listed = [line for line in completed.stdout.splitlines() if "SEED=" in line and not line.startswith("#")]
-    paper_rows = [line for line in listed if "/ablation/" not in line]
+    gcs_du = [line for line in listed if "_du/" in line]
+    assert len(gcs_du) == 2 * 3 * 2 and all("--gcs_variant du" in line for line in gcs_du)
+    assert sum("/baselines/joint_gcs_weighted_du/ner/seed_" in line and line.endswith(
+        "run_target_aware_baseline_multi.sh gcs_weighted pos chunking predicate ner 500") for line in gcs_du) == 3
+    paper_rows = [line for line in listed if "/ablation/" not in line and line not in gcs_du]
     # per main task and seed: single, joint, weighted joint, both with the original's optimizer, pre-training,
     # weighted pre-training at two inv_constants, normalized joint, weighted normalized joint, and the three
     # target-aware baselines

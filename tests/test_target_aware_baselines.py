@@ -174,7 +174,7 @@ def test_bad_baseline_flags_are_refused_before_anything_runs(tmp_path, monkeypat
 def test_gcs_that_keeps_every_step_trains_exactly_as_joint_training(twin_data_dir, tiny_model_dir, tmp_path,
                                                                     monkeypatch):
     """Drawing and computing the target gradient between backward and step disturbs nothing: with every
-    cosine taken as 1, GCS is joint training to the last bit (same batches, dropout, updates)."""
+    cosine taken as 1, gated GCS is joint training to the last bit (same batches, dropout, updates)."""
     import target_aware_baselines
 
     train(twin_data_dir, tiny_model_dir, tmp_path / "joint", ["--weighting", "fixed"])
@@ -185,7 +185,7 @@ def test_gcs_that_keeps_every_step_trains_exactly_as_joint_training(twin_data_di
         return 1.0
 
     monkeypatch.setattr(target_aware_baselines, "cosine_similarity", always_agrees)
-    train(twin_data_dir, tiny_model_dir, tmp_path / "gcs", ["--weighting", "gcs"])
+    train(twin_data_dir, tiny_model_dir, tmp_path / "gcs", ["--weighting", "gcs", "--gcs_variant", "gated"])
     assert len(computed) == 12  # a target gradient at each source step
     joint, gcs = run_outputs(tmp_path / "joint"), run_outputs(tmp_path / "gcs")
     assert gcs[1:] == joint[1:]  # predictions and results
@@ -210,3 +210,75 @@ def test_what_gcs_and_olaux_did_is_also_in_tensorboard(twin_data_dir, tiny_model
     assert [value for _, value in logged["task_weight/twin"]] == pytest.approx(
         [entry["weights"][0] for entry in record["history"]])
     assert len(logged["olaux_lr_times_dot_sum/twin"]) == len(record["history"]) - 1
+
+
+@pytest.mark.parametrize("mode", ["unweighted", "weighted"])
+def test_gcs_du_step_is_the_main_gradient_plus_the_gated_source_gradient(tiny_model_dir, tiny_data_dir, mode):
+    """--gcs_variant du: after a source batch's backward pass, the gradient the optimizer sees is (scale) x
+    the source's encoder gradient + w_main K x the main task's (encoder and head), as in AuxiLearn's
+    GradCosine; the source's head keeps its own gradient."""
+    from argparse import Namespace
+
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    import target_aware_baselines
+    from cross_task_training import Run
+    from modeling_multi_bert import MultiTaskTagger, token_classification_loss
+    from utils_cross_task import collate, read_labels, load_task_split
+    from weighted_training_basics import cosine_similarity, encoder_gradient, sample_gradient_batches
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    labels = {task: read_labels(tiny_data_dir, task) for task in ("pos", "ner")}
+    splits = {task: load_task_split(tiny_data_dir, task, "train", tokenizer, labels[task], 32) for task in labels}
+    torch.manual_seed(0)
+    model = MultiTaskTagger.from_encoder(tiny_model_dir, labels)
+    args = Namespace(gradient_sampling_batch_size=4, target_gradient_steps=1, gcs_mode=mode, gcs_variant="du",
+                     bf16=False, fp16=False)
+    run = Run(args=args, paradigm="joint_gcs", main_task="ner", tasks=["pos", "ner"], device=torch.device("cpu"),
+              data_dir=tiny_data_dir, model_name_or_path=tiny_model_dir,
+              gradient_sampling_generator=torch.Generator().manual_seed(3), pad_token_id=tokenizer.pad_token_id)
+    gcs = target_aware_baselines.GradientSimilarity(model, run, ["pos", "ner"], "ner", splits["ner"],
+                                                    np.array([0.2, 0.8]))
+    model.eval()  # no dropout: the source gradient below is reproducible
+    batch = collate(splits["pos"].features[:8], tokenizer.pad_token_id)
+    _, logits = model("pos", batch["input_ids"], batch["attention_mask"])
+    token_classification_loss(logits, batch["labels"]).backward()
+    encoder, main_head = model.encoder_parameters(), list(model.head("ner").parameters())
+    source = [parameter.grad.clone() for parameter in encoder]
+    source_head = [parameter.grad.clone() for parameter in model.head("pos").parameters()]
+    assert all(parameter.grad is None for parameter in main_head)
+
+    main_batch = sample_gradient_batches({"ner": splits["ner"]}, 4, torch.Generator().manual_seed(3),
+                                         tokenizer.pad_token_id, "cpu")[0]["ner"]
+    main = encoder_gradient(model, "ner", main_batch, extra_parameters=main_head)
+    cosine = cosine_similarity(main[:len(encoder)], source)
+    scale = max(0.0, cosine) if mode == "weighted" else float(cosine > 0)
+    gcs.adjust_gradients("pos", 1, 1e-3)
+
+    multiplier = 0.8 * 2
+    for parameter, source_gradient, main_gradient in zip(encoder, source, main):
+        assert torch.allclose(parameter.grad, scale * source_gradient + multiplier * main_gradient, atol=1e-7)
+    for parameter, main_gradient in zip(main_head, main[len(encoder):]):
+        assert torch.allclose(parameter.grad, multiplier * main_gradient)
+    assert any(gradient.abs().sum() > 0 for gradient in main[len(encoder):])
+    for parameter, gradient in zip(model.head("pos").parameters(), source_head):
+        assert torch.equal(parameter.grad, gradient)
+
+
+def test_gcs_records_its_variant_and_how_far_the_encoder_and_the_main_head_moved(twin_data_dir, tiny_model_dir,
+                                                                                tmp_path, twin_heads):
+    du = train(twin_data_dir, tiny_model_dir, tmp_path / "du", ["--weighting", "gcs", "--gcs_mode", "weighted"])
+    gated = train(twin_data_dir, tiny_model_dir, tmp_path / "gated",
+                  ["--weighting", "gcs", "--gcs_mode", "weighted", "--gcs_variant", "gated"])
+    for record, variant in ((du, "du"), (gated, "gated")):
+        entries = record["history"][1:]
+        assert [entry["gcs_variant"] for entry in entries] == [variant, variant]
+        for entry in entries:
+            assert entry["parameter_update_norm"]["encoder"] > 0 and entry["parameter_update_norm"]["main_head"] > 0
+    with open(tmp_path / "du" / "run_args.json") as handle:
+        assert json.load(handle)["args"]["gcs_variant"] == "du"
+    # The main head trains at every step under du, on its own 3 batches of 9 only when gated.
+    assert (du["history"][1]["parameter_update_norm"]["main_head"]
+            > gated["history"][1]["parameter_update_norm"]["main_head"])
