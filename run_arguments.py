@@ -257,11 +257,7 @@ def check_weighting_arguments(args):
     if not math.isfinite(args.inv_constant):
         raise UsageError(f"--inv_constant {args.inv_constant}: give a finite number (paper: 1, 10, 30, 100)")
     if args.weighting == "tawt":
-        if not (math.isfinite(args.weight_lr) and args.weight_lr > 0):
-            raise UsageError(
-                f"--weight_lr {args.weight_lr}: give a finite positive step size (paper: 1); a negative one "
-                "reverses the update. Use --weighting fixed to keep the weights fixed"
-            )
+        check_weight_lr(args.weight_lr, "Use --weighting fixed to keep the weights fixed")
         if not args.normalized_gradients and args.inv_constant <= 0:
             raise UsageError(
                 f"--inv_constant {args.inv_constant} would freeze (or reverse) the TAWT update; give a positive "
@@ -282,10 +278,33 @@ def check_weighting_arguments(args):
                          "positive number of steps")
 
 
+def check_weight_lr(weight_lr, alternative):
+    """The TAWT update's step size: finite and positive; `alternative` says what to do instead."""
+    if not (math.isfinite(weight_lr) and weight_lr > 0):
+        raise UsageError(f"--weight_lr {weight_lr}: give a finite positive step size (paper: 1); a negative one "
+                         f"reverses the update. {alternative}")
+
+
 def check_positive(value, flag, fix):
     """A count flag that, when given, must be at least 1 (0 or less would silently mean something else)."""
     if value is not None and value < 1:
         raise UsageError(f"{flag} {value}: give at least 1 {fix}")
+
+
+def check_optimizer_arguments(args, typical_learning_rate="paper: 5e-5"):
+    """Batch sizes, learning rate, gradient clipping and sequence length: shared by the training scripts and
+    the affinity probe, whose head fits read them too."""
+    check_positive(args.per_gpu_train_batch_size, "--per_gpu_train_batch_size", "sentence per batch (paper: 32)")
+    check_positive(args.per_gpu_eval_batch_size, "--per_gpu_eval_batch_size", "sentence per batch")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise UsageError(f"--learning_rate {args.learning_rate}: give a finite positive value "
+                         f"({typical_learning_rate})")
+    if not (math.isfinite(args.max_grad_norm) and args.max_grad_norm >= 0):
+        raise UsageError(
+            f"--max_grad_norm {args.max_grad_norm}: give a finite value >= 0 (paper: 1.0; 0 turns clipping off)"
+        )
+    if args.max_seq_length < 1:
+        raise UsageError(f"--max_seq_length {args.max_seq_length}: give a positive length (paper: 128)")
 
 
 def check_training_arguments(args):
@@ -294,16 +313,7 @@ def check_training_arguments(args):
         raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     if args.num_train_epochs != int(args.num_train_epochs) or args.num_train_epochs < 1:
         raise UsageError(f"--num_train_epochs {args.num_train_epochs}: give a whole number of epochs (>= 1)")
-    check_positive(args.per_gpu_train_batch_size, "--per_gpu_train_batch_size", "sentence per batch (paper: 32)")
-    check_positive(args.per_gpu_eval_batch_size, "--per_gpu_eval_batch_size", "sentence per batch")
-    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
-        raise UsageError(f"--learning_rate {args.learning_rate}: give a finite positive value (paper: 5e-5)")
-    if not (math.isfinite(args.max_grad_norm) and args.max_grad_norm >= 0):
-        raise UsageError(
-            f"--max_grad_norm {args.max_grad_norm}: give a finite value >= 0 (paper: 1.0; 0 turns clipping off)"
-        )
-    if args.max_seq_length < 1:
-        raise UsageError(f"--max_seq_length {args.max_seq_length}: give a positive length (paper: 128)")
+    check_optimizer_arguments(args)
     check_output_dir_is_not_the_model(args)
     if args.torch_compile or args.torch_compile_mode:
         check_compiler()

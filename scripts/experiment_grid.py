@@ -233,7 +233,33 @@ LARGE_GRID = Grid(
     note="Large grid on the embedded default data (Brown text; labels from spaCy except brown_pos, Brown's gold "
          "tagging; sources of 3,000 sentences): not comparable with the paper's OntoNotes/CoNLL-2000 numbers.",
 )
-GRIDS = {"paper": PAPER_GRID, "reduced": REDUCED_GRID, "medium": MEDIUM_GRID, "large": LARGE_GRID}
+# GRID=genre: a sentence-level target with tagging sources. brown_genre (the genre of a sentence's Brown file,
+# 15 classes; gold) and its coarse grouping brown_genre_coarse (press, nonfiction, fiction) as main tasks, each
+# with GENRE_MAIN_SIZE sentences, from pos, chunking and ner with twice as many; the medium grid's schedule. A
+# sentence-level file is in document order, so its slices are seeded random lines of every split (a first-N
+# slice would hold a few files, hence a few genres).
+GENRE_MAIN_SIZE = 500
+GENRE_GRID = Grid(
+    main_tasks={
+        "brown_genre": MainTaskSetting(["pos", "chunking", "ner"], GENRE_MAIN_SIZE, inv_constants=[1]),
+        "brown_genre_coarse": MainTaskSetting(["pos", "chunking", "ner"], GENRE_MAIN_SIZE, inv_constants=[1]),
+    },
+    inv_constants=[1],
+    analysis_main_task="brown_genre",
+    analysis_sources=["pos", "ner"],
+    analysis_settings=[],
+    single_task_sizes=[],
+    training=MEDIUM_GRID.training,
+    data_slice={"train": 2 * GENRE_MAIN_SIZE, "dev": 500, "test": 2000},
+    description="the genre grid (sentence-level targets) on the embedded default data",
+    sections=("main", "normalized"),
+    seeds=("1", "2", "3"),
+    random_train_slice=True,
+    note="Genre grid on the embedded default data: sentence-level targets (the genre of a Brown sentence's file, "
+         "gold) with spaCy-labelled tagging sources; accuracy is the score.",
+)
+GRIDS = {"paper": PAPER_GRID, "reduced": REDUCED_GRID, "medium": MEDIUM_GRID, "large": LARGE_GRID,
+         "genre": GENRE_GRID}
 
 
 class GridError(ValueError):
@@ -329,9 +355,12 @@ def _reduced(paper_setting, grid):
 
 
 def count_sentences(path):
-    """Sentences in a task file: blocks of non-blank lines, -DOCSTART- lines ignored."""
+    """Sentences in a task file: blocks of non-blank lines, -DOCSTART- lines ignored (a sentence-level file:
+    its non-blank lines)."""
     count, inside = 0, False
     with open(path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not part of the first line
+        if path.endswith(".tsv"):
+            return sum(1 for line in handle if line.strip())
         for line in handle:
             if line.startswith("-DOCSTART-"):
                 continue
@@ -377,6 +406,22 @@ def random_sentences_text(path, limit, seed):
 RANDOM_SLICE_SEED = 42
 
 
+def grid_task_file(data_dir, split, task):
+    """`{split}_{task}.tsv` for a sentence-level task, else `{split}_{task}.txt`."""
+    sentence_level = os.path.join(data_dir, f"{split}_{task}.tsv")
+    return sentence_level if os.path.isfile(sentence_level) else os.path.join(data_dir, f"{split}_{task}.txt")
+
+
+def random_lines_text(path, limit, seed):
+    """`limit` lines of a sentence-level task file drawn at random (seeded), in the file's order."""
+    import random
+
+    with open(path, encoding="utf-8") as handle:
+        lines = [line for line in handle if line.strip()]
+    chosen = sorted(random.Random(seed).sample(range(len(lines)), min(limit, len(lines))))
+    return "".join(lines[index] for index in chosen)
+
+
 def default_data_slice(grid, output_root, source=None):
     """OUTPUT_ROOT/default_data_slice_...: the first sentences of every file of the embedded default data
     (with grid.random_train_slice, a seeded random choice of the training files' sentences); `source`: slice
@@ -397,10 +442,13 @@ def default_data_slice(grid, output_root, source=None):
     os.makedirs(target, exist_ok=True)
     for task in tasks:
         for split, limit in sizes.items():
-            path = os.path.join(source, f"{split}_{task}.txt")
-            with open(os.path.join(target, f"{split}_{task}.txt"), "w", encoding="utf-8") as handle:
-                handle.write(random_sentences_text(path, limit, RANDOM_SLICE_SEED)
-                             if split == "train" and grid.random_train_slice else first_sentences_text(path, limit))
+            path = grid_task_file(source, split, task)
+            with open(os.path.join(target, os.path.basename(path)), "w", encoding="utf-8") as handle:
+                if path.endswith(".tsv"):  # one example a line, in document order: a random slice of every split
+                    handle.write(random_lines_text(path, limit, RANDOM_SLICE_SEED))
+                else:
+                    handle.write(random_sentences_text(path, limit, RANDOM_SLICE_SEED) if split == "train"
+                                 and grid.random_train_slice else first_sentences_text(path, limit))
         with open(os.path.join(source, f"{task}_labels.txt"), encoding="utf-8") as labels:
             with open(os.path.join(target, f"{task}_labels.txt"), "w", encoding="utf-8") as handle:
                 handle.write(labels.read())  # the full data's labels, so a label absent from the slice is fine
@@ -424,7 +472,7 @@ def check_data(settings, sections):
         tasks |= {grid.analysis_main_task, *grid.analysis_sources}
     for task in sorted(tasks):
         for split in ("train", "dev", "test"):
-            path = os.path.join(settings.data_dir, f"{split}_{task}.txt")
+            path = grid_task_file(settings.data_dir, split, task)
             if not os.path.isfile(path):
                 raise GridError(f"{path}: file not found; the grid needs {split}_{task}.txt in the data directory "
                                 "(WORKING_DIR/data or DATA_DIR; see data/process_data.py)")
@@ -471,7 +519,7 @@ class JobMaker:
     def sentences(self, task):
         """Training sentences of `task` in the data directory (None when it cannot be read)."""
         if task not in self._sentences:
-            path = os.path.join(self.settings.data_dir or "", f"train_{task}.txt")
+            path = grid_task_file(self.settings.data_dir or "", "train", task)
             self._sentences[task] = count_sentences(path) if self.settings.data_dir and os.path.isfile(path) else None
         return self._sentences[task]
 

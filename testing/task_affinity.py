@@ -44,7 +44,7 @@ from cross_task_training import (
 )
 from modeling_multi_bert import MultiTaskTagger, load_encoder
 from output_files import write_text_atomic
-from run_arguments import parse_task_list
+from run_arguments import check_optimizer_arguments, check_positive, check_task_name, check_weight_lr, parse_task_list
 from testing.output_tree import csv_text
 from utils_cross_task import IGNORED_LABEL_ID, TaskSplit
 from weighted_training_basics import (
@@ -111,7 +111,14 @@ def parse_arguments(argv=None):
 
 
 def check_arguments(args):
+    """The training scripts' checks of the flags the probe shares with them, and the probe's own."""
     candidates = args.candidate_tasks
+    check_task_name(args.main_task, "--main_task")
+    for task in candidates:
+        check_task_name(task, "--candidate_tasks")
+    check_positive(args.main_task_train_sent_num, "--main_task_train_sent_num", "sentence; leave it out to use all")
+    check_optimizer_arguments(args, typical_learning_rate="default 1e-2, for a linear head on frozen states")
+    check_weight_lr(args.weight_lr, "It only sets the weight columns of the table")
     if args.main_task in candidates:
         raise UsageError(f"--main_task {args.main_task} is also in --candidate_tasks; name it once, as the main task")
     repeated = sorted({task for task in candidates if candidates.count(task) > 1})

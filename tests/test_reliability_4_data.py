@@ -209,3 +209,36 @@ def read_file_sentences(path):
     from utils_cross_task import read_sentences
 
     return read_sentences(path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 9. The affinity probe checks its flags as the training scripts do, before any compute
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--main_task_train_sent_num", "-5"], "--main_task_train_sent_num -5: give at least 1 sentence"),
+    (["--main_task_train_sent_num", "0"], "--main_task_train_sent_num 0: give at least 1 sentence"),
+    (["--per_gpu_train_batch_size", "0"], "--per_gpu_train_batch_size 0: give at least 1 sentence per batch"),
+    (["--per_gpu_eval_batch_size", "-1"], "--per_gpu_eval_batch_size -1: give at least 1"),
+    (["--learning_rate", "-1"], "--learning_rate -1.0: give a finite positive value (default 1e-2"),
+    (["--weight_lr", "nan"], "--weight_lr nan: give a finite positive step size"),
+    (["--max_seq_length", "0"], "--max_seq_length 0: give a positive length"),
+    (["--candidate_tasks", "../pos"], "--candidate_tasks '../pos': a task name must be a plain name"),
+])
+def test_the_affinity_probe_refuses_bad_flags_before_any_compute(tiny_data_dir, tiny_model_dir, tmp_path, capsys,
+                                                                 monkeypatch, flags, message):
+    from cross_task_training import run_main
+    from testing import task_affinity
+
+    def no_compute(*arguments, **options):
+        raise AssertionError("the probe loaded a model before checking its flags")
+
+    monkeypatch.setattr(task_affinity, "load_tokenizer", no_compute)
+    argv = ["--main_task", "ner", "--candidate_tasks", "pos", "chunking", "--data_dir", tiny_data_dir,
+            "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path / "out"), "--no_cuda"]
+    with pytest.raises(SystemExit) as stopped:
+        run_main(lambda: task_affinity.main(argv + flags))
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: ") and message in error[0], error
+    assert not (tmp_path / "out").exists()

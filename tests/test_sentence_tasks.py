@@ -379,3 +379,20 @@ def test_genre_tasks_label_each_sentence_with_its_files_genre(tmp_path):
     labels = (data_dir / "brown_genre_labels.txt").read_text().split()
     assert len(labels) == 15 and labels[0] == "news" and labels[-1] == "humor"
     assert (data_dir / "brown_genre_coarse_labels.txt").read_text().split() == ["press", "nonfiction", "fiction"]
+
+
+def test_grid_slices_sentence_level_files_by_random_lines(mixed_data_dir, tmp_path):
+    from dataclasses import replace
+
+    from scripts import experiment_grid
+
+    grid = replace(experiment_grid.GENRE_GRID, main_tasks={"topic": experiment_grid.MainTaskSetting(["pos"], 6)},
+                   analysis_main_task="topic", analysis_sources=["pos"], data_slice={"train": 10, "dev": 4, "test": 4})
+    target = experiment_grid.default_data_slice(grid, str(tmp_path), source=mixed_data_dir)
+    train_lines = (tmp_path / os.path.basename(target) / "train_topic.tsv").read_text().splitlines()
+    source_lines = open(os.path.join(mixed_data_dir, "train_topic.tsv")).read().splitlines()
+    assert len(train_lines) == 10 and train_lines != source_lines[:10]  # seeded random lines, not the first
+    assert [source_lines.index(line) for line in train_lines] == sorted(source_lines.index(line) for line in train_lines)
+    assert len(read_sentences(os.path.join(target, "test_topic.tsv"))) == 4
+    assert experiment_grid.count_sentences(os.path.join(target, "train_topic.tsv")) == 10
+    assert len(read_sentences(os.path.join(target, "train_pos.txt"))) == 10
