@@ -189,6 +189,18 @@ check_task_names() {
     done
 }
 
+# An interpreter of another environment (a venv not activated: python from PATH has no torch) would fail
+# only once the run had started; say which one was tried, and how to choose another.
+check_python() {
+    if ! "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)' \
+        >/dev/null 2>&1; then
+        echo "$(basename "$0"): PYTHON=$PYTHON ($(command -v "$PYTHON" || echo 'no such command')) cannot import torch;" \
+            "give the interpreter of the environment the requirements are installed in, e.g." \
+            "PYTHON=venv/bin/python sh $0 ..., or activate that environment" >&2
+        exit 2
+    fi
+}
+
 # run_paradigm RUN_NAME PYTHON_SCRIPT FLAG...
 #   runs the Python script with FLAG... and the shared flags, in OUTPUT_DIR (default OUTPUT_ROOT/RUN_NAME).
 run_paradigm() {
@@ -200,6 +212,7 @@ run_paradigm() {
     set -- "$@" --output_dir "$OUTPUT_DIR" --max_seq_length "$MAX_LENGTH" --num_train_epochs "$NUM_EPOCHS" \
         --per_gpu_train_batch_size "$BATCH_SIZE" --per_gpu_eval_batch_size "$BATCH_SIZE" --seed "$SEED" \
         --do_train --do_eval --do_predict
+    check_python
     # EXTRA_ARGS is split into words on purpose: it holds several flags.
     # shellcheck disable=SC2086
     echo "+ $PYTHON $script $* $EXTRA_ARGS"
