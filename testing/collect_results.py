@@ -19,13 +19,23 @@ original's per target (pos 30, chunking 1, predicate 1, ner 100), and a footnote
 the original's optimizer (--zero_grad_in_place --legacy_adamw) make Table 1 with --table1_optimizer original;
 otherwise they are listed with the other runs.
 
-Significance marks: a weighted row's cell gets † when it is better than its baseline (pre-training, joint,
-normalized joint; joint for GCS, weighted GCS and OL-AUX) with p < --alpha in a paired test over the seeds
-both have: each seed's baseline and weighted runs are paired sentence by sentence, and the seeds' test
-sentences are pooled into one test (paired t-test on per-sentence scores by default, --mark_test to use the
-bootstrap or the randomization test). The p-values are in table1.csv; on the rows of GCS, weighted GCS and
-OL-AUX, `tawt_p_value` and `tawt_difference` are TAWT's (weighted joint's) cell tested against theirs the
-same way (per seed: the significance batch).
+Significance marks: a row's cell gets † when it beats its baseline row (pre-training, joint, normalized
+joint; joint for GCS, weighted GCS and OL-AUX; the same paradigm without the noise source) at the method
+level: the per-seed differences of the table's own metric over the seeds both rows ran, tested with the
+paired t-test over seeds (testing/method_comparison.py), p < --alpha after Holm's correction across the
+table's marked comparisons (--correction bh for Benjamini-Hochberg's), and a positive mean difference. The cell
+also shows the mean difference with its 95% t-interval and how many seeds improved.
+
+* `method_comparisons.csv`: every comparison of two rows: the marks', TAWT against GCS and OL-AUX, TAWT against
+  its ablation, normalized joint against weighted joint, and each of the other runs against its baseline row's
+  run of the same data; per comparison the per-seed differences, their mean and interval, the raw and the
+  corrected p (each family corrected on its own), the effect size, the seeds improved, the seeds that 80% power
+  would need, and with 5 or more seeds a two-level bootstrap (seeds, then sentences within each seed).
+
+The seeds of a row must be seeds of one experiment: runs that differ in a setting besides the seed (encoder,
+learning rate, epochs, lengths, sizes, data) are refused, naming the setting and two directories; runs that
+evaluated a saved model are skipped; stage-1-only pre-training runs (--pre_train_only), the ablated and the
+noise-source runs are rows of their own.
 
 Usage:
   python testing/collect_results.py out/ --output_dir out/summary
@@ -40,11 +50,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from testing.output_tree import (
-    ARGUMENT_DEFAULTS, BASELINE_OF, CONFIGURATION_ARGS, TASK_WEIGHTS_FILE, TAWT_OF, OutputTreeError, csv_text,
-    find_runs, read_task_weights, write_text_atomic,
+from testing.method_comparison import (
+    BOOTSTRAP_MIN_SEEDS, CORRECTIONS, compare_over_seeds, distinct_resamples, holm, two_level_bootstrap,
 )
-from testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, TESTS, compare_runs
+from testing.output_tree import (
+    ARGUMENT_DEFAULTS, BASELINE_OF, CONFIGURATION_ARGS, EXPERIMENT_SETTINGS, OTHER_COMPARISONS, TASK_WEIGHTS_FILE,
+    TAWT_OF, OutputTreeError, csv_text, find_runs, read_task_weights, write_text_atomic,
+)
+from testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, system_counts
 from utils_cross_task import TaskDataError
 
 logger = logging.getLogger(__name__)
@@ -55,22 +68,28 @@ TABLE1_ROWS = {
     "weighted_pretraining": "Weighted pre-training",
     "joint": "Joint training",
     "weighted_joint": "Weighted joint training",
+    "weighted_joint_ablated": "Weighted joint training, source cosines ablated",
     "normalized_joint": "Normalized joint training",
     "weighted_normalized_joint": "Weighted normalized joint training",
+    "weighted_normalized_joint_ablated": "Weighted normalized joint training, source cosines ablated",
+    "joint_noise": "Joint training + noise source",
+    "weighted_joint_noise": "Weighted joint training + noise source",
     # The target-aware baselines (target_aware_baselines.py), in joint training from uniform weights.
     "joint_gcs": "GCS (Du et al. 2018)",
     "joint_gcs_weighted": "Weighted GCS (Du et al. 2018)",
+    "joint_gcs_gated": "GCS, gated joint training (earlier implementation)",
+    "joint_gcs_weighted_gated": "Weighted GCS, gated joint training (earlier implementation)",
     "joint_olaux": "OL-AUX (Lin et al. 2019)",
 }
-# How the footnote of the significance mark names the target-aware baselines (whose baseline is joint training).
-TARGET_AWARE_NAMES = {"joint_gcs": "GCS", "joint_gcs_weighted": "weighted GCS", "joint_olaux": "OL-AUX"}
+# A gated GCS row stands in Table 1 only for a task without a row of Du et al.'s update.
+GATED_ROWS = {"joint_gcs_gated": "joint_gcs", "joint_gcs_weighted_gated": "joint_gcs_weighted"}
 TASK_ORDER = ("pos", "chunking", "predicate", "ner")  # the paper's column order; other tasks follow by name
 TASK_TITLES = {"pos": "POS", "chunking": "Chunking", "predicate": "Predicate", "ner": "NER"}
 SIGNIFICANT_MARK = "†"
-TEST_NAMES = {
-    "ttest": "t-test on per-sentence scores", "bootstrap": "bootstrap test",
-    "randomization": "approximate randomization test",
-}
+CORRECTION_NAMES = {"holm": "Holm's correction", "bh": "Benjamini-Hochberg's correction"}
+# The families of method_comparisons.csv, each corrected for its own comparisons: the table's marks (each
+# row against its baseline), the other comparisons of Table 1's rows, and comparisons of the other runs.
+FAMILIES = ("table 1 marks", "table 1 other", "other runs")
 
 
 @dataclass
@@ -115,17 +134,38 @@ class Cell:
     experiment: Experiment
     chosen_from: list = field(default_factory=list)  # the other configurations the dev score beat
     chosen_on_seeds: set = None  # the seeds the configurations shared, on which the dev scores were compared
-    p_value: float = None
+    comparison: dict = None  # the method-level comparison behind the mark: this row against its baseline
     significant: bool = False
-    tawt_p_value: float = None  # a target-aware baseline's cell: TAWT's cell tested against it (TAWT_OF)
-    tawt_difference: float = None  # TAWT's pooled score minus this cell's, on the paired test sentences
     chosen_by: str = "dev"  # how the configuration was chosen among several: "dev" score, or the "paper"'s
 
 
+def check_one_experiment(runs):
+    """Refuse seeds of one configuration that differ in a setting of EXPERIMENT_SETTINGS: averaging them
+    would mix experiments. A setting is compared between the runs that record it."""
+    settings = [(run, run.settings) for run in runs]
+    for name in EXPERIMENT_SETTINGS:
+        values = {}
+        for run, recorded in settings:
+            if name in recorded:
+                values.setdefault(recorded[name], []).append(run.directory)
+        if len(values) > 1:
+            (first, first_dirs), (second, second_dirs) = list(values.items())[:2]
+            raise OutputTreeError(
+                f"{first_dirs[0]} and {second_dirs[0]}: {runs[0].row} {runs[0].main_task} runs differ in {name} "
+                f"({first!r} and {second!r}) and would be averaged as seeds of one experiment; move one set out of "
+                "the output root, or collect each set from its own root"
+            )
+
+
 def load_experiments(runs):
-    """Runs grouped by configuration into Experiments; runs without test results are skipped with a warning."""
+    """Runs grouped by configuration into Experiments; runs without test results are skipped with a warning,
+    and so are evaluation-only runs (an evaluation of a model is no seed of the experiment that trained it)."""
     grouped = defaultdict(list)
     for run in runs:
+        if not run.trains:
+            logger.warning("skipping %s: it evaluated a saved model (no --do_train), so it is no seed of an experiment",
+                           run.directory)
+            continue
         try:
             test_score = run.score("test")
         except OutputTreeError as error:
@@ -145,6 +185,7 @@ def load_experiments(runs):
                     f"{run.directory} and {other.directory}: the same configuration and seed {run.seed} twice; "
                     "delete one run, or give it another seed"
                 )
+        check_one_experiment([member[0] for member in members])
         experiments.append(Experiment(*map(list, zip(*members))))
     return experiments
 
@@ -156,8 +197,8 @@ def table1_train_sizes(experiments, overrides):
     multi_task_votes, single_task_votes = defaultdict(Counter), defaultdict(Counter)
     for experiment in experiments:
         run = experiment.first
-        if run.paradigm in TABLE1_ROWS and run.auxiliary_main_ratio is None:
-            votes = single_task_votes if run.paradigm == "single_task" else multi_task_votes
+        if run.row in TABLE1_ROWS and run.auxiliary_main_ratio is None:
+            votes = single_task_votes if run.row == "single_task" else multi_task_votes
             votes[run.main_task][run.main_train_size] += len(experiment.runs)
     sizes = {}
     for task in set(multi_task_votes) | set(single_task_votes):
@@ -207,10 +248,13 @@ def build_table1(experiments, train_sizes, optimizer="torch", inv_constant_choic
     for experiment in experiments:
         run = experiment.first
         if (
-            run.paradigm in TABLE1_ROWS and run.auxiliary_main_ratio is None and run.optimizer_name == optimizer
+            run.row in TABLE1_ROWS and run.auxiliary_main_ratio is None and run.optimizer_name == optimizer
             and run.main_task in train_sizes and run.main_train_size == train_sizes[run.main_task]
         ):
-            candidates[run.paradigm, run.main_task].append(experiment)
+            candidates[run.row, run.main_task].append(experiment)
+    for (row, task) in list(candidates):
+        if row in GATED_ROWS and (GATED_ROWS[row], task) in candidates:
+            del candidates[row, task]  # Du et al.'s update is the GCS row; the gated one goes to the other runs
     cells = {}
     for key, options in candidates.items():
         shared = set.intersection(*(set(option.seeds) for option in options)) or None
@@ -235,32 +279,132 @@ def build_table1(experiments, train_sizes, optimizer="torch", inv_constant_choic
     return cells
 
 
-def mark_significance(cells, data_dir, mark_test, alpha, samples, seed):
-    """Fill each weighted cell's p-value against its baseline cell, seeds paired and pooled; and each
-    target-aware baseline's cell's p-value of TAWT's cell tested against it."""
-    from tqdm import tqdm
+def comparable(experiment):
+    """What two rows' experiments must share to be compared: main task, sources (a noise source aside), sizes,
+    auxiliary/main ratio and optimizer; the seeds are paired within this."""
+    return experiment.first.pairing_key[:4] + experiment.first.pairing_key[5:]
 
-    tested = [(key, (BASELINE_OF[key[0]], key[1])) for key in cells
-              if key[0] in BASELINE_OF and (BASELINE_OF[key[0]], key[1]) in cells]
-    tested += [((TAWT_OF[key[0]], key[1]), key) for key in cells if key[0] in TAWT_OF and (TAWT_OF[key[0]], key[1]) in cells]
-    for key, baseline_key in tqdm(tested, desc="significance", unit="cell", disable=not tested):
-        weighted, baseline = cells[key], cells[baseline_key]
-        baseline_by_seed = {run.seed: run for run in baseline.experiment.runs}
-        pairs = [(baseline_by_seed[run.seed], run) for run in weighted.experiment.runs if run.seed in baseline_by_seed]
-        if not pairs:
-            logger.warning("%s %s: no seed in common with %s; no significance mark", key[0], key[1], baseline_key[0])
+
+def comparison_pairs(cells, experiments):
+    """(family, tested Experiment, baseline Experiment) of every comparison method_comparisons.csv holds."""
+    order = sorted(cells, key=lambda key: (list(TABLE1_ROWS).index(key[0]), key[1]))
+    pairs = [("table 1 marks", cells[key].experiment, cells[BASELINE_OF[key[0]], key[1]].experiment)
+             for key in order if key[0] in BASELINE_OF and (BASELINE_OF[key[0]], key[1]) in cells]
+    others = [(TAWT_OF[row], row) for row in TAWT_OF] + OTHER_COMPARISONS
+    pairs += [("table 1 other", cells[tested, task].experiment, cells[baseline, task].experiment)
+              for tested, baseline in others for task in sorted({key[1] for key in cells})
+              if (tested, task) in cells and (baseline, task) in cells]
+    # The other runs (another optimizer, ratio, size or inv_constant) against their baseline row's run of the
+    # same data; where several configurations of the baseline row qualify, the one Table 1 shows.
+    shown = {id(cell.experiment) for cell in cells.values()}
+    for experiment in experiments:
+        baseline_row = BASELINE_OF.get(experiment.first.row)
+        if id(experiment) in shown or baseline_row is None:
             continue
-        try:
-            result = compare_runs(pairs, data_dir, tests=(mark_test,), samples=samples, seed=seed)
-        except (TaskDataError, OutputTreeError) as error:
-            logger.warning("%s %s: no significance mark: %s", key[0], key[1], error)
-            continue
-        if baseline_key[0] in TAWT_OF:  # TAWT against a target-aware baseline: reported on the baseline's row
-            baseline.tawt_p_value, baseline.tawt_difference = result[f"{mark_test}_p"], result["difference"]
-            continue
-        weighted.p_value = result[f"{mark_test}_p"]
-        # Better on the seeds the two rows share: the row means can disagree when the baseline ran more seeds.
-        weighted.significant = weighted.p_value < alpha and result["difference"] > 0
+        candidates = [other for other in experiments
+                      if other.first.row == baseline_row and comparable(other) == comparable(experiment)]
+        if len(candidates) > 1:
+            candidates = [other for other in candidates if id(other) in shown]
+        if len(candidates) == 1:
+            pairs.append(("other runs", experiment, candidates[0]))
+    return pairs
+
+
+def seed_counts(experiment, seeds, data_dir):
+    """(family, [per-sentence counts of each seed's run]) of the main task's test predictions."""
+    by_seed = dict(zip(experiment.seeds, experiment.runs))
+    family, counts = None, []
+    for seed in seeds:
+        run = by_seed[seed]
+        family, seed_count = system_counts(run.main_task, run.gold_file(data_dir), run.predictions_file())
+        counts.append(seed_count)
+    return family, counts
+
+
+def compare_experiments(tested, baseline, data_dir, samples, seed):
+    """The method-level comparison of two experiments (method_comparison.compare_over_seeds), with the
+    two-level bootstrap where they share enough seeds."""
+    result = compare_over_seeds(dict(zip(baseline.seeds, baseline.test_scores)),
+                                dict(zip(tested.seeds, tested.test_scores)))
+    shared = result["seeds"]
+    result.update(bootstrap_p=None, bootstrap_low=None, bootstrap_high=None, bootstrap_note="")
+    if len(shared) < BOOTSTRAP_MIN_SEEDS:
+        result["bootstrap_note"] = (f"not with {len(shared)} seeds ({distinct_resamples(len(shared))} distinct seed "
+                                    f"resamples); needs {BOOTSTRAP_MIN_SEEDS}") if shared else "no seed in common"
+        return result
+    try:
+        family, baseline_counts = seed_counts(baseline, shared, data_dir)
+        _, tested_counts = seed_counts(tested, shared, data_dir)
+    except (TaskDataError, OutputTreeError) as error:
+        result["bootstrap_note"] = f"no predictions to resample: {error}"
+        return result
+    result["bootstrap_p"], (result["bootstrap_low"], result["bootstrap_high"]) = two_level_bootstrap(
+        family, baseline_counts, tested_counts, samples, seed)
+    return result
+
+
+def method_comparisons(cells, experiments, data_dir, correction="holm", alpha=0.05, samples=DEFAULT_SAMPLES,
+                       seed=DEFAULT_SEED):
+    """The rows of method_comparisons.csv, each family's p-values corrected together; marks each cell of
+    the first family whose corrected p is below `alpha` with a positive mean difference."""
+    cell_of = {id(cell.experiment): cell for cell in cells.values()}
+    titles = {id(experiment): row_title(experiment, experiments, cell_of) for experiment in experiments}
+    rows = []
+    for family, tested, baseline in comparison_pairs(cells, experiments):
+        result = compare_experiments(tested, baseline, data_dir, samples, seed)
+        rows.append({
+            "task": tested.first.main_task, "method": titles[id(tested)], "baseline": titles[id(baseline)],
+            "family": family,
+            "seeds": " ".join(map(str, result["seeds"])), "mean_difference": result["mean_difference"],
+            "ci_low": result["ci_low"], "ci_high": result["ci_high"], "p_value": result["p_value"],
+            "p_holm": None, "seeds_improved": result["seeds_improved"],
+            "per_seed_differences": " ".join(f"{value:.4f}" for value in result["differences"]),
+            "effect_size": result["effect_size"], "seeds_for_80_power": result["seeds_for_80_power"],
+            "bootstrap_p": result["bootstrap_p"], "bootstrap_low": result["bootstrap_low"],
+            "bootstrap_high": result["bootstrap_high"], "bootstrap_note": result["bootstrap_note"],
+            "significant": False, "tested": tested, "tested_against": baseline,
+        })
+    for family in FAMILIES:
+        members = [row for row in rows if row["family"] == family]
+        for row, p_holm in zip(members, holm([row["p_value"] for row in members])):
+            row["p_holm"] = p_holm
+        if correction != "holm":
+            for row, adjusted in zip(members, CORRECTIONS[correction]([row["p_value"] for row in members])):
+                row[f"p_{correction}"] = adjusted
+        for row in members:
+            adjusted = row[f"p_{correction}"]
+            row["significant"] = bool(adjusted is not None and adjusted < alpha and row["mean_difference"] > 0)
+            if family == "table 1 marks":
+                cell = cell_of[id(row["tested"])]
+                cell.comparison, cell.significant = row, row["significant"]
+    return rows
+
+
+def row_title(experiment, experiments, shown):
+    """The name of an experiment's row: Table 1's title; for one of the other runs (not in `shown`), with what
+    tells it apart (main-task size, ratio, and the settings that vary in the tree)."""
+    run = experiment.first
+    title = TABLE1_ROWS.get(run.row, run.row)
+    if id(experiment) in shown:
+        return title
+    extras = [f"{run.main_train_size} main sentences"] if run.main_train_size is not None else []
+    if run.auxiliary_main_ratio is not None:
+        extras.append(f"aux/main ratio {run.auxiliary_main_ratio}")
+    settings = describe_settings(experiment, varying_settings(experiments))
+    if settings:
+        extras.append(settings)
+    return f"{title} ({', '.join(extras)})" if extras else title
+
+
+def method_comparison_csv_rows(rows, output_root):
+    """The comparison rows as method_comparisons.csv writes them: differences x 100, the runs' directories."""
+    written = []
+    for row in rows:
+        values = {name: value for name, value in row.items() if name not in ("tested", "tested_against")}
+        for name, experiment in (("method_dirs", row["tested"]), ("baseline_dirs", row["tested_against"])):
+            values[name] = " ".join(os.path.relpath(run.directory, output_root) for run in experiment.runs)
+        written.append(values)
+    return written
 
 
 def format_score(mean, std):
@@ -274,6 +418,14 @@ def markdown_table(header, rows):
     return "\n".join(lines)
 
 
+def difference_text(comparison):
+    """`+4.64 [-0.61, 9.89], 3/3`: a comparison's mean difference, its interval and the seeds improved."""
+    if comparison is None or np.isnan(comparison["mean_difference"]):
+        return ""
+    interval = "" if np.isnan(comparison["ci_low"]) else f" [{comparison['ci_low']:+.2f}, {comparison['ci_high']:+.2f}]"
+    return f"{comparison['mean_difference']:+.2f}{interval}, {comparison['seeds_improved']}"
+
+
 def table1_rows(cells, tasks, output_root):
     """One dict per cell (and per row's average), the CSV's rows; the Markdown is built from these. Run
     directories are given relative to `output_root`, so an archived tree's table reads the same anywhere."""
@@ -284,17 +436,18 @@ def table1_rows(cells, tasks, output_root):
             cell = cells.get((paradigm, task))
             if cell is None:
                 continue
-            experiment = cell.experiment
+            experiment, comparison = cell.experiment, cell.comparison or {}
             means.append(experiment.test_mean)
             rows.append({
                 "row": title, "paradigm": paradigm, "main_task": task, "mean": experiment.test_mean,
                 "std": experiment.test_std, "seeds": " ".join(map(str, experiment.seeds)),
                 "main_train_size": experiment.first.main_train_size,
                 "settings": describe_settings(experiment, CONFIGURATION_ARGS),
-                "p_value_vs_baseline": cell.p_value, "significant": cell.significant,
-                # (columns a table without target-aware baselines does not get)
-                **({"tawt_p_value": cell.tawt_p_value, "tawt_difference": cell.tawt_difference}
-                   if paradigm in TAWT_OF else {}),
+                # The method-level comparison with the row's baseline (method_comparisons.csv), x 100.
+                "baseline": comparison.get("baseline"), "mean_difference": comparison.get("mean_difference"),
+                "ci_low": comparison.get("ci_low"), "ci_high": comparison.get("ci_high"),
+                "p_value": comparison.get("p_value"), "p_holm": comparison.get("p_holm"),
+                "seeds_improved": comparison.get("seeds_improved"), "significant": cell.significant,
                 "run_dirs": " ".join(os.path.relpath(run.directory, output_root) for run in experiment.runs),
             })
         if means and len(means) == len(tasks):
@@ -307,7 +460,7 @@ def join_names(names):
     return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
-def table1_markdown(cells, tasks, rows, mark_test, alpha):
+def table1_markdown(cells, tasks, rows, correction, alpha):
     by_cell = {(row["paradigm"], row["main_task"]): row for row in rows}
     lines = []
     for paradigm, title in TABLE1_ROWS.items():
@@ -320,19 +473,28 @@ def table1_markdown(cells, tasks, rows, mark_test, alpha):
                 values.append("–")
                 continue
             mark = f" {SIGNIFICANT_MARK}" if row["significant"] else ""
-            values.append(format_score(row["mean"], row["std"]) + mark)
+            difference = difference_text(cells[paradigm, task].comparison)
+            values.append(format_score(row["mean"], row["std"]) + mark + (f" ({difference})" if difference else ""))
         average = by_cell.get((paradigm, "average"))
         values.append(f"{100 * average['mean']:.2f}" if average else "–")
         lines.append([title] + values)
     header = ["Method"] + [TASK_TITLES.get(task, task) for task in tasks] + ["Avg"]
-    target_aware = [name for paradigm, name in TARGET_AWARE_NAMES.items() if any(key[0] == paradigm for key in cells)]
-    target_aware_baseline = f"; joint for {join_names(target_aware)}" if target_aware else ""
+    compared = defaultdict(list)
+    for paradigm in TABLE1_ROWS:
+        if any(cell.comparison is not None for key, cell in cells.items() if key[0] == paradigm):
+            compared[TABLE1_ROWS[BASELINE_OF[paradigm]]].append(TABLE1_ROWS[paradigm])
+    against = "; ".join(f"against {baseline}: {join_names(tested)}" for baseline, tested in compared.items())
+    marked = sum(cell.comparison is not None for cell in cells.values())
     notes = [
         "Test score x 100 of the main task (accuracy for tagging tasks, F1 for span and binary tasks), "
         "mean ± sample std over seeds (no ± for one seed); Avg is the mean of the row's task means.",
-        f"{SIGNIFICANT_MARK}: better than its baseline (pre-training, joint, normalized joint{target_aware_baseline}) "
-        f"with p < {alpha} "
-        f"in a paired {TEST_NAMES[mark_test]}, each seed's runs paired sentence by sentence, seeds pooled.",
+        "In brackets: the row's mean difference from its baseline over the seeds both ran (x 100), its 95% "
+        "t-interval over seeds, and how many seeds improved (" + (against or "no row has its baseline") + "). "
+        "method_comparisons.csv has every comparison, its p-values and the seeds 80% power would need.",
+        f"{SIGNIFICANT_MARK}: better than its baseline at the method level: the paired t-test over seeds on the "
+        f"per-seed differences, p < {alpha} after {CORRECTION_NAMES[correction]} across the table's "
+        f"{marked} marked comparison{'s' if marked != 1 else ''}. The per-seed tests "
+        "of the trained models on the test sentences are in significance.csv.",
     ]
     for (paradigm, task), cell in sorted(cells.items(), key=lambda item: (list(TABLE1_ROWS).index(item[0][0]), item[0][1])):
         if cell.chosen_from:
@@ -358,12 +520,13 @@ def other_rows(experiments, cells):
     rest = [experiment for experiment in experiments if id(experiment) not in shown]
     names = varying_settings(experiments)
     rest.sort(key=lambda experiment: (
-        experiment.first.paradigm, experiment.first.main_task, experiment.first.auxiliary_main_ratio or 0,
+        experiment.first.row, experiment.first.main_task, experiment.first.auxiliary_main_ratio or 0,
         experiment.first.main_train_size or 0, describe_settings(experiment, names),
     ))
     return [
         {
-            "paradigm": experiment.first.paradigm, "main_task": experiment.first.main_task,
+            "paradigm": experiment.first.row, "row": TABLE1_ROWS.get(experiment.first.row, experiment.first.row),
+            "main_task": experiment.first.main_task,
             "sources": " ".join(experiment.first.sources), "main_train_size": experiment.first.main_train_size,
             "auxiliary_main_ratio": experiment.first.auxiliary_main_ratio,
             "settings": describe_settings(experiment, names), "seeds": " ".join(map(str, experiment.seeds)),
@@ -472,10 +635,13 @@ def parse_args(argv=None):
         "--main_train_size", nargs="+", metavar="TASK=SENTENCES",
         help="Table 1's main-task training size for these main tasks (default: the size most multi-task runs used)",
     )
-    parser.add_argument("--mark_test", choices=TESTS, default="ttest", help="the test behind the † marks (default: ttest)")
+    parser.add_argument(
+        "--correction", choices=tuple(CORRECTIONS), default="holm",
+        help="the multiple-comparison correction of the marks: Holm's (default) or Benjamini-Hochberg's (bh)",
+    )
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the marks (default: 0.05)")
-    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="samples of the bootstrap/randomization marks (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap/randomization marks (default: %(default)s)")
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="samples of the two-level bootstrap (5 or more seeds; default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the two-level bootstrap (default: %(default)s)")
     parser.add_argument("--no_plots", action="store_true", help="skip the task-weight plots")
     parser.add_argument("--note", default="", help="a line written under the title of table1.md (what the runs are)")
     parser.add_argument(
@@ -512,12 +678,13 @@ def collect(args):
     train_sizes = table1_train_sizes(experiments, args.main_train_size)
     cells = build_table1(experiments, train_sizes, args.table1_optimizer, args.inv_constant_choice,
                          args.paper_inv_constants)
-    mark_significance(cells, args.data_dir, args.mark_test, args.alpha, args.samples, args.seed)
+    comparisons = method_comparisons(cells, experiments, args.data_dir, args.correction, args.alpha, args.samples,
+                                     args.seed)
     tasks = ordered_tasks({task for _, task in cells})
     rows = table1_rows(cells, tasks, args.output_root)
     rest = other_rows(experiments, cells)
 
-    markdown = "# Table 1\n\n" + (f"{args.note}\n\n" if args.note else "") + table1_markdown(cells, tasks, rows, args.mark_test, args.alpha)
+    markdown = "# Table 1\n\n" + (f"{args.note}\n\n" if args.note else "") + table1_markdown(cells, tasks, rows, args.correction, args.alpha)
     if rest:
         markdown += "\n# Other runs\n\n" + other_runs_markdown(rest)
     write_text_atomic(os.path.join(args.output_dir, "table1.md"), markdown)
@@ -525,6 +692,9 @@ def collect(args):
         write_text_atomic(os.path.join(args.output_dir, "table1.csv"), csv_text(rows))
     if rest:
         write_text_atomic(os.path.join(args.output_dir, "other_runs.csv"), csv_text(rest))
+    if comparisons:
+        write_text_atomic(os.path.join(args.output_dir, "method_comparisons.csv"),
+                          csv_text(method_comparison_csv_rows(comparisons, args.output_root)))
     plots = [] if args.no_plots else plot_task_weights(runs, args.output_root, os.path.join(args.output_dir, "task_weights"))
     return markdown, plots
 

@@ -1,9 +1,11 @@
 """What the original's optimizer changes: runs trained one way paired with the same runs trained the other way.
 
 Pairs each run of FLAG_ROOT with the run of DEFAULT_ROOT that has the same paradigm, main task and seed (the
-same command without the optimizer flags), pools the seeds' test sentences, and prints per paradigm and main
-task both scores, the three paired tests and, for weighted runs, the learned weights of the last epoch; where
-run directories that still hold their models are given, also the main head's movement from its initial values.
+same command without the optimizer flags), and prints per paradigm and main task both scores, the method-level
+comparison over seeds (flag - default: mean difference x 100, 95% t-interval, paired p over seeds, seeds
+improved; testing/method_comparison.py), each seed's three paired tests of its two trained models on the test
+sentences and, for weighted runs, the learned weights of the last epoch; where run directories that still hold
+their models are given, also the main head's movement from its initial values.
 
     python testing/compare_optimizers.py results/medium results/medium_zero_grad
     python testing/compare_optimizers.py results/large results/large \
@@ -22,11 +24,16 @@ import sys
 
 from scripts.experiment_grid import weights_of_last_epoch
 from testing.collect_results import Experiment, format_score
+from testing.method_comparison import compare_over_seeds
 from testing.output_tree import OutputTreeError, find_runs
 from testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, TESTS, compare_runs
 
+# The method-level comparison of the two optimizers (flag - default, x 100), then each seed's tests of its
+# two trained models, one p-value per seed in the order of `seeds`.
+COMPARISON_FIELDS = ("mean_difference", "ci_low", "ci_high", "p_value", "seeds_improved", "seeds_for_80_power")
 FIELDS = ("paradigm", "main_task", "seeds", "default_optimizer", "flag_optimizer", "default_mean", "default_std",
-          "flag_mean", "flag_std", "default_scores", "flag_scores", "ttest_p", "bootstrap_p", "randomization_p")
+          "flag_mean", "flag_std", "default_scores", "flag_scores", *COMPARISON_FIELDS,
+          *(f"per_seed_{test}_p" for test in TESTS))
 
 
 def runs_by_key(runs, optimizer=None):
@@ -97,10 +104,14 @@ def compare(default_root, flag_root, default_optimizer=None, flag_optimizer=None
         if not keys:
             continue
         pairs = [(the_one(default[key], default_root, key), the_one(flagged[key], flag_root, key)) for key in keys]
-        result = compare_runs(pairs, data_dir, tests=TESTS, samples=samples, seed=seed)
+        per_seed = [compare_runs([pair], data_dir, tests=TESTS, samples=samples, seed=seed) for pair in pairs]
+        default_side, flag_side = side([pair[0] for pair in pairs]), side([pair[1] for pair in pairs])
+        comparison = compare_over_seeds(dict(zip(default_side.seeds, default_side.test_scores)),
+                                        dict(zip(flag_side.seeds, flag_side.test_scores)))
         rows.append({"paradigm": paradigm, "main_task": task, "seeds": [key[2] for key in keys], "pairs": pairs,
-                     "default": side([pair[0] for pair in pairs]), "flag": side([pair[1] for pair in pairs]),
-                     **{f"{test}_p": result[f"{test}_p"] for test in TESTS}})
+                     "default": default_side, "flag": flag_side,
+                     **{name: comparison[name] for name in COMPARISON_FIELDS},
+                     **{f"per_seed_{test}_p": [result[f"{test}_p"] for result in per_seed] for test in TESTS}})
     return rows
 
 
@@ -116,8 +127,11 @@ def report_lines(rows):
                f"{format_score(row['flag'].test_mean, row['flag'].test_std)}  per seed "
                f"{[round(100 * s, 2) for s in row['default'].test_scores]} -> "
                f"{[round(100 * s, 2) for s in row['flag'].test_scores]}  "
-               f"t-test p={row['ttest_p']:.3g} bootstrap p={row['bootstrap_p']:.3g} "
-               f"randomization p={row['randomization_p']:.3g}")
+               f"difference {row['mean_difference']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] "
+               f"p={row['p_value']:.3g} over seeds, {row['seeds_improved']} seeds improved")
+        yield ("    per seed, the two trained models on the test sentences: "
+               + "; ".join(f"seed {seed} " + " ".join(f"{test} p={row[f'per_seed_{test}_p'][index]:.3g}" for test in TESTS)
+                           for index, seed in enumerate(row["seeds"])))
         for default_run, flag_run in row["pairs"]:
             if os.path.isfile(os.path.join(flag_run.directory, "task_weights.json")) and flag_run.paradigm.startswith("weighted"):
                 yield (f"    seed {default_run.seed} final weights: {default_name} "
@@ -135,7 +149,9 @@ def write_csv(rows, path):
             default_name, flag_name = optimizer_names(row)
             values = {"paradigm": row["paradigm"], "main_task": row["main_task"],
                       "seeds": " ".join(map(str, row["seeds"])), "default_optimizer": default_name,
-                      "flag_optimizer": flag_name, **{f"{test}_p": row[f"{test}_p"] for test in TESTS}}
+                      "flag_optimizer": flag_name, **{name: row[name] for name in COMPARISON_FIELDS},
+                      **{f"per_seed_{test}_p": " ".join(f"{value:.4g}" for value in row[f"per_seed_{test}_p"])
+                         for test in TESTS}}
             for name in ("default", "flag"):
                 experiment = row[name]
                 values[f"{name}_mean"], values[f"{name}_std"] = 100 * experiment.test_mean, 100 * experiment.test_std

@@ -11,29 +11,50 @@ import io
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from output_files import (  # noqa: F401
     ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE, holds_checkpoints,
     predictions_file, results_file, write_text_atomic,
 )
 
-# Each weighted paradigm and the baseline the paper tests it against; the target-aware baselines
-# (target_aware_baselines.py: <base>_gcs, <base>_gcs_weighted, <base>_olaux) are tested against the fixed-weight
-# training they modify.
+# A row of the tables is a paradigm with the flags that change what it trains: TAWT with the source cosines
+# ablated, a noise source added (a control task of permuted labels), and which GCS update (Du et al.'s, or
+# the gated joint update that runs without a recorded gcs_variant were made with), and stage 1 alone of
+# pre-training. ROW_FLAGS maps each flag to the suffix it adds to the paradigm's name.
+GCS_PARADIGMS = ("joint_gcs", "joint_gcs_weighted", "normalized_joint_gcs", "normalized_joint_gcs_weighted")
+ROW_FLAGS = (("ablate_source_cosines", "_ablated"), ("noise_source", "_noise"), ("pre_train_only", "_pre_train_only"))
+
+# Each row and the baseline its significance mark tests it against: TAWT against the fixed-weight paradigm
+# it reweights; the target-aware baselines (target_aware_baselines.py: <base>_gcs, <base>_gcs_weighted,
+# <base>_olaux) against the fixed-weight training they modify; an ablated TAWT row against the same fixed
+# weights as the TAWT row; a row with a noise source against its paradigm without one.
 BASELINE_OF = {
     "weighted_pretraining": "pretraining",
     "weighted_joint": "joint",
     "weighted_normalized_joint": "normalized_joint",
+    "weighted_joint_ablated": "joint",
+    "weighted_normalized_joint_ablated": "normalized_joint",
+    "joint_noise": "joint",
+    "weighted_joint_noise": "weighted_joint",
 }
-TARGET_AWARE_BASELINES = ("gcs", "gcs_weighted", "olaux")
+TARGET_AWARE_BASELINES = ("gcs", "gcs_gated", "gcs_weighted", "gcs_weighted_gated", "olaux")
 for _base in ("joint", "normalized_joint"):
     BASELINE_OF.update({f"{_base}_{method}": _base for method in TARGET_AWARE_BASELINES})
-# Every (tested paradigm, baseline) pair the significance batch tests: BASELINE_OF's, and TAWT against each
-# target-aware baseline of the same kind (does TAWT beat GCS and OL-AUX?).
+# TAWT against each target-aware baseline of the same kind (does TAWT beat GCS and OL-AUX?).
 TAWT_OF = {f"{base}_{method}": f"weighted_{base}" for base in ("joint", "normalized_joint")
            for method in TARGET_AWARE_BASELINES}
-COMPARISONS = list(BASELINE_OF.items()) + [(tawt, baseline) for baseline, tawt in TAWT_OF.items()]
+# Further comparisons of two rows that answer a question of their own, as (tested, baseline): what the
+# source cosines add to TAWT, fixed normalized weights against TAWT's, TAWT beside a noise source.
+OTHER_COMPARISONS = [
+    ("weighted_joint", "weighted_joint_ablated"),
+    ("weighted_normalized_joint", "weighted_normalized_joint_ablated"),
+    ("normalized_joint", "weighted_joint"),
+    ("weighted_joint_noise", "joint_noise"),
+]
+# Every (tested row, baseline row) pair the significance batch tests per seed.
+COMPARISONS = (list(BASELINE_OF.items()) + [(tawt, baseline) for baseline, tawt in TAWT_OF.items()]
+               + OTHER_COMPARISONS)
 
 # The arguments that make two runs of one paradigm different configurations rather than two seeds of one
 # (weighted pre-training's grid varies inv_constant; fixed-weight runs vary task_weights). The TAWT update's
@@ -44,7 +65,15 @@ TAWT_ARGS = ("inv_constant", "weight_lr", "normalized_gradients", "reseed_each_u
 OPTIMIZER_ARGS = ("zero_grad_in_place", "legacy_adamw")
 CONFIGURATION_ARGS = TAWT_ARGS + ("weighting", "task_weights") + OPTIMIZER_ARGS
 # Flags that older runs' run_args.json lack: such a run had the flag's default.
-ARGUMENT_DEFAULTS = {"reseed_each_update": False, "zero_grad_in_place": False, "legacy_adamw": False}
+ARGUMENT_DEFAULTS = {"reseed_each_update": False, "zero_grad_in_place": False, "legacy_adamw": False,
+                     "ablate_source_cosines": False, "noise_source": None, "pre_train_only": False}
+# What the seeds of one row must share besides its configuration: a row whose runs differ in one of these
+# averages different experiments, and is refused. A setting some run does not record is not compared.
+EXPERIMENT_SETTINGS = ("encoder", "learning_rate", "num_train_epochs", "max_steps", "max_seq_length",
+                       "per_gpu_train_batch_size", "weight_decay", "warmup_steps", "dropout", "max_grad_norm",
+                       "fp16", "bf16", "gradient_sampling_batch_size", "gradient_sampling_batches",
+                       "weight_update_steps", "target_gradient_steps", "olaux_lr", "gcs_mode", "training_sizes",
+                       "training_files", "data_dir")
 
 
 class OutputTreeError(ValueError):
@@ -114,14 +143,33 @@ class Run:
     seed: int
     args: dict
     data_dir: str = None  # the data directory the run resolved, where run_args.json records one
+    record: dict = field(default_factory=dict)  # the whole run_args.json (evaluation_args.json's data_dir)
 
     @property
     def sources(self):
         return [task for task in self.tasks if task != self.main_task]
 
     @property
+    def row(self):
+        """The table row the run belongs to: its paradigm, with a suffix per flag that changes what it trains
+        (ROW_FLAGS), and '_gated' for GCS runs of the gated update (runs without a recorded gcs_variant)."""
+        row = self.paradigm
+        if self.paradigm in GCS_PARADIGMS and self.args.get("gcs_variant", "gated") == "gated":
+            row += "_gated"
+        return row + "".join(suffix for name, suffix in ROW_FLAGS if self.arg(name))
+
+    @property
+    def trains(self):
+        """False for a run that evaluated a saved model (no --do_train): it is no seed of any experiment."""
+        return bool(self.args.get("do_train", True))
+
+    @property
     def main_train_size(self):
-        """How many main-task training sentences the run used (None: the whole file)."""
+        """How many main-task training sentences the run trained on (what run_args.json's training_data
+        records; else the number requested; None: the whole file)."""
+        trained = self.record.get("training_data", {}).get(self.main_task, {}).get("sentences")
+        if trained is not None:
+            return trained
         for name in ("main_task_train_sent_num", "train_sent_num"):
             if self.args.get(name) is not None:
                 return self.args[name]
@@ -135,12 +183,28 @@ class Run:
     def configuration(self):
         """What a run is, seed aside: runs with equal configurations are seeds of one experiment."""
         return (
-            self.paradigm, self.main_task, tuple(self.tasks), self.main_train_size, self.auxiliary_main_ratio,
+            self.row, self.main_task, tuple(self.tasks), self.main_train_size, self.auxiliary_main_ratio,
             tuple(
                 (name, _jsonable(self.arg(name)))
                 for name in CONFIGURATION_ARGS if self.updates_weights or name not in TAWT_ARGS
             ),
         )
+
+    @property
+    def settings(self):
+        """{EXPERIMENT_SETTINGS name: value} of what the run records; the seeds of one row must agree on these."""
+        training_data = self.record.get("training_data") or {}
+        recorded = {
+            "encoder": self.record.get("model_name_or_path"),
+            "training_sizes": tuple(sorted((task, entry.get("sentences")) for task, entry in training_data.items())),
+            "training_files": tuple(sorted((task, entry.get("sha256")) for task, entry in training_data.items())),
+            # Where the same files were trained on, the directory they were read from does not matter.
+            "data_dir": None if training_data else self.resolved_data_dir(),
+        }
+        for name in EXPERIMENT_SETTINGS:
+            if name not in recorded and name in self.args:
+                recorded[name] = _jsonable(self.args[name])
+        return {name: value for name, value in recorded.items() if value not in (None, ())}
 
     @property
     def updates_weights(self):
@@ -164,10 +228,19 @@ class Run:
 
     @property
     def pairing_key(self):
-        """What a weighted run and its baseline share: the data (main task, sources, sizes), the seed and the
-        optimizer."""
-        return (self.main_task, tuple(sorted(self.sources)), self.main_train_size, self.auxiliary_main_ratio, self.seed,
-                self.optimizer_setting)
+        """What a run and its baseline share: the data (main task, sources, sizes), the seed and the optimizer.
+        A noise source is left out of the sources: a row with one is compared with its row without."""
+        noise = self.noise_tasks
+        return (self.main_task, tuple(sorted(task for task in self.sources if task not in noise)),
+                self.main_train_size, self.auxiliary_main_ratio, self.seed, self.optimizer_setting)
+
+    @property
+    def noise_tasks(self):
+        """The control tasks --noise_source added: the sources that are not among --auxiliary_task_list."""
+        listed = self.args.get("auxiliary_task_list")
+        if not self.arg("noise_source") or not isinstance(listed, list):
+            return set()
+        return set(self.sources) - set(listed)
 
     def path(self, filename):
         return os.path.join(self.directory, filename)
@@ -184,13 +257,37 @@ class Run:
     def predictions_file(self, task=None):
         return self.path(predictions_file(task or self.main_task))
 
+    def resolved_data_dir(self):
+        """The data directory as the run resolved it, or None where it cannot be told.
+
+        A relative --data_dir was read against the directory the run was started from, which run_args.json
+        does not name; the training files' absolute paths it records do, and so does a relative --output_dir
+        that still ends the run directory's path.
+        """
+        data_dir = self.data_dir or self.args.get("data_dir")
+        if not data_dir or os.path.isabs(data_dir):
+            return data_dir
+        # The training files' paths say where the training read its data; an evaluation in place may read other.
+        training_data = self.record.get("training_data") or {} if data_dir == self.record.get("data_dir") else {}
+        for entry in training_data.values():
+            if os.path.isabs(entry.get("file", "")):
+                return os.path.dirname(entry["file"])
+        output_dir = self.record.get("output_dir") or self.args.get("output_dir")
+        if output_dir and not os.path.isabs(output_dir):
+            directory, relative = os.path.abspath(self.directory), os.path.normpath(output_dir)
+            if directory.endswith(os.sep + relative):
+                return os.path.join(directory[:-len(relative)], data_dir)
+        return None
+
     def gold_file(self, data_dir=None, task=None):
         """The gold test file: `<data_dir>/test_{task}.txt`, data_dir from the run's record unless given."""
-        data_dir = data_dir or self.data_dir or self.args.get("data_dir")
+        data_dir = data_dir or self.resolved_data_dir()
         if not data_dir:
-            raise OutputTreeError(
-                f"{self.path(RUN_ARGS_FILE)}: records no data_dir; pass --data_dir to say where test files are"
-            )
+            recorded = self.data_dir or self.args.get("data_dir")
+            reason = (f"records the relative data_dir {recorded!r} and not the directory it was run from"
+                      if recorded else "records no data_dir")
+            raise OutputTreeError(f"{self.path(RUN_ARGS_FILE)}: {reason}; pass --data_dir to say where the test "
+                                  "files are")
         return os.path.join(data_dir, f"test_{task or self.main_task}.txt")
 
 
@@ -206,13 +303,19 @@ def read_run(directory):
     if missing:
         raise OutputTreeError(f"{path}: lacks {', '.join(missing)}; it was not written by this project's scripts")
     data_dir = run_args.get("data_dir")
+    record = dict(run_args)
     evaluation_path = os.path.join(directory, EVALUATION_ARGS_FILE)
     if os.path.isfile(evaluation_path):  # the model was evaluated in place: its results are of that data
         with open(evaluation_path, encoding="utf-8") as handle:
-            data_dir = json.load(handle).get("data_dir") or data_dir
+            evaluation = json.load(handle)
+        if evaluation.get("data_dir"):
+            data_dir = evaluation["data_dir"]
+            # A relative data_dir of the evaluation is resolved from where the evaluation was run.
+            record["output_dir"] = evaluation.get("args", {}).get("output_dir")
     return Run(
         directory=directory, paradigm=run_args["paradigm"], main_task=run_args["main_task"],
         tasks=list(run_args["tasks"]), seed=run_args["seed"], args=dict(run_args["args"]), data_dir=data_dir,
+        record=record,
     )
 
 

@@ -1,11 +1,15 @@
-"""Is the weighted system better than its baseline? Three paired significance tests on one test set.
+"""Are two trained models different on this test set? Three paired significance tests on one test set.
 
 Given the gold test file and two prediction files (the test file with the predicted label in place of the
 gold one), this reports each system's metric (the task's, as in `sequence_metrics`) and three paired tests
-of the difference `weighted - baseline`, all two-sided:
+of the difference `weighted - baseline`, all two-sided. They answer a question about two trained models, one
+seed each: the test sentences are their only source of chance. Whether a method beats another is a question
+over seeds, which testing/method_comparison.py answers (collect_results.py's marks and method_comparisons.csv).
 
-* **paired t-test** on per-sentence scores (the paper's test): `scipy.stats.ttest_rel` between the two systems'
-  scores of each sentence alone.
+* **paired t-test** on per-sentence scores (the original's test, the one the paper ran): `scipy.stats.ttest_rel`
+  between the two systems' scores of each sentence alone. A mean of sentence scores is not the corpus metric
+  (span F1 is not an average over sentences), so the two resampling tests below are the ones on the table's
+  metric.
 * **paired bootstrap** (Berg-Kirkpatrick et al. 2012; Koehn 2004): resample the test sentences with
   replacement, recompute the corpus-level metric of both systems on each sample, and count the samples
   whose difference strays from the observed one by at least the observed difference itself (the bootstrap
@@ -33,7 +37,7 @@ Usage:
   python testing/significance_testing.py pair --gold data/test_ner.txt --task ner \\
       --baseline out/joint/ner/seed_1/ner_test_predictions.txt \\
       --weighted out/weighted_joint/ner/seed_1/ner_test_predictions.txt
-  python testing/significance_testing.py batch out/ --output_csv out/significance.csv
+  python testing/significance_testing.py batch out/ --output_csv out/significance.csv   # every pair, per seed
 """
 
 import argparse
@@ -220,17 +224,12 @@ def _sample_batches(samples, sentences):
     return [min(batch, samples - start) for start in range(0, samples, batch)]
 
 
-def paired_bootstrap(family, baseline_counts, weighted_counts, samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
-    """(two-sided p, (2.5%, 97.5%) interval of weighted - baseline) by resampling sentences with replacement.
-
-    The null hypothesis is tested on the bootstrap distribution shifted to mean 0 (Berg-Kirkpatrick et al.
-    2012 count samples whose difference exceeds twice the observed one; this is its two-sided form).
-    """
+def bootstrap_differences(family, baseline_counts, weighted_counts, samples, rng):
+    """`samples` corpus-metric differences weighted - baseline, each on the test sentences drawn with
+    replacement (one draw per sample, shared by both systems: the pairing)."""
     both = np.concatenate([baseline_counts, weighted_counts], axis=1)
     width = baseline_counts.shape[1]
     sentences = len(both)
-    observed = corpus_scores(family, weighted_counts.sum(0)) - corpus_scores(family, baseline_counts.sum(0))
-    rng = np.random.default_rng(seed)
     differences = []
     for batch in _sample_batches(samples, sentences):
         drawn = rng.integers(0, sentences, size=(batch, sentences))
@@ -239,7 +238,17 @@ def paired_bootstrap(family, baseline_counts, weighted_counts, samples=DEFAULT_S
         times_drawn = np.bincount(offsets.ravel(), minlength=batch * sentences).reshape(batch, sentences)
         summed = times_drawn.astype(np.float64) @ both
         differences.append(corpus_scores(family, summed[:, width:]) - corpus_scores(family, summed[:, :width]))
-    differences = np.concatenate(differences)
+    return np.concatenate(differences) if differences else np.empty(0)
+
+
+def paired_bootstrap(family, baseline_counts, weighted_counts, samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+    """(two-sided p, (2.5%, 97.5%) interval of weighted - baseline) by resampling sentences with replacement.
+
+    The null hypothesis is tested on the bootstrap distribution shifted to mean 0 (Berg-Kirkpatrick et al.
+    2012 count samples whose difference exceeds twice the observed one; this is its two-sided form).
+    """
+    observed = corpus_scores(family, weighted_counts.sum(0)) - corpus_scores(family, baseline_counts.sum(0))
+    differences = bootstrap_differences(family, baseline_counts, weighted_counts, samples, np.random.default_rng(seed))
     as_extreme = np.sum(np.abs(differences - observed) >= abs(observed) - TIE_TOLERANCE)
     interval = tuple(float(value) for value in np.percentile(differences, [2.5, 97.5]))
     return float((as_extreme + 1) / (samples + 1)), interval
@@ -314,8 +323,9 @@ def compare_files(task, gold_path, baseline_path, weighted_path, labels_path=Non
 def compare_runs(run_pairs, data_dir=None, **test_options):
     """The tests between baseline and weighted runs of the main task, sentences pooled over `run_pairs`.
 
-    Each (baseline, weighted) pair is one seed: its two prediction files are paired sentence by sentence,
-    and the pairs' sentences are put end to end, as if the test set were read once per seed.
+    Each (baseline, weighted) pair is one seed: its two prediction files are paired sentence by sentence.
+    More than one pair puts the pairs' sentences end to end, which tests those trained models together,
+    not the method: seed-to-seed variation never enters (testing/method_comparison.py tests over seeds).
     """
     family, baseline_counts, weighted_counts = None, [], []
     for baseline, weighted in run_pairs:
@@ -333,27 +343,28 @@ def baseline_pairs(runs):
     or OL-AUX partner is not: most grids run no target-aware baseline); two baselines for one run are an
     error, as the pairing would be a guess.
     """
-    baseline_paradigms = {baseline for _, baseline in COMPARISONS}
+    runs = [run for run in runs if run.trains]  # an evaluation of a saved model is no run of its own
+    baseline_rows = {baseline for _, baseline in COMPARISONS}
     baselines = {}
     for run in runs:
-        if run.paradigm in baseline_paradigms:
-            key = (run.paradigm, run.pairing_key)
+        if run.row in baseline_rows:
+            key = (run.row, run.pairing_key)
             if key in baselines:
                 raise OutputTreeError(
-                    f"{run.directory} and {baselines[key].directory}: two {run.paradigm} runs of the same main "
+                    f"{run.directory} and {baselines[key].directory}: two {run.row} runs of the same main "
                     "task, sources, sizes and seed; keep one, or point at a narrower output root"
                 )
             baselines[key] = run
     pairs = []
     for run in runs:
-        for tested, baseline_paradigm in COMPARISONS:
-            if run.paradigm != tested:
+        for tested, baseline_row in COMPARISONS:
+            if run.row != tested:
                 continue
-            baseline = baselines.get((baseline_paradigm, run.pairing_key))
+            baseline = baselines.get((baseline_row, run.pairing_key))
             if baseline is not None:
                 pairs.append((baseline, run))
-            elif BASELINE_OF.get(tested) == baseline_paradigm:
-                logger.warning("%s: no %s run of the same data and seed; not tested", run.directory, baseline_paradigm)
+            elif BASELINE_OF.get(tested) == baseline_row:
+                logger.warning("%s: no %s run of the same data and seed; not tested", run.directory, baseline_row)
     return pairs
 
 
@@ -370,7 +381,7 @@ def format_report(task, result, samples):
     ]
     if "ttest_p" in result:
         lines.append(
-            f"  paired t-test on per-sentence {result['metric']}: t = {result['ttest_statistic']:.3f}, "
+            f"  paired t-test on per-sentence {result['metric']} (the original's test): t = {result['ttest_statistic']:.3f}, "
             f"p = {result['ttest_p']:.4g}"
         )
     if "bootstrap_p" in result:
@@ -400,8 +411,8 @@ def run_batch(args, test_options):
     for baseline, weighted in tqdm(pairs, desc="pairs", unit="pair"):
         result = compare_runs([(baseline, weighted)], args.data_dir, **test_options)
         rows.append({
-            "main_task": weighted.main_task, "seed": weighted.seed, "baseline_paradigm": baseline.paradigm,
-            "weighted_paradigm": weighted.paradigm, "inv_constant": weighted.args.get("inv_constant"),
+            "main_task": weighted.main_task, "seed": weighted.seed, "baseline_paradigm": baseline.row,
+            "weighted_paradigm": weighted.row, "inv_constant": weighted.args.get("inv_constant"),
             "auxiliary_main_ratio": weighted.auxiliary_main_ratio, "main_train_size": weighted.main_train_size,
             "optimizer": weighted.optimizer_name, **result,
             "baseline_dir": os.path.relpath(baseline.directory, args.output_root),

@@ -25,7 +25,7 @@ GRID = [
     ("weighted_joint", {"weighting": "tawt"}),
     ("normalized_joint", {"task_weights": [0.05, 0.05, 0.9]}),
     ("weighted_normalized_joint", {"task_weights": [0.05, 0.05, 0.9], "weighting": "tawt"}),
-    ("joint_gcs", {"weighting": "gcs", "gcs_mode": "unweighted"}),
+    ("joint_gcs", {"weighting": "gcs", "gcs_mode": "unweighted", "gcs_variant": "du"}),
     ("joint_olaux", {"weighting": "olaux"}),
 ]
 
@@ -207,35 +207,37 @@ def test_ratio_analysis_and_other_sizes_are_not_in_table_1(collected):
     }
 
 
-def test_significance_marks_pool_the_seeds_paired_t_test(tree, collected):
-    root, data_dir, _ = tree
-    _, table, _, markdown = collected
-    assert table["weighted_joint", "ner"]["significant"] == "True"
-    assert table["weighted_normalized_joint", "ner"]["significant"] == "False"
-    assert float(table["weighted_normalized_joint", "ner"]["p_value_vs_baseline"]) == 1.0
-    # The p-value is ttest_rel on both seeds' per-sentence scores put end to end.
-    gold = read_sentences(os.path.join(data_dir, "test_ner.txt"))
-    labels = read_labels(data_dir, "ner")
-    gold_labels = [s.labels for s in gold]
-    baseline_scores, weighted_scores = [], []
-    for seed in SEEDS:
-        joint = read_sentences(os.path.join(root, "joint", "ner", "default", f"seed_{seed}", "ner_test_predictions.txt"))
-        baseline_scores.extend(sentence_scores_by_hand("ner", labels, gold_labels, [s.labels for s in joint]))
-        weighted_scores.extend([1.0] * len(gold))
-    expected = ttest_rel(weighted_scores, baseline_scores).pvalue
-    assert float(table["weighted_joint", "ner"]["p_value_vs_baseline"]) == pytest.approx(expected)
-    assert expected < 0.05
-    assert "| Weighted joint training | " in markdown and "95.00 ± 0.00 †" in markdown
-    # Non-weighted rows carry no test; the target-aware baselines are tested against joint training.
-    assert table["joint", "ner"]["p_value_vs_baseline"] == ""
-    assert 0 < float(table["joint_gcs", "ner"]["p_value_vs_baseline"]) < 1  # 30 % of labels wrong against 50 %
-    assert "| GCS (Du et al. 2018) | " in markdown and "| OL-AUX (Lin et al. 2019) | " in markdown
-    # The mark's footnote names the target-aware baselines the table has (no weighted GCS in this tree).
-    assert "(pre-training, joint, normalized joint; joint for GCS and OL-AUX) with p < 0.05" in markdown
-    # On the baselines' rows: TAWT (weighted joint, perfect here) tested against them, seeds pooled.
-    gcs = table["joint_gcs", "ner"]
-    assert float(gcs["tawt_p_value"]) < 0.05 and float(gcs["tawt_difference"]) > 0
-    assert table["joint", "ner"]["tawt_p_value"] == ""
+def test_significance_marks_are_the_method_level_test_over_seeds_after_holm(tree, collected):
+    output_dir, table, _, markdown = collected
+    comparisons = list(csv.DictReader(open(os.path.join(output_dir, "method_comparisons.csv"))))
+    marks = [row for row in comparisons if row["family"] == "table 1 marks"]
+    by_method = {(row["method"], row["task"]): row for row in marks}
+    # Each compared cell: the paired t-test over seeds on the seeds' own test scores (the results files).
+    for paradigm, baseline in (("weighted_joint", "joint"), ("joint_gcs", "joint"), ("joint_olaux", "joint")):
+        for task in MAIN_TASKS:
+            cell, baseline_cell = table[paradigm, task], table[baseline, task]
+            row = by_method[cell["row"], task]
+            assert row["baseline"] == baseline_cell["row"]
+            scores = {name: tree[2][name, task, None] for name in (paradigm, baseline)}
+            differences = 100 * (np.array(scores[paradigm]) - np.array(scores[baseline]))
+            assert float(row["mean_difference"]) == pytest.approx(differences.mean())
+            assert float(row["p_value"]) == pytest.approx(ttest_rel(scores[paradigm], scores[baseline]).pvalue)
+            assert row["seeds_improved"] == f"{int(np.sum(differences > 0))}/2"
+            assert float(cell["p_value"]) == pytest.approx(float(row["p_value"]))
+    # Holm across the table's marked comparisons; the mark follows the corrected p and the sign.
+    from testing.method_comparison import holm
+
+    assert [float(row["p_holm"]) for row in marks] == pytest.approx(holm([float(row["p_value"]) for row in marks]))
+    for row in marks:
+        cell = next(cell for cell in table.values() if cell["row"] == row["method"] and cell["main_task"] == row["task"])
+        assert cell["significant"] == str(float(row["p_holm"]) < 0.05 and float(row["mean_difference"]) > 0)
+    # Fixed-weight rows carry no comparison; TAWT against GCS and OL-AUX is its own family.
+    assert table["joint", "ner"]["p_value"] == "" and table["joint", "ner"]["mean_difference"] == ""
+    others = {(row["method"], row["baseline"]) for row in comparisons if row["family"] == "table 1 other"}
+    assert ("Weighted joint training", "OL-AUX (Lin et al. 2019)") in others
+    assert ("Normalized joint training", "Weighted joint training") in others
+    assert "| GCS (Du et al. 2018) | " in markdown
+    assert "after Holm's correction across the table's" in markdown
 
 
 def test_task_weight_plots_are_written_for_tawt_runs_only(collected):
@@ -305,5 +307,6 @@ def test_significance_mark_compares_the_seeds_both_rows_ran(tmp_path):
     table = {(row["paradigm"], row["main_task"]): row for row in csv.DictReader(open(os.path.join(output_dir, "table1.csv")))}
     weighted = table["weighted_joint", "ner"]
     assert float(weighted["mean"]) < float(table["joint", "ner"]["mean"])
-    assert float(weighted["p_value_vs_baseline"]) < 0.05
-    assert weighted["significant"] == "True"
+    # One shared seed: its difference, and no test (a single seed has no spread).
+    assert float(weighted["mean_difference"]) == pytest.approx(20.0) and weighted["seeds_improved"] == "1/1"
+    assert weighted["p_value"] in ("", "nan") and weighted["significant"] == "False"

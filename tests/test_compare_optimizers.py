@@ -47,14 +47,17 @@ def test_one_root_pairs_each_run_with_its_twin_of_the_other_optimizer(one_root, 
         assert [float(s) for s in row["default_scores"].split()] == pytest.approx([41.0, 42.0])
         assert [float(s) for s in row["flag_scores"].split()] == pytest.approx([81.0, 82.0])
         assert float(row["flag_mean"]) == pytest.approx(81.5)
-        # The p-values are the paired tests' on both seeds' sentences pooled.
+        # The method-level comparison: flag - default per seed (x 100), over the two seeds.
+        assert float(row["mean_difference"]) == pytest.approx(40.0) and row["seeds_improved"] == "2/2"
+        assert float(row["p_value"]) == 0.0 and float(row["ci_low"]) == pytest.approx(40.0)
+        # Each seed's own tests of its two trained models on the test sentences, not the seeds pooled.
         runs = compare_optimizers.runs_by_key(find_runs(root))
-        pairs = [tuple(sorted(runs[paradigm, "ner", seed], key=lambda run: run.optimizer_name != "torch"))
-                 for seed in (1, 2)]
-        expected = compare_runs(pairs, data_dir, tests=("ttest", "bootstrap", "randomization"), samples=200, seed=1)
-        for test in ("ttest", "bootstrap", "randomization"):
-            assert float(row[f"{test}_p"]) == pytest.approx(expected[f"{test}_p"])
-        assert float(row["ttest_p"]) < 0.01  # 10 % of labels wrong against 60 %
+        for index, seed in enumerate((1, 2)):
+            pair = tuple(sorted(runs[paradigm, "ner", seed], key=lambda run: run.optimizer_name != "torch"))
+            expected = compare_runs([pair], data_dir, tests=("ttest", "bootstrap", "randomization"), samples=200, seed=1)
+            for test in ("ttest", "bootstrap", "randomization"):
+                assert float(row[f"per_seed_{test}_p"].split()[index]) == pytest.approx(expected[f"{test}_p"], rel=1e-3)
+        assert all(float(value) < 0.01 for value in row["per_seed_ttest_p"].split())  # 10 % of labels wrong against 60 %
     printed = capsys.readouterr().out
     assert "weighted_joint ner seeds [1, 2]: torch 41.50 ± 0.71  original 81.50 ± 0.71" in printed
     # The weights in effect during the last epoch (set by the update before it), for the weighted runs only.

@@ -18,7 +18,7 @@ def test_table_1_rebuilds_from_the_committed_archive_alone(tmp_path):
     archive = tmp_path / "archive"
     shutil.copytree(FIXTURE, archive, ignore=shutil.ignore_patterns("summary"))
     collect_results.main([str(archive), "--data_dir", str(archive / "data"), "--no_plots", "--note", "A tiny fixture."])
-    for name in ("table1.md", "table1.csv"):
+    for name in ("table1.md", "table1.csv", "method_comparisons.csv"):
         with open(os.path.join(FIXTURE, "summary", name), encoding="utf-8") as committed:
             assert (archive / "summary" / name).read_text() == committed.read(), name
 
@@ -65,6 +65,27 @@ def test_the_published_grids_rebuild_their_tables_from_their_archives(grid, tmp_
     settings = GRIDS[grid]
     collect_results.main([archive, "--data_dir", os.path.join(archive, "data"), "--output_dir", str(tmp_path),
                           "--no_plots", *settings.summary_args, "--note", settings.note])
-    for name in ("table1.md", "table1.csv"):
+    for name in ("table1.md", "table1.csv", "other_runs.csv", "method_comparisons.csv"):
         with open(os.path.join(archive, "summary", name), encoding="utf-8") as committed:
             assert (tmp_path / name).read_text() == committed.read(), name
+
+
+def test_the_large_grids_method_comparisons_give_the_figures_its_readme_quotes():
+    # results/large/README.md reads these: the mark rests on the comparison over the three seeds.
+    import csv
+
+    path = os.path.join(ROOT, "results", "large", "summary", "method_comparisons.csv")
+    with open(path, encoding="utf-8") as handle:
+        rows = {(row["task"], row["method"], row["baseline"]): row for row in csv.DictReader(handle)}
+    expected = {  # mean difference, 95% t-interval over seeds, p over seeds
+        ("ner", "Weighted joint training", "Joint training"): (4.64, -0.62, 9.90, 0.063),
+        ("brown_pos", "Weighted joint training", "Joint training"): (1.48, 0.97, 1.99, 0.006),
+        ("ner", "Weighted normalized joint training", "Normalized joint training"): (3.17, -1.59, 7.93, 0.103),
+        ("ner", "GCS, gated joint training (earlier implementation)", "Joint training"): (1.08, -1.66, 3.83, 0.232),
+        ("ner", "OL-AUX (Lin et al. 2019)", "Joint training"): (3.34, -2.66, 9.33, 0.139),
+    }
+    for key, (mean, low, high, p_value) in expected.items():
+        row = rows[key]
+        assert [round(float(row[name]), 2) for name in ("mean_difference", "ci_low", "ci_high")] == [mean, low, high]
+        assert float(row["p_value"]) == pytest.approx(p_value, abs=0.0005)
+        assert row["seeds"] == "1 2 3" and row["significant"] == "False"  # none survives Holm's correction
