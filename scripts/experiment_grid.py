@@ -18,6 +18,8 @@ Sections (run in this order; final_weights after the others, since it reads thei
                  --ablate_source_cosines (every source's cosine taken as 0), beside their TAWT runs
   gcs_du         per main task: GCS and weighted GCS as Du et al. define them (--gcs_variant du: every update
                  is the main task's gradient plus the gated source gradient)
+  more_seeds     the grid's further seeds (GRID=large: 4 and 5) of single-task, joint, weighted joint,
+                 normalized joint, weighted normalized joint and the ablation rows
   final_weights  the weighted runs re-run with their final weights held fixed (the mean over the seeds of
                  the weights in effect during the last epoch, the entry before the last of task_weights.json): weighted joint -> joint with fixed weights, weighted
                  pre-training -> pre-training with fixed weights, weighted normalized joint -> joint with
@@ -70,7 +72,7 @@ SCRIPTS_DIR = os.path.join(ROOT, "scripts")
 PAPER_SECTIONS = ("main", "normalized", "baselines", "analysis", "final_weights")
 # Every section, in the order they run: the controls of what TAWT's gain is made of (GRID=large) come after
 # the paper's, and final_weights last.
-SECTIONS = ("main", "normalized", "baselines", "analysis", "ablation", "gcs_du", "final_weights")
+SECTIONS = ("main", "normalized", "baselines", "analysis", "ablation", "gcs_du", "more_seeds", "final_weights")
 # --ablate_source_cosines: TAWT's update with every source's cosine taken as 0 (weighted_training_basics.py).
 ABLATION_FLAG = "--ablate_source_cosines"
 GRID_SAVE_STEPS = 1000
@@ -110,6 +112,7 @@ class Grid:
     summary_args: list = field(default_factory=list)  # flags of testing/collect_results.py for the summary
     original_optimizer_rows: bool = False  # joint and weighted joint also with the original's optimizer
     random_train_slice: bool = False  # data_slice's training sentences drawn at random, not the first ones
+    more_seeds: tuple = ()  # the more_seeds section's seeds, beside `seeds`
 
 
 # What the original's optimizer did (README: Differences from the original code): gradients zeroed rather
@@ -225,11 +228,12 @@ LARGE_GRID = Grid(
               "TARGET_GRADIENT_STEPS": "2"},
     data_slice={"train": LARGE_SOURCE_SIZE, "dev": 500, "test": 2000},
     description="the large grid on the embedded default data",
-    sections=("main", "normalized", "baselines", "ablation", "gcs_du"),
+    sections=("main", "normalized", "baselines", "ablation", "gcs_du", "more_seeds"),
     seeds=("1", "2", "3"),
     summary_args=["--inv_constant_choice", "paper", "--paper_inv_constant", "brown_pos=30"],
     original_optimizer_rows=True,
     random_train_slice=True,
+    more_seeds=("4", "5"),
     note="Large grid on the embedded default data (Brown text; labels from spaCy except brown_pos, Brown's gold "
          "tagging; sources of 3,000 sentences): not comparable with the paper's OntoNotes/CoNLL-2000 numbers.",
 )
@@ -465,7 +469,7 @@ def check_data(settings, sections):
         return
     grid = settings.grid
     tasks = set()
-    if set(sections) & {"main", "normalized", "baselines", "ablation", "gcs_du", "final_weights"}:
+    if set(sections) & {"main", "normalized", "baselines", "ablation", "gcs_du", "more_seeds", "final_weights"}:
         for main_task, setting in grid.main_tasks.items():
             tasks |= {main_task, *setting.sources}
     if "analysis" in sections:
@@ -615,6 +619,21 @@ def ablation_section_jobs(maker, settings):
     return jobs
 
 
+# The rows the more_seeds section runs with the grid's more_seeds, besides the normalized and ablation sections.
+MORE_SEEDS_MAIN_ROWS = ("main/single_task/", "main/joint/", "main/weighted_joint/")
+
+
+def more_seeds_section_jobs(maker, settings):
+    """More seeds (grid.more_seeds) of single-task, joint, weighted joint, normalized joint, weighted normalized
+    joint and the ablation rows: enough to tell smaller differences between them apart."""
+    if not settings.grid.more_seeds:
+        maker.echo("[grid] more_seeds: this grid has no further seeds (GRID=large runs 4 and 5)")
+        return []
+    more = _replace(settings, seeds=list(settings.grid.more_seeds))
+    return ([job for job in main_section_jobs(maker, more) if job.name.startswith(MORE_SEEDS_MAIN_ROWS)]
+            + normalized_section_jobs(maker, more) + ablation_section_jobs(maker, more))
+
+
 def single_task_path(settings, task, size):
     """The single-task run of `task` with `size` sentences: the main section's when it is that size."""
     setting = settings.grid.main_tasks.get(task)
@@ -724,6 +743,7 @@ SECTION_JOBS = {
     "analysis": analysis_section_jobs,
     "ablation": ablation_section_jobs,
     "gcs_du": gcs_du_section_jobs,
+    "more_seeds": more_seeds_section_jobs,
     "final_weights": final_weights_section_jobs,
 }
 

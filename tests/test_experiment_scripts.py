@@ -496,8 +496,19 @@ def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original
                                env=clean_environment(GRID="large", DATA_DIR=data, BERT_MODEL="m",
                                                      CUDA_VISIBLE_DEVICES=""))
     assert completed.returncode == 0, completed.stderr
-    assert "sections main normalized baselines ablation gcs_du, seeds 1 2 3" in completed.stdout
+    assert "sections main normalized baselines ablation gcs_du more_seeds, seeds 1 2 3" in completed.stdout
     listed = [line for line in completed.stdout.splitlines() if "SEED=" in line and not line.startswith("#")]
+    more_seeds = [line for line in listed if re.search(r"\bSEED=[45] ", line)]
+    # per main task and seed: single-task, joint, weighted joint, normalized joint, weighted normalized joint and
+    # the two ablation rows, in the directories of seeds 1 to 3
+    assert len(more_seeds) == 2 * 2 * 7
+    for row in ("main/single_task", "main/joint", "main/weighted_joint", "normalized/normalized_joint",
+                "normalized/weighted_normalized_joint", "ablation/weighted_joint_ablated",
+                "ablation/weighted_normalized_joint_ablated"):
+        for main_task in ("brown_pos", "ner"):
+            assert sorted(re.search(r"\bSEED=(\d) ", line).group(1) for line in more_seeds
+                          if f"/{row}/{main_task}/seed_" in line) == ["4", "5"]
+    listed = [line for line in listed if line not in more_seeds]
     gcs_du = [line for line in listed if "_du/" in line]
     assert len(gcs_du) == 2 * 3 * 2 and all("--gcs_variant du" in line for line in gcs_du)
     assert sum("/baselines/joint_gcs_weighted_du/ner/seed_" in line and line.endswith(
@@ -513,7 +524,7 @@ def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original
                                  ("ner", "pos chunking predicate ner 500")):
         for row, script in (("weighted_joint_ablated", "run_weighted_joint_training_multi.sh"),
                             ("weighted_normalized_joint_ablated", "run_weighted_joint_training_multi_normalized.sh")):
-            assert sorted(re.search(r" SEED=(\d+) ", line).group(1) for line in ablation
+            assert sorted(re.search(r"\bSEED=(\d+) ", line).group(1) for line in ablation
                           if f"/ablation/{row}/{main_task}/seed_" in line and line.endswith(f"{script} {arguments}")
                           ) == ["1", "2", "3"]
     assert not any("--ablate_source_cosines" in line for line in paper_rows)
