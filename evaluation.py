@@ -68,11 +68,8 @@ def format_results(results):
     return "".join(f"{key} = {value}\n" for key, value in results.items())
 
 
-def evaluate_and_write(run, model, task, split, split_name):
-    """Score `task` on `split`; write {task}_{eval|test}_results.txt, and for test the predictions file."""
-    predictions, loss = predict(
-        model, task, split, run.args.per_gpu_eval_batch_size, run.device, run.pad_token_id, run.autocast,
-    )
+def split_results(model, task, split, predictions, loss):
+    """The metrics of `task`'s family for `predictions` of `split`, the mean loss and the sentence counts."""
     labels = model.task_labels[task]
     gold = [sentence.labels for sentence in split.sentences]
     sentence_level = task in model.sentence_tasks
@@ -81,6 +78,20 @@ def evaluate_and_write(run, model, task, split, split_name):
     results["sentences"] = len(split.sentences)
     if split.report.split_sentences:
         results["sentences_predicted_in_windows"] = split.report.split_sentences
+    return results
+
+
+def score(run, model, task, split):
+    """(results, predictions) of the model on `task`'s `split` (see `split_results`)."""
+    predictions, loss = predict(
+        model, task, split, run.args.per_gpu_eval_batch_size, run.device, run.pad_token_id, run.autocast,
+    )
+    return split_results(model, task, split, predictions, loss), predictions
+
+
+def evaluate_and_write(run, model, task, split, split_name):
+    """Score `task` on `split`; write {task}_{eval|test}_results.txt, and for test the predictions file."""
+    results, predictions = score(run, model, task, split)
     write_text_atomic(run.path(results_file(task, split_name)), format_results(results))
     if split_name == "test":
         sentence_level = task in model.sentence_tasks

@@ -15,6 +15,7 @@ DISK_FULL_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 RUN_ARGS_FILE = "run_args.json"
 TASK_WEIGHTS_FILE = "task_weights.json"
 TRAINING_LOG_FILE = "training_log.jsonl"
+DEV_CURVE_FILE = "dev_curve.json"  # the main task's dev scores during training (--eval_strategy)
 ALL_RESULTS_FILE = "all_results.json"
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"  # event files (--report_to tensorboard)
@@ -57,7 +58,8 @@ def holds_checkpoints(output_dir):
     return os.path.isdir(directory) and any(name.startswith("checkpoint-") for name in os.listdir(directory))
 
 
-TRAINING_RECORD = (RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, RUN_LOG_FILE, CHECKPOINT_DIR, TENSORBOARD_DIR)
+TRAINING_RECORD = (RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, DEV_CURVE_FILE, RUN_LOG_FILE, CHECKPOINT_DIR,
+                   TENSORBOARD_DIR)
 
 
 def previous_run_files(output_dir, evaluating_in_place=False):

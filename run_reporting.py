@@ -36,7 +36,8 @@ def add_report_to_argument(group):
         "--report_to", choices=REPORT_TO_CHOICES, default=None,
         help="tensorboard: also write TensorBoard event files to OUTPUT_DIR/tensorboard (each task's training "
              "loss and the learning rate every --logging_steps steps, the task weights and cosines of every "
-             "update, the head-fit loss, dev and test metrics, the arguments); none: only the run's own files. "
+             "update, the head-fit loss, the dev scores during training (--eval_strategy), dev and test metrics, the "
+             "arguments); none: only the run's own files. "
              "Default: tensorboard when the tensorboard package is installed, else none (with a warning)",
     )
 
@@ -94,6 +95,9 @@ class NoReport:
         pass
 
     def weight_update(self, tasks, entry):
+        pass
+
+    def dev_score(self, task, stage_step, entry):
         pass
 
     def results(self, summary):
@@ -236,6 +240,14 @@ class TensorBoardReport(RunReport):
                 self._scalar(f"gcs_{name}/{task}", value, step)
         for task, value in zip(tasks, entry.get("olaux_lr_times_dot_sum") or []):
             self._scalar(f"olaux_lr_times_dot_sum/{task}", value, step)
+        self.writer.flush()
+
+    def dev_score(self, task, stage_step, entry):
+        """One dev_curve.json entry (--eval_strategy) as dev_during_training/TASK/METRIC."""
+        step = self._step(stage_step)
+        for metric, value in entry.items():
+            if isinstance(value, float) and math.isfinite(value):
+                self._scalar(f"dev_during_training/{task}/{metric}", value, step)
         self.writer.flush()
 
     def results(self, summary):

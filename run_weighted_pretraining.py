@@ -12,7 +12,8 @@ Weighted pre-training, after each pre-training epoch (and every --weight_update_
 fit a throw-away copy of the main task's head on the frozen encoder for one epoch, take the TAWT weight
 step with that copy (paper: --inv_constant 1, 10, 30, 100), and drop it; fine-tuning starts from the main
 head as it was before pre-training. --reseed_each_update draws the same head-fit order and gradient-sampling
-batches at every update, as the original did. --pre_train_only stops after stage 1.
+batches at every update, as the original did. --pre_train_only stops after stage 1. --eval_strategy scores
+the main task on dev in stage 2 only: stage 1 does not train its head.
 
     python run_weighted_pretraining.py --auxiliary_task_list pos chunking predicate --main_task ner \\
         --main_task_train_sent_num 500 --inv_constant 10 --output_dir out/weighted_pretraining_ner \\
@@ -24,6 +25,7 @@ import argparse
 import numpy as np
 
 from cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
+from errors import UsageError
 from run_arguments import (
     add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, initial_task_weights,
 )
@@ -41,7 +43,11 @@ def parse_arguments(argv=None):
                         help="as the original (which re-seeded its generators at the start of every head fit): "
                              "every weight update draws the same gradient-sampling batches, and every head fit "
                              "the same batches in the same order. By default each update draws fresh ones")
-    return check_multi_task_arguments(parser.parse_args(argv))
+    args = check_multi_task_arguments(parser.parse_args(argv))
+    if args.pre_train_only and args.eval_strategy != "no":
+        raise UsageError(f"--eval_strategy {args.eval_strategy} scores the main task during fine-tuning, which "
+                         "--pre_train_only leaves out; drop one of the two")
+    return args
 
 
 def main(argv=None):

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 import distributed
+from dev_evaluation import evaluates_during
 from errors import UsageError
 from output_files import CHECKPOINT_DIR, DISK_FULL_ERRORS, TRAINING_LOG_FILE, write_failure
 from run_reporting import TaskLosses
@@ -67,9 +68,10 @@ def train_stage(model, run, stage, task_splits, task_weights, history=None, upda
     After each epoch, `update_weights(weights, epoch, None) -> (weights, similarities)` (the TAWT step, when
     given) moves the weights and `history` records them; with --weight_update_steps N it is also called
     every N optimizer steps within an epoch, as `update_weights(weights, epoch, step)`. `adjust_gradients`
-    (see `Trainer.train_epoch`) may change each step's gradients before the optimizer uses them. Returns the final
-    weights. A stage that a resumed run had already finished is skipped; one it was in the middle of
-    continues where it stopped.
+    (see `Trainer.train_epoch`) may change each step's gradients before the optimizer uses them. A stage that
+    trains the main task scores it on dev with --eval_strategy (dev_evaluation.py), and ends early when
+    --early_stopping_patience says so. Returns the final weights. A stage that a resumed run had already
+    finished is skipped; one it was in the middle of continues where it stopped.
     """
     epochs, total_steps = training_schedule(run.args, task_splits)
     run.reporter.start_stage(stage, total_steps)  # also for a skipped stage: the later stages' steps follow it
@@ -97,7 +99,11 @@ def train_stage(model, run, stage, task_splits, task_weights, history=None, upda
 
     tasks = list(task_splits)
     within_epoch = update_weights is not None and run.args.weight_update_steps > 0
+    dev = evaluates_during(run, task_splits)
     for epoch in range(start_epoch, epochs):
+        if dev is not None and dev.stopped:  # a resumed run whose checkpoint came after it stopped early
+            break
+
         def checkpoint(batches_done, epoch=epoch):
             save_checkpoint(run, model, trainer, epoch, batches_done, task_weights)
 
@@ -107,15 +113,23 @@ def train_stage(model, run, stage, task_splits, task_weights, history=None, upda
             task_weights = updated_weights(task_weights, epoch, trainer.global_step)
             return dict(zip(tasks, task_weights))
 
+        def evaluate_within_epoch(epoch=epoch):
+            return dev.evaluate(model, stage, epoch, trainer.global_step)
+
         trainer.train_epoch(task_splits, dict(zip(tasks, task_weights)), epoch,
                             start_batch=start_batch if epoch == start_epoch else 0, checkpoint=checkpoint,
                             update_weights=update_within_epoch if within_epoch else None,
-                            adjust_gradients=adjust_gradients)
-        if update_weights is not None:
+                            adjust_gradients=adjust_gradients,
+                            evaluate=evaluate_within_epoch if dev is not None and run.args.eval_strategy == "steps"
+                            else None)
+        stopped = dev is not None and dev.stopped
+        if update_weights is not None and not stopped:  # a weight update after the stop would serve nothing
             task_weights = updated_weights(task_weights, epoch, None)
+        if dev is not None and run.args.eval_strategy == "epoch":
+            stopped = dev.evaluate(model, stage, epoch, trainer.global_step)
         if run.args.save_steps > 0:
             save_checkpoint(run, model, trainer, epoch + 1, 0, task_weights)
-        if trainer.done:
+        if trainer.done or stopped:
             break
     run.completed_stages[stage] = [float(weight) for weight in task_weights]
     return task_weights
@@ -218,7 +232,7 @@ class Trainer:
         self.global_step = state["global_step"]
 
     def train_epoch(self, task_splits, task_weights, epoch, start_batch=0, checkpoint=None, update_weights=None,
-                    adjust_gradients=None):
+                    adjust_gradients=None, evaluate=None):
         """One epoch over shuffled one-task batches; task t's loss is multiplied by w_t * K.
 
         `task_weights` maps each task to its weight; K is the number of weighted tasks, so uniform weights
@@ -227,7 +241,9 @@ class Trainer:
         that step's checkpoint, but not after the epoch's last batch (the update after the epoch follows).
         `checkpoint(batches_done)` is called every --save_steps steps. `adjust_gradients(task, step,
         learning_rate)` is called after each backward pass (gradients unscaled, before clipping): GCS and
-        OL-AUX (target_aware_baselines.py) read or change the `.grad` buffers there.
+        OL-AUX (target_aware_baselines.py) read or change the `.grad` buffers there. `evaluate()` (the dev
+        score, --eval_strategy steps) is called every --eval_steps steps, before that step's checkpoint, which
+        then holds the score; when it returns True (early stopping) the epoch ends after that step.
         """
         args, run = self.run.args, self.run
 
@@ -289,9 +305,12 @@ class Trainer:
                     and batch_number + 1 < len(batches) and not self.done):
                 losses.check()
                 multipliers = loss_multipliers(update_weights())
+            stop = evaluate is not None and self.global_step % args.eval_steps == 0 and evaluate()
             if checkpoint is not None and args.save_steps > 0 and self.global_step % args.save_steps == 0:
                 losses.check()
                 checkpoint(batch_number + 1)
+            if stop:
+                break
         loaded.close()
         if losses.unlogged():
             self._log(epoch, losses.mean_since_last_log())
@@ -385,6 +404,7 @@ def restore_checkpoint(run, model, state):
     run.checkpoint_number = run.resumed_from_checkpoint = state["checkpoint_number"]
     run.restored_weight_history = state["history"]
     run.restored_target_aware_baseline = state.get("target_aware_baseline")
+    run.restored_dev_evaluation = state.get("dev_evaluation")
     restore_random_states(run, state["random_states"])
     run.resume = ResumePoint(state["stage"], state["epoch"], state["batches_done"], state["task_weights"],
                              state["trainer"])
@@ -452,6 +472,8 @@ def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights):
         "trainer": trainer.state_dict(),
         # GCS's or OL-AUX's cached target gradient, counters and accumulators (target_aware_baselines.py).
         "target_aware_baseline": None if run.target_aware_baseline is None else run.target_aware_baseline.state_dict(),
+        # The dev scores so far, the best one and its weights, and whether training stopped (dev_evaluation.py).
+        "dev_evaluation": None if run.dev_evaluation is None else run.dev_evaluation.state_dict(),
         "random_states": random_states(run),
     }
     path = os.path.join(directory, f"checkpoint-{run.checkpoint_number:08d}.pt")
