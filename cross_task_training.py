@@ -7,6 +7,7 @@ A paradigm script (run_*.py) reads as its paradigm: parse arguments (run_argumen
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,7 +27,6 @@ from tqdm.auto import tqdm
 
 import distributed
 from data.make_default_data import ensure_default_data, resolve_model_name_or_path
-from dev_evaluation import start_dev_evaluation
 from errors import OutputWriteError, TaskDataError, UsageError
 from modeling_multi_bert import HEADS_CONFIG, HEADS_WEIGHTS, MultiTaskTagger
 from output_files import (
@@ -35,7 +35,7 @@ from output_files import (
     holds_results, previous_run_files, write_failure, write_json_atomic,
 )
 from output_lock import DirectoryInUse, lock_directory, release
-from run_arguments import check_max_seq_length, check_training_arguments, repeated_flags
+from run_arguments import check_max_seq_length, check_training_arguments, noise_sources, repeated_flags
 from run_reporting import NoReport, open_report, resolve_report_to
 from sequence_metrics import check_labels_fit_metric
 from training_loop import (
@@ -125,8 +125,6 @@ class Run:
     weight_history: "TaskWeightHistory" = None  # set by start_weight_history; saved in checkpoints
     target_aware_baseline: object = None  # GCS or OL-AUX (target_aware_baselines.start_baseline); saved in checkpoints
     restored_target_aware_baseline: dict = None
-    dev_evaluation: "DevEvaluation" = None  # the main task on dev during training (--eval_strategy); saved in checkpoints
-    restored_dev_evaluation: dict = None
     reporter: NoReport = field(default_factory=NoReport)  # TensorBoard (--report_to), set by open_output_dir
     forward_path: str = None  # the model's forward path (set by build_model)
 
@@ -525,9 +523,10 @@ def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_list
     args = run.args
     data = TaskData(labels=dict(label_lists or {}))
     tasks = list(dict.fromkeys(list(train_sentence_limits) + list(eval_tasks)))
-    data.sentence_tasks = [task for task in tasks if is_sentence_task(run.data_dir, task)]
+    noise = noise_sources(args)  # TASK_noise -> TASK: read from TASK's files, its labels permuted
+    data.sentence_tasks = [task for task in tasks if task not in noise and is_sentence_task(run.data_dir, task)]
     for task in tasks:
-        if task not in data.labels:
+        if task not in data.labels and task not in noise:
             train_path = task_file(run.data_dir, "train", task)
             train_sentences = None if os.path.isfile(os.path.join(run.data_dir, f"{task}_labels.txt")) else read_sentences(train_path)
             data.labels[task] = read_labels(run.data_dir, task, train_sentences)
@@ -536,7 +535,12 @@ def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_list
             except ValueError as error:
                 source = labels_file(run.data_dir, task) if train_sentences is None else task_file(run.data_dir, "train", task)
                 raise TaskDataError(f"{source}: {error}; fix the label set, or rename the task") from None
+    for task, source in noise.items():
+        data.labels.setdefault(task, data.labels[source])
     for task, limit in tqdm(list(train_sentence_limits.items()), desc="reading training data", disable=len(train_sentence_limits) < 2):
+        if task in noise:
+            data.train[task] = noise_split(data.train[noise[task]], task, args.seed)
+            continue
         order_seed = None if args.keep_order else training_order_seed(args.data_seed, task)
         data.train[task] = load_task_split(run.data_dir, task, "train", tokenizer, data.labels[task], args.max_seq_length,
                                            limit, shuffle_seed=order_seed)
@@ -548,13 +552,21 @@ def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_list
     return data
 
 
+def noise_split(split, task, seed):
+    """The training split of --noise_source's control `task`: `split` with its labels permuted across all its
+    words by `seed` (the affinity probe's shuffled control)."""
+    from testing.task_affinity import shuffled_control
+
+    return dataclasses.replace(shuffled_control(split, seed), task=task)
+
+
 def training_data_fingerprint(run, data):
     """What the run trains on, per task: the training file's name, size and SHA-256, the sentences taken from
     it (after --main_task_train_sent_num and the like) and the label list. A checkpoint records it, and a
     resumption on other data is refused (training_loop.check_training_data)."""
     fingerprint = {}
     for task, split in data.train.items():
-        path = task_file(run.data_dir, "train", task)
+        path = task_file(run.data_dir, "train", noise_sources(run.args).get(task, task))
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -629,7 +641,8 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
     try:
         run = start_run(args, paradigm, main_task, tasks)
         tokenizer = load_tokenizer(run)
-        eval_tasks = [main_task] if args.eval_main_task_only else tasks
+        # A noise source has no dev or test file of its own: it is trained, never evaluated.
+        eval_tasks = [main_task] if args.eval_main_task_only else [task for task in tasks if task not in noise_sources(args)]
         data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, eval_tasks)
         run.training_data = training_data_fingerprint(run, data)
         warn_identical_gradient_batches(args, data.train)
@@ -639,14 +652,11 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
         if run.checkpoint is not None:
             restore_checkpoint(run, model, run.checkpoint)
             run.checkpoint = None
-        run.dev_evaluation = start_dev_evaluation(run, model, data)
     except (UsageError, TaskDataError):
         # Refused before anything was written: the directory is left as it was (one made now is removed).
         release(args.output_dir, remove_if_unused=True)
         raise
     open_output_dir(run)
-    if run.dev_evaluation is not None:  # a resumed run's curve, up to its checkpoint
-        run.dev_evaluation.write()
     return run, tokenizer, data, model
 
 
@@ -655,6 +665,8 @@ def weight_history_settings(args):
     settings = {}
     if getattr(args, "ablate_source_cosines", False):
         settings["ablate_source_cosines"] = True
+    if getattr(args, "noise_source", None) is not None:
+        settings["noise_source"] = args.noise_source
     return settings
 
 
@@ -676,8 +688,7 @@ def start_weight_history(run, tasks, task_weights):
 
 
 def finish_run(run, model, tokenizer, data):
-    """Save the model (when trained; with --load_best_model_at_end the best dev score's), then evaluate every
-    task with a head on dev and test.
+    """Save the model (when trained), then evaluate every task with a head on dev and test.
 
     In a multi-process run the main process evaluates the whole dev and test sets alone (each sentence
     exactly once) while the others wait; it returns the results on the main process, None elsewhere.
@@ -687,8 +698,6 @@ def finish_run(run, model, tokenizer, data):
     summary = None
     if distributed.is_main_process():
         if run.args.do_train:
-            if run.dev_evaluation is not None:
-                run.dev_evaluation.load_best_model(model)
             save_model(run, model, tokenizer)
             logger.info("saved the model and tokenizer to %s", run.output_dir)
         summary = {"train_sentences": {task: len(split.sentences) for task, split in data.train.items()}}

@@ -103,24 +103,6 @@ def add_common_arguments(parser):
     training.add_argument("--resume_from_checkpoint", default=None,
                           help="resume from this checkpoint file (or directory of checkpoints) instead of the "
                                "newest one in --output_dir")
-    during = parser.add_argument_group(
-        "the main task on dev during training (default: none, the last model is kept, as in the paper)")
-    during.add_argument("--eval_strategy", choices=("no", "epoch", "steps"), default="no",
-                        help="score the main task on dev_{main_task}.txt after every epoch, or every --eval_steps "
-                             "optimizer steps, of the stages that train it (pre-training: its fine-tuning stage); "
-                             "the scores go to dev_curve.json and TensorBoard. Needs --do_train and --do_eval")
-    during.add_argument("--eval_steps", type=int, default=None,
-                        help="with --eval_strategy steps: score every N optimizer steps of the stage")
-    during.add_argument("--load_best_model_at_end", action="store_true",
-                        help="keep the model of the best dev score (kept in every checkpoint too) and save, evaluate "
-                             "and predict with it instead of the last one")
-    during.add_argument("--metric_for_best_model", default=None,
-                        help="the dev metric that picks the best model and counts for early stopping: any the main "
-                             "task reports (f1, precision, recall, accuracy, micro_f1, macro_f1) or loss (lower "
-                             "is better); default: the main task's table metric (accuracy for tagging, F1 "
-                             "otherwise)")
-    during.add_argument("--early_stopping_patience", type=int, default=None,
-                        help="stop training after N dev scores in a row that do not beat the best one")
     original = parser.add_argument_group(
         "the original's optimizer (both together reproduce its steps; README: Differences from the original code)")
     original.add_argument("--zero_grad_in_place", action="store_true",
@@ -148,6 +130,11 @@ def add_multi_task_arguments(parser, main_task_weighted=True, target_aware_basel
     tasks.add_argument("--auxiliary_task_list", nargs="+", required=True,
                        help="the source tasks, e.g. 'pos chunking predicate' (commas also work)")
     tasks.add_argument("--main_task", required=True, help="the target task, e.g. ner")
+    tasks.add_argument("--noise_source", default=None, metavar="TASK",
+                       help="add a control source, TASK_noise: the source TASK's training labels permuted across all "
+                            "its words (seeded by --seed), trained as one more source (its weight follows the "
+                            "sources' in --task_weights). It carries no information a tagger could learn: how much "
+                            "weight it gets, and how much it hurts, is the control for the real sources")
     tasks.add_argument("--main_task_train_sent_num", type=int, default=None,
                        help="use the first N sentences of train_{main_task}.txt (paper: pos 100, chunking 100, "
                             "predicate 300, ner 500); default: all")
@@ -244,10 +231,32 @@ def check_multi_task_arguments(args):
     """
     args.auxiliary_task_list = parse_task_list(args.auxiliary_task_list)
     check_task_lists(args.auxiliary_task_list, args.main_task)
+    if getattr(args, "noise_source", None) is not None:
+        add_noise_source(args)
     check_weighting_arguments(args)
     if hasattr(args, "target_gradient_steps"):
         baselines.check_arguments(args)
     return args
+
+
+NOISE_SUFFIX = "_noise"
+
+
+def add_noise_source(args):
+    """--noise_source TASK: TASK_noise joins the sources, last (run_args.json records both)."""
+    source, noise = args.noise_source, args.noise_source + NOISE_SUFFIX
+    if source not in args.auxiliary_task_list:
+        raise UsageError(f"--noise_source {source} is not in --auxiliary_task_list {' '.join(args.auxiliary_task_list)}; "
+                         "give one of the sources (its labels are permuted)")
+    if noise in args.auxiliary_task_list + [args.main_task]:
+        raise UsageError(f"--noise_source {source}: a task is already named {noise}; rename it, or leave the flag out")
+    args.auxiliary_task_list = args.auxiliary_task_list + [noise]
+
+
+def noise_sources(args):
+    """{TASK_noise: TASK} for --noise_source TASK, else {}: the tasks read from another task's files."""
+    source = getattr(args, "noise_source", None)
+    return {} if source is None else {source + NOISE_SUFFIX: source}
 
 
 def check_ratio_arguments(ratio, main_task_sentences):
@@ -335,34 +344,6 @@ def check_training_arguments(args):
     check_output_dir_is_not_the_model(args)
     if args.torch_compile or args.torch_compile_mode:
         check_compiler()
-    check_dev_evaluation_arguments(args)
-
-
-def check_dev_evaluation_arguments(args):
-    """--eval_strategy and the flags that act on its dev scores (the metric's name is checked against the
-    main task's metrics once its labels are read: dev_evaluation.py)."""
-    strategy = args.eval_strategy
-    if strategy == "steps" and args.eval_steps is None:
-        raise UsageError("--eval_strategy steps needs --eval_steps N (score the main task every N optimizer steps)")
-    if args.eval_steps is not None and strategy != "steps":
-        raise UsageError(f"--eval_steps {args.eval_steps} acts with --eval_strategy steps only; add it, or leave "
-                         "--eval_steps out")
-    check_positive(args.eval_steps, "--eval_steps", "optimizer step")
-    check_positive(args.early_stopping_patience, "--early_stopping_patience", "dev score")
-    if strategy == "no":
-        given = [flag for flag, value in (("--load_best_model_at_end", args.load_best_model_at_end),
-                                          ("--metric_for_best_model", args.metric_for_best_model),
-                                          ("--early_stopping_patience", args.early_stopping_patience)) if value]
-        if given:
-            raise UsageError(f"{given[0]} acts on the dev scores taken during training; add --eval_strategy epoch "
-                             "(or steps with --eval_steps N)")
-        return
-    if not args.do_train:
-        raise UsageError(f"--eval_strategy {strategy} scores the model during training; add --do_train, or leave "
-                         "--eval_strategy out")
-    if not args.do_eval:
-        raise UsageError(f"--eval_strategy {strategy} scores the main task on its dev set; add --do_eval (it also "
-                         "reads that set)")
 
 
 def check_output_dir_is_not_the_model(args):

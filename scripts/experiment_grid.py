@@ -20,6 +20,8 @@ Sections (run in this order; final_weights after the others, since it reads thei
                  is the main task's gradient plus the gated source gradient)
   more_seeds     the grid's further seeds (GRID=large: 4 and 5) of single-task, joint, weighted joint,
                  normalized joint, weighted normalized joint and the ablation rows
+  noise_source   per main task: joint and weighted joint training with --noise_source (the first source's
+                 labels permuted across its words, trained as one more source)
   final_weights  the weighted runs re-run with their final weights held fixed (the mean over the seeds of
                  the weights in effect during the last epoch, the entry before the last of task_weights.json): weighted joint -> joint with fixed weights, weighted
                  pre-training -> pre-training with fixed weights, weighted normalized joint -> joint with
@@ -30,6 +32,7 @@ Output tree (OUTPUT_ROOT: $WORKING_DIR/outputs, or ./outputs with the embedded d
   normalized/<normalized_joint|weighted_normalized_joint>/<main task>/seed_<seed>/
   baselines/<joint_gcs|joint_gcs_weighted|joint_olaux|joint_gcs_du|joint_gcs_weighted_du>/<main task>/seed_<seed>/
   ablation/<weighted_joint_ablated|weighted_normalized_joint_ablated>/<main task>/seed_<seed>/
+  noise_source/<joint|weighted_joint>_<first source>_noise/<main task>/seed_<seed>/
   final_weights/<joint_fixed_weights|pretraining_fixed_weights_ic<k>|normalized_joint_fixed_weights>/
       <main task>/seed_<seed>/
   analysis/<normalized_joint|weighted_normalized_joint>_n<n_main>_r<ratio>/<main task>/seed_<seed>/
@@ -72,7 +75,8 @@ SCRIPTS_DIR = os.path.join(ROOT, "scripts")
 PAPER_SECTIONS = ("main", "normalized", "baselines", "analysis", "final_weights")
 # Every section, in the order they run: the controls of what TAWT's gain is made of (GRID=large) come after
 # the paper's, and final_weights last.
-SECTIONS = ("main", "normalized", "baselines", "analysis", "ablation", "gcs_du", "more_seeds", "final_weights")
+SECTIONS = ("main", "normalized", "baselines", "analysis", "ablation", "gcs_du", "more_seeds", "noise_source",
+            "final_weights")
 # --ablate_source_cosines: TAWT's update with every source's cosine taken as 0 (weighted_training_basics.py).
 ABLATION_FLAG = "--ablate_source_cosines"
 GRID_SAVE_STEPS = 1000
@@ -228,7 +232,7 @@ LARGE_GRID = Grid(
               "TARGET_GRADIENT_STEPS": "2"},
     data_slice={"train": LARGE_SOURCE_SIZE, "dev": 500, "test": 2000},
     description="the large grid on the embedded default data",
-    sections=("main", "normalized", "baselines", "ablation", "gcs_du", "more_seeds"),
+    sections=("main", "normalized", "baselines", "ablation", "gcs_du", "more_seeds", "noise_source"),
     seeds=("1", "2", "3"),
     summary_args=["--inv_constant_choice", "paper", "--paper_inv_constant", "brown_pos=30"],
     original_optimizer_rows=True,
@@ -469,7 +473,8 @@ def check_data(settings, sections):
         return
     grid = settings.grid
     tasks = set()
-    if set(sections) & {"main", "normalized", "baselines", "ablation", "gcs_du", "more_seeds", "final_weights"}:
+    if set(sections) & {"main", "normalized", "baselines", "ablation", "gcs_du", "more_seeds", "noise_source",
+                        "final_weights"}:
         for main_task, setting in grid.main_tasks.items():
             tasks |= {main_task, *setting.sources}
     if "analysis" in sections:
@@ -634,6 +639,22 @@ def more_seeds_section_jobs(maker, settings):
             + normalized_section_jobs(maker, more) + ablation_section_jobs(maker, more))
 
 
+def noise_source_section_jobs(maker, settings):
+    """Joint and weighted joint training with --noise_source (the first source's labels permuted, as one more
+    source): whether TAWT gives a useless source less weight than the real ones, and whether it hurts TAWT
+    less than joint training."""
+    jobs = []
+    for seed in settings.seeds:
+        for main_task, setting in settings.grid.main_tasks.items():
+            source = setting.sources[0]
+            arguments = [*setting.sources, main_task, setting.train_size]
+            for paradigm, script in (("joint", "run_joint_training_multi.sh"),
+                                     ("weighted_joint", "run_weighted_joint_training_multi.sh")):
+                jobs.append(maker.job(f"noise_source/{paradigm}_{source}_noise/{main_task}", main_task, script,
+                                      arguments, seed, ["--noise_source", source]))
+    return jobs
+
+
 def single_task_path(settings, task, size):
     """The single-task run of `task` with `size` sentences: the main section's when it is that size."""
     setting = settings.grid.main_tasks.get(task)
@@ -744,6 +765,7 @@ SECTION_JOBS = {
     "ablation": ablation_section_jobs,
     "gcs_du": gcs_du_section_jobs,
     "more_seeds": more_seeds_section_jobs,
+    "noise_source": noise_source_section_jobs,
     "final_weights": final_weights_section_jobs,
 }
 

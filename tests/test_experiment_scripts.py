@@ -496,8 +496,15 @@ def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original
                                env=clean_environment(GRID="large", DATA_DIR=data, BERT_MODEL="m",
                                                      CUDA_VISIBLE_DEVICES=""))
     assert completed.returncode == 0, completed.stderr
-    assert "sections main normalized baselines ablation gcs_du more_seeds, seeds 1 2 3" in completed.stdout
+    assert "sections main normalized baselines ablation gcs_du more_seeds noise_source, seeds 1 2 3" in completed.stdout
     listed = [line for line in completed.stdout.splitlines() if "SEED=" in line and not line.startswith("#")]
+    noise = [line for line in listed if "/noise_source/" in line]
+    assert len(noise) == 2 * 3 * 2 and all("--noise_source pos" in line for line in noise)
+    for row, script in (("joint_pos_noise", "run_joint_training_multi.sh"),
+                        ("weighted_joint_pos_noise", "run_weighted_joint_training_multi.sh")):
+        assert sum(f"/noise_source/{row}/ner/seed_" in line and line.endswith(f"{script} pos chunking predicate ner 500")
+                   for line in noise) == 3
+    listed = [line for line in listed if line not in noise]
     more_seeds = [line for line in listed if re.search(r"\bSEED=[45] ", line)]
     # per main task and seed: single-task, joint, weighted joint, normalized joint, weighted normalized joint and
     # the two ablation rows, in the directories of seeds 1 to 3
