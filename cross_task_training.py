@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 import distributed
 from data.make_default_data import ensure_default_data, resolve_model_name_or_path
+from dev_evaluation import start_dev_evaluation
 from errors import OutputWriteError, TaskDataError, UsageError
 from modeling_multi_bert import HEADS_CONFIG, HEADS_WEIGHTS, MultiTaskTagger
 from output_files import (
@@ -125,6 +126,8 @@ class Run:
     weight_history: "TaskWeightHistory" = None  # set by start_weight_history; saved in checkpoints
     target_aware_baseline: object = None  # GCS or OL-AUX (target_aware_baselines.start_baseline); saved in checkpoints
     restored_target_aware_baseline: dict = None
+    dev_evaluation: "DevEvaluation" = None  # the main task on dev during training (--eval_strategy); saved in checkpoints
+    restored_dev_evaluation: dict = None
     reporter: NoReport = field(default_factory=NoReport)  # TensorBoard (--report_to), set by open_output_dir
     forward_path: str = None  # the model's forward path (set by build_model)
 
@@ -652,11 +655,14 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
         if run.checkpoint is not None:
             restore_checkpoint(run, model, run.checkpoint)
             run.checkpoint = None
+        run.dev_evaluation = start_dev_evaluation(run, model, data)
     except (UsageError, TaskDataError):
         # Refused before anything was written: the directory is left as it was (one made now is removed).
         release(args.output_dir, remove_if_unused=True)
         raise
     open_output_dir(run)
+    if run.dev_evaluation is not None:  # a resumed run's curve, up to its checkpoint
+        run.dev_evaluation.write()
     return run, tokenizer, data, model
 
 
@@ -688,7 +694,8 @@ def start_weight_history(run, tasks, task_weights):
 
 
 def finish_run(run, model, tokenizer, data):
-    """Save the model (when trained), then evaluate every task with a head on dev and test.
+    """Save the model (when trained; with --load_best_model_at_end the best dev score's), then evaluate every
+    task with a head on dev and test.
 
     In a multi-process run the main process evaluates the whole dev and test sets alone (each sentence
     exactly once) while the others wait; it returns the results on the main process, None elsewhere.
@@ -698,6 +705,8 @@ def finish_run(run, model, tokenizer, data):
     summary = None
     if distributed.is_main_process():
         if run.args.do_train:
+            if run.dev_evaluation is not None:
+                run.dev_evaluation.load_best_model(model)
             save_model(run, model, tokenizer)
             logger.info("saved the model and tokenizer to %s", run.output_dir)
         summary = {"train_sentences": {task: len(split.sentences) for task, split in data.train.items()}}

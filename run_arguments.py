@@ -103,6 +103,24 @@ def add_common_arguments(parser):
     training.add_argument("--resume_from_checkpoint", default=None,
                           help="resume from this checkpoint file (or directory of checkpoints) instead of the "
                                "newest one in --output_dir")
+    during = parser.add_argument_group(
+        "the main task on dev during training (default: none, the last model is kept, as in the paper)")
+    during.add_argument("--eval_strategy", choices=("no", "epoch", "steps"), default="no",
+                        help="score the main task on dev_{main_task}.txt after every epoch, or every --eval_steps "
+                             "optimizer steps, of the stages that train it (pre-training: its fine-tuning stage); "
+                             "the scores go to dev_curve.json and TensorBoard. Needs --do_train and --do_eval")
+    during.add_argument("--eval_steps", type=int, default=None,
+                        help="with --eval_strategy steps: score every N optimizer steps of the stage")
+    during.add_argument("--load_best_model_at_end", action="store_true",
+                        help="keep the model of the best dev score (kept in every checkpoint too) and save, evaluate "
+                             "and predict with it instead of the last one")
+    during.add_argument("--metric_for_best_model", default=None,
+                        help="the dev metric that picks the best model and counts for early stopping: any the main "
+                             "task reports (f1, precision, recall, accuracy, micro_f1, macro_f1) or loss (lower "
+                             "is better); default: the main task's table metric (accuracy for tagging, F1 "
+                             "otherwise)")
+    during.add_argument("--early_stopping_patience", type=int, default=None,
+                        help="stop training after N dev scores in a row that do not beat the best one")
     original = parser.add_argument_group(
         "the original's optimizer (both together reproduce its steps; README: Differences from the original code)")
     original.add_argument("--zero_grad_in_place", action="store_true",
@@ -344,6 +362,34 @@ def check_training_arguments(args):
     check_output_dir_is_not_the_model(args)
     if args.torch_compile or args.torch_compile_mode:
         check_compiler()
+    check_dev_evaluation_arguments(args)
+
+
+def check_dev_evaluation_arguments(args):
+    """--eval_strategy and the flags that act on its dev scores (the metric's name is checked against the
+    main task's metrics once its labels are read: dev_evaluation.py)."""
+    strategy = args.eval_strategy
+    if strategy == "steps" and args.eval_steps is None:
+        raise UsageError("--eval_strategy steps needs --eval_steps N (score the main task every N optimizer steps)")
+    if args.eval_steps is not None and strategy != "steps":
+        raise UsageError(f"--eval_steps {args.eval_steps} acts with --eval_strategy steps only; add it, or leave "
+                         "--eval_steps out")
+    check_positive(args.eval_steps, "--eval_steps", "optimizer step")
+    check_positive(args.early_stopping_patience, "--early_stopping_patience", "dev score")
+    if strategy == "no":
+        given = [flag for flag, value in (("--load_best_model_at_end", args.load_best_model_at_end),
+                                          ("--metric_for_best_model", args.metric_for_best_model),
+                                          ("--early_stopping_patience", args.early_stopping_patience)) if value]
+        if given:
+            raise UsageError(f"{given[0]} acts on the dev scores taken during training; add --eval_strategy epoch "
+                             "(or steps with --eval_steps N)")
+        return
+    if not args.do_train:
+        raise UsageError(f"--eval_strategy {strategy} scores the model during training; add --do_train, or leave "
+                         "--eval_strategy out")
+    if not args.do_eval:
+        raise UsageError(f"--eval_strategy {strategy} scores the main task on its dev set; add --do_eval (it also "
+                         "reads that set)")
 
 
 def check_output_dir_is_not_the_model(args):
