@@ -58,7 +58,7 @@ def resolve_report_to(requested):
         return "tensorboard"
     if requested == "tensorboard":
         raise UsageError("--report_to tensorboard: the tensorboard package is not installed; pip install "
-                         "tensorboard (requirements.txt lists it), or pass --report_to none")
+                         "tensorboard (the tensorboard extra, which setup.sh installs), or pass --report_to none")
     logger.warning("the tensorboard package is not installed: this run writes no TensorBoard event files "
                    "(pip install tensorboard; --report_to none turns this warning off)")
     return "none"

@@ -4,6 +4,7 @@
 # is there is kept.
 #
 #   bash setup.sh                     PYTHON=/path/to/python bash setup.sh   (default: python3)
+#   EXTRAS=hf,tensorboard,test bash setup.sh   (the optional installs of pyproject.toml; default tensorboard,test)
 #
 # torch: one already installed within requirements.txt's range is kept (a CUDA build you chose stays).
 # Otherwise torch 2.13.0: the CPU build where there is no GPU (no working nvidia-smi), the CUDA build where
@@ -12,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PYTHON="${PYTHON:-python3}"
+EXTRAS="${EXTRAS-tensorboard,test}"
 TORCH_VERSION=2.13.0
 
 if "$PYTHON" - <<'EOF_PY'
@@ -51,6 +53,13 @@ else
     fi
     echo "installing this checkout in editable mode (pip install -e .)"
     "$PYTHON" -m pip install --quiet --no-deps --editable .
+fi
+# The extras (pyproject.toml): tensorboard (--report_to tensorboard), test (pytest, hypothesis), hf (datasets
+# for process_data.py hf, accelerate for the Hugging Face Trainer). Requirements already satisfied, torch
+# included, are kept.
+if [ -n "$EXTRAS" ]; then
+    echo "installing the extras: $EXTRAS (pip install -e \".[$EXTRAS]\")"
+    "$PYTHON" -m pip install --quiet --editable ".[$EXTRAS]"
 fi
 PYTHON="$PYTHON" bash data/install_default_requirements.sh
 echo "set-up done; run the tests with: $PYTHON -m pytest -q tests"

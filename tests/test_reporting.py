@@ -11,7 +11,7 @@ import pytest
 
 from tests.test_scripts import TINY_TRAINING
 
-pytest.importorskip("tensorboard", reason="requirements.txt installs tensorboard: pip install tensorboard")
+pytest.importorskip("tensorboard", reason="the tensorboard extra (setup.sh installs it): pip install tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader  # noqa: E402
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer  # noqa: E402

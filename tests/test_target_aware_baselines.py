@@ -192,7 +192,7 @@ def test_gcs_that_keeps_every_step_trains_exactly_as_joint_training(twin_data_di
 
 
 def test_what_gcs_and_olaux_did_is_also_in_tensorboard(twin_data_dir, tiny_model_dir, tmp_path, twin_heads):
-    pytest.importorskip("tensorboard", reason="requirements.txt installs tensorboard: pip install tensorboard")
+    pytest.importorskip("tensorboard", reason="the tensorboard extra (setup.sh installs it): pip install tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     def scalars(output):

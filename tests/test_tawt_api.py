@@ -228,3 +228,15 @@ def test_two_processes_compare_the_whole_sampled_batch_and_agree(tmp_path):
         assert entry["cosine_similarities"] == pytest.approx(reference["cosine_similarities"], abs=1e-5)
         assert entry["weights"] == pytest.approx(reference["weights"], abs=1e-6)
     assert not os.environ.get("WORLD_SIZE")
+
+
+def test_the_readme_loop_runs_as_printed(capsys):
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as handle:
+        section = handle.read().split("## TAWT in your own training loop", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    weighting = namespace["weighting"]
+    assert [entry["stage"] for entry in weighting.history] == ["initial", "epoch", "epoch", "epoch"]
+    assert max(weighting.weights, key=weighting.weights.get) == "ner"
+    assert capsys.readouterr().out.count("'ner'") == 6
