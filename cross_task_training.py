@@ -29,7 +29,7 @@ import distributed
 from data.make_default_data import ensure_default_data, resolve_model_name_or_path
 from dev_evaluation import start_dev_evaluation
 from errors import OutputWriteError, TaskDataError, UsageError
-from modeling_multi_bert import HEADS_CONFIG, HEADS_WEIGHTS, MultiTaskTagger
+from modeling_multi_bert import HEADS_CONFIG, HEADS_WEIGHTS, MultiTaskTagger, read_heads_config, saved_task_labels
 from output_files import (
     ALL_RESULTS_FILE, CHECKPOINT_DIR, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, EVALUATION_TENSORBOARD_DIR,
     MODEL_FILES, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE, TENSORBOARD_DIR, TOKENIZER_FILES, holds_checkpoints,
@@ -563,6 +563,28 @@ def noise_split(split, task, seed):
     return dataclasses.replace(shuffled_control(split, seed), task=task)
 
 
+def saved_model_labels(run, tasks):
+    """The label lists of the saved model's heads for `tasks` (a run without --do_train evaluates a saved
+    model): a label is the head's output of its name, whatever its place in the data's labels file. A task
+    without a head, or a labels file with a label the head cannot predict, is refused before anything is
+    written (the loss would otherwise be computed against another label, or fail part way)."""
+    directory = run.model_name_or_path
+    task_labels = saved_task_labels(read_heads_config(directory))
+    for task in tasks:
+        if task not in task_labels:
+            raise UsageError(f"--model_name_or_path {directory} has no head for task {task!r} (its heads: "
+                             f"{', '.join(task_labels)}); evaluate a task it was trained on, or pass --do_train")
+        path = labels_file(run.data_dir, task)
+        if os.path.isfile(path):
+            unknown = [label for label in read_labels(run.data_dir, task) if label not in task_labels[task]]
+            if unknown:
+                raise TaskDataError(
+                    f"{path}: label(s) {unknown} are not among the {len(task_labels[task])} labels of the model's "
+                    f"{task} head ({directory}); evaluate it on data with those labels, or train a model on these "
+                    "labels (--do_train)")
+    return {task: task_labels[task] for task in tasks}
+
+
 def training_data_fingerprint(run, data):
     """What the run trains on, per task: the training file's name, size and SHA-256, the sentences taken from
     it (after --main_task_train_sent_num and the like) and the label list. A checkpoint records it, and a
@@ -646,7 +668,8 @@ def prepare_run(args, paradigm, main_task, tasks, train_limits):
         tokenizer = load_tokenizer(run)
         # A noise source has no dev or test file of its own: it is trained, never evaluated.
         eval_tasks = [main_task] if args.eval_main_task_only else [task for task in tasks if task not in noise_sources(args)]
-        data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, eval_tasks)
+        saved_labels = None if args.do_train else saved_model_labels(run, eval_tasks)
+        data = load_task_data(run, tokenizer, train_limits if args.do_train else {}, eval_tasks, saved_labels)
         run.training_data = training_data_fingerprint(run, data)
         warn_identical_gradient_batches(args, data.train)
         if run.checkpoint is not None:

@@ -44,6 +44,17 @@ BUCKET_POSITIONS = 16
 SENTENCE_POOLINGS = ("first", "mean")
 
 
+def read_heads_config(directory):
+    """The task_heads.json of a model saved by a run: its task names, label lists and dropout."""
+    with open(os.path.join(directory, HEADS_CONFIG)) as handle:
+        return json.load(handle)
+
+
+def saved_task_labels(heads_config):
+    """{task: its head's labels, in the head's output order} of a saved model's task_heads.json."""
+    return {task: heads_config["task_labels"][task] for task in heads_config["task_names"]}
+
+
 def load_encoder(model_name_or_path):
     """The pretrained encoder, without a pooling layer where the architecture has one.
 
@@ -231,9 +242,8 @@ class MultiTaskTagger(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, unpadded=True, forward_path="unpadded"):
-        with open(os.path.join(directory, HEADS_CONFIG)) as handle:
-            heads_config = json.load(handle)
-        task_labels = {task: heads_config["task_labels"][task] for task in heads_config["task_names"]}
+        heads_config = read_heads_config(directory)
+        task_labels = saved_task_labels(heads_config)
         # A model saved before sentence-level tasks existed has none.
         model = cls(AutoModel.from_pretrained(directory, dtype=MASTER_DTYPE), task_labels, heads_config["dropout"],
                     unpadded, forward_path, heads_config.get("sentence_tasks", ()),

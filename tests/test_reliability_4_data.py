@@ -242,3 +242,67 @@ def test_the_affinity_probe_refuses_bad_flags_before_any_compute(tiny_data_dir, 
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: ") and message in error[0], error
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 10. A saved model evaluated on data whose labels file differs from its heads' label lists
+
+
+@pytest.fixture(scope="module")
+def saved_pos_model(tiny_data_dir, tiny_model_dir, tmp_path_factory):
+    output = tmp_path_factory.mktemp("saved_pos")
+    single_task(tiny_data_dir, tiny_model_dir, output)
+    return str(output)
+
+
+def evaluate_saved(model_dir, data_dir, output_dir, task="pos"):
+    import run_single_task
+
+    run_single_task.main(["--task", task, "--model_name_or_path", model_dir, "--data_dir", str(data_dir),
+                          "--output_dir", str(output_dir), "--do_eval", "--do_predict", "--max_seq_length", "32"])
+
+
+def copy_with_pos_labels(data_dir, destination, labels):
+    shutil.copytree(data_dir, destination)
+    (destination / "pos_labels.txt").write_text("".join(f"{label}\n" for label in labels))
+    return destination
+
+
+def test_a_saved_model_maps_labels_by_name_whatever_their_order_in_the_labels_file(saved_pos_model, tiny_data_dir,
+                                                                                   tmp_path):
+    with open(os.path.join(tiny_data_dir, "pos_labels.txt")) as handle:
+        labels = handle.read().split()
+    reordered = copy_with_pos_labels(tiny_data_dir, tmp_path / "reordered", labels[::-1])
+    evaluate_saved(saved_pos_model, tiny_data_dir, tmp_path / "as_saved")
+    evaluate_saved(saved_pos_model, reordered, tmp_path / "reordered_run")
+    for name in ("pos_eval_results.txt", "pos_test_results.txt"):
+        assert read_results(tmp_path / "reordered_run" / name) == read_results(tmp_path / "as_saved" / name)
+    # The loss is the one the model had at the end of its training run, on the same dev set.
+    assert read_results(tmp_path / "as_saved" / "pos_eval_results.txt")["loss"] == \
+        read_results(os.path.join(saved_pos_model, "pos_eval_results.txt"))["loss"]
+    assert (tmp_path / "reordered_run" / "pos_test_predictions.txt").read_text() == \
+        (tmp_path / "as_saved" / "pos_test_predictions.txt").read_text()
+
+
+def test_a_label_the_saved_model_does_not_know_is_refused_before_any_result(saved_pos_model, tiny_data_dir, tmp_path):
+    from errors import TaskDataError
+
+    with open(os.path.join(tiny_data_dir, "pos_labels.txt")) as handle:
+        labels = handle.read().split()
+    extra = copy_with_pos_labels(tiny_data_dir, tmp_path / "extra", labels + ["UH"])
+    with open(extra / "test_pos.txt", "a") as handle:
+        handle.write("\nwow UH\n")
+    output = tmp_path / "out"
+    with pytest.raises(TaskDataError, match=r"pos_labels.txt: label\(s\) \['UH'\] are not among the .* labels of "
+                                            r"the model's pos head .*train a model on these labels"):
+        evaluate_saved(saved_pos_model, extra, output)
+    assert not output.exists()
+
+
+def test_a_task_the_saved_model_has_no_head_for_is_refused_before_any_result(saved_pos_model, tiny_data_dir, tmp_path):
+    from errors import UsageError
+
+    output = tmp_path / "out"
+    with pytest.raises(UsageError, match=r"--model_name_or_path .* has no head for task 'ner' \(its heads: pos\)"):
+        evaluate_saved(saved_pos_model, tiny_data_dir, output, task="ner")
+    assert not output.exists()
