@@ -33,11 +33,12 @@ from modeling_multi_bert import HEADS_CONFIG, HEADS_WEIGHTS, MultiTaskTagger, re
 from output_files import (
     ALL_RESULTS_FILE, CHECKPOINT_DIR, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, EVALUATION_TENSORBOARD_DIR,
     MODEL_FILES, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE, TENSORBOARD_DIR, TOKENIZER_FILES, holds_checkpoints,
-    holds_results, previous_run_files, write_failure, write_json_atomic,
+    earlier_run_names, files_no_run_wrote, holds_results, names_a_run_writes, previous_run_files, record_run_files, remove_run_files,
+    write_failure, write_json_atomic,
 )
 from output_lock import DirectoryInUse, lock_directory, release
 from run_arguments import check_max_seq_length, check_training_arguments, noise_sources, repeated_flags
-from run_reporting import NoReport, open_report, resolve_report_to
+from run_reporting import NoReport, open_report, resolve_report_to, tensorboard_installed
 from sequence_metrics import check_labels_fit_metric
 from training_loop import (
     check_training_data, checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint, state_bytes,
@@ -225,7 +226,9 @@ def start_run(args, paradigm, main_task, tasks):
     plan = None
     if distributed.is_main_process():
         try:
-            plan = ("ok", _checkpoint_to_resume(args))
+            checkpoint = _checkpoint_to_resume(args)
+            _refuse_files_no_run_wrote(args, tasks)
+            plan = ("ok", checkpoint)
         except UsageError as error:
             plan = ("error", str(error))
     outcome, value = distributed.broadcast_from_main(plan)
@@ -307,6 +310,23 @@ def _checkpoint_to_resume(args):
     return None
 
 
+def _run_file_names(args, tasks):
+    """What this run may write into --output_dir (output_files.names_a_run_writes)."""
+    beside_training = _evaluates_model_in_place(args) and os.path.isfile(os.path.join(args.output_dir, RUN_ARGS_FILE))
+    tensorboard = args.report_to != "none" and tensorboard_installed()
+    return names_a_run_writes(tasks, args.do_train, args.do_train and args.save_steps > 0, tensorboard, beside_training)
+
+
+def _refuse_files_no_run_wrote(args, tasks):
+    """A file or folder the run would write, found in --output_dir and not written there by a run, is a user's:
+    the run neither overwrites nor removes it."""
+    found = files_no_run_wrote(args.output_dir, _run_file_names(args, tasks))
+    if found:
+        shown = ", ".join(name + ("/" if os.path.isdir(os.path.join(args.output_dir, name)) else "") for name in found)
+        raise UsageError(f"--output_dir {args.output_dir} holds {shown}, which this run would write, and no run "
+                         "wrote there; move them elsewhere, or choose another --output_dir")
+
+
 def _named_checkpoint(path):
     """The checkpoint file --resume_from_checkpoint names (a directory: its newest checkpoint)."""
     if os.path.isdir(path):
@@ -339,11 +359,8 @@ def open_output_dir(run):
                 else:
                     os.remove(path)
     if run.resumed_from_checkpoint is None:
-        for path in previous_run_files(run.output_dir, evaluating_in_place=in_place):
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
+        remove_run_files(previous_run_files(run.output_dir, evaluating_in_place=in_place))
+    record_run_files(run.output_dir, _run_file_names(run.args, run.tasks))
     beside_training = in_place and os.path.isfile(run.path(RUN_ARGS_FILE))
     _start_log_file(run.path(EVALUATION_LOG_FILE if beside_training else RUN_LOG_FILE))
     record = _record_run(run, EVALUATION_ARGS_FILE if beside_training else RUN_ARGS_FILE)
@@ -476,6 +493,11 @@ def load_tokenizer(run):
     if run.args.max_seq_length < shortest:
         raise UsageError(f"--max_seq_length {run.args.max_seq_length} leaves no room for a word after the special "
                          f"tokens; give at least {shortest} (paper: 128)")
+    embeddings = getattr(config, "vocab_size", None)
+    if embeddings is not None and len(tokenizer) > embeddings:  # a token beyond them: an index error mid-run
+        raise UsageError(f"--model_name_or_path {run.model_name_or_path}: its tokenizer has {len(tokenizer)} tokens "
+                         f"and the encoder embeds {embeddings} (config.json vocab_size); use the tokenizer the "
+                         "encoder was trained with")
     run.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return tokenizer
 
@@ -592,6 +614,8 @@ def training_data_fingerprint(run, data):
     fingerprint = {}
     for task, split in data.train.items():
         path = task_file(run.data_dir, "train", noise_sources(run.args).get(task, task))
+        if not os.path.isfile(path) and os.path.isfile(path + ".gz"):  # read as the reader read it
+            path += ".gz"
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -739,8 +763,10 @@ def finish_run(run, model, tokenizer, data):
         write_json_atomic(run.path(ALL_RESULTS_FILE), summary)
         run.reporter.results(summary)
         run.reporter.close()
-        # The results are written: the checkpoints of this run have served their purpose.
-        remove_checkpoints(run.output_dir)
+        # The results are written: the checkpoints of this run have served their purpose (a checkpoint folder
+        # that no run of this directory claimed is a user's, and stays as it is).
+        if CHECKPOINT_DIR in earlier_run_names(run.output_dir):
+            remove_checkpoints(run.output_dir)
         release(run.output_dir)
     distributed.close()
     return summary

@@ -3,7 +3,9 @@
 Kept free of heavy imports so that the result tools in testing/ can use it cheaply.
 """
 
+import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
@@ -62,22 +64,100 @@ TRAINING_RECORD = (RUN_ARGS_FILE, TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, DEV_CURV
                    TENSORBOARD_DIR)
 
 
-def previous_run_files(output_dir, evaluating_in_place=False):
-    """The paths of the files an earlier run left in `output_dir` (its checkpoint folder included).
+# What a run wrote into a directory: the names it claimed before writing anything (RUN_FILES_RECORD, a JSON
+# list). Only those are ever removed, so a user's own files are left alone whatever their names.
+RUN_FILES_RECORD = ".tawt_files.json"
+# A run's folders: what it writes inside them; anything else found there is a user's and stays.
+FOLDER_CONTENTS = {CHECKPOINT_DIR: ("checkpoint-*.pt", ".tmp-*"), TENSORBOARD_DIR: ("*tfevents*",),
+                   EVALUATION_TENSORBOARD_DIR: ("*tfevents*",)}
 
-    Only names a run writes are listed, so anything else a user keeps there is left alone. An evaluation of
-    the model saved in that very directory (`evaluating_in_place`) keeps the model, the tokenizer and the
-    record of the training that made them: only earlier results and evaluations are listed.
+
+def names_a_run_writes(tasks, trains, checkpoints, tensorboard, beside_training=False):
+    """Every name a run may write into its --output_dir: `tasks`' results and predictions, the model and
+    tokenizer files and the training's records when it `trains`, its checkpoint folder (`checkpoints`) and
+    TensorBoard folder (`tensorboard`); an evaluation `beside_training` (in a model's own directory) writes
+    its own record instead of the training's."""
+    names = {ALL_RESULTS_FILE}
+    if beside_training:
+        names |= {EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE} | ({EVALUATION_TENSORBOARD_DIR} if tensorboard else set())
+    else:
+        names |= {RUN_ARGS_FILE, RUN_LOG_FILE} | ({TENSORBOARD_DIR} if tensorboard else set())
+    if trains:
+        names |= set(TRAINING_RECORD) - {CHECKPOINT_DIR, TENSORBOARD_DIR} | set(MODEL_FILES + TOKENIZER_FILES)
+        if checkpoints:
+            names.add(CHECKPOINT_DIR)
+    for task in tasks:
+        names |= {results_file(task, "eval"), results_file(task, "test"), predictions_file(task)}
+    return sorted(names)
+
+
+def _is_run_name(name):
+    return name in {*TRAINING_RECORD, ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE,
+                    EVALUATION_TENSORBOARD_DIR, *MODEL_FILES, *TOKENIZER_FILES} or name.endswith(
+        ("_results.txt", "_test_predictions.txt"))
+
+
+def earlier_run_names(output_dir):
+    """The names an earlier run in `output_dir` claimed. A directory written before runs recorded their names
+    (it holds a run's record or saved model, and no RUN_FILES_RECORD) is taken to be all of a run's own."""
+    try:
+        with open(os.path.join(output_dir, RUN_FILES_RECORD), encoding="utf-8") as handle:
+            return set(json.load(handle))
+    except FileNotFoundError:
+        pass
+    except (ValueError, UnicodeDecodeError):
+        return set()  # damaged: nothing is known to be a run's, so nothing is removed
+    present = os.listdir(output_dir) if os.path.isdir(output_dir) else []
+    if any(name in present for name in (RUN_ARGS_FILE, EVALUATION_ARGS_FILE, "task_heads.json")):
+        return {name for name in present if _is_run_name(name)}
+    return set()
+
+
+def files_no_run_wrote(output_dir, names):
+    """Those of `names` (what a run is about to write) that `output_dir` holds and no earlier run wrote: a
+    user's, which the run must neither overwrite nor remove."""
+    if not os.path.isdir(output_dir):
+        return []
+    claimed = earlier_run_names(output_dir)
+    return [name for name in names if name not in claimed and os.path.lexists(os.path.join(output_dir, name))]
+
+
+def previous_run_files(output_dir, evaluating_in_place=False):
+    """The paths of the files an earlier run wrote in `output_dir` (its checkpoint folder included).
+
+    Only names an earlier run claimed are listed, so anything else a user keeps there is left alone. An
+    evaluation of the model saved in that very directory (`evaluating_in_place`) keeps the model, the
+    tokenizer and the record of the training that made them: only earlier results and evaluations are listed.
     """
     if not os.path.isdir(output_dir):
         return []
     kept = set(MODEL_FILES + TOKENIZER_FILES + TRAINING_RECORD) if evaluating_in_place else set()
-    run_files = {*TRAINING_RECORD, ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, EVALUATION_TENSORBOARD_DIR,
-                 *MODEL_FILES, *TOKENIZER_FILES}
-    return [
-        os.path.join(output_dir, name) for name in sorted(os.listdir(output_dir))
-        if name not in kept and (name in run_files or name.endswith(("_results.txt", "_test_predictions.txt")))
-    ]
+    return [os.path.join(output_dir, name) for name in sorted(earlier_run_names(output_dir) - kept)
+            if os.path.lexists(os.path.join(output_dir, name))]
+
+
+def remove_run_files(paths):
+    """Remove what a run wrote at `paths`: a file, or in one of its folders only the files it writes there (the
+    folder goes too once empty). A folder that is a symbolic link keeps the link and the rest of its target."""
+    for path in paths:
+        patterns = FOLDER_CONTENTS.get(os.path.basename(path))
+        if patterns is not None and os.path.isdir(path):
+            for pattern in patterns:
+                for inside in glob.glob(os.path.join(glob.escape(path), pattern)):
+                    if os.path.isfile(inside) or os.path.islink(inside):
+                        os.remove(inside)
+            if not os.path.islink(path):
+                with contextlib.suppress(OSError):  # not empty: a user's files are in it
+                    os.rmdir(path)
+        elif os.path.isfile(path) or os.path.islink(path):
+            os.remove(path)
+
+
+def record_run_files(output_dir, names):
+    """Claim `names` in `output_dir` before writing any of them, beside what earlier runs wrote and is still
+    there (a training's model and record, kept by an evaluation in place)."""
+    still_there = {name for name in earlier_run_names(output_dir) if os.path.lexists(os.path.join(output_dir, name))}
+    write_json_atomic(os.path.join(output_dir, RUN_FILES_RECORD), sorted(still_there | set(names)))
 
 
 def _umask():

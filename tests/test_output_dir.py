@@ -83,13 +83,14 @@ def test_results_or_task_weights_count_as_a_run(tiny_data_dir, tiny_model_dir, t
 def test_overwrite_starts_clean_and_a_failed_rerun_leaves_the_old_run_alone(tiny_data_dir, tiny_model_dir, tmp_path,
                                                                              capsys):
     output = tmp_path / "rerun"
-    single(tiny_data_dir, tiny_model_dir, output, "--logging_steps", "1")
-    # What an earlier run of other tasks left: results, weights, checkpoints.
-    (output / "ner_test_results.txt").write_text("f1 = 0.5\n")
+    single(tiny_data_dir, tiny_model_dir, output, "--logging_steps", "1", "--save_steps", "100")
+    # What the earlier run could have left (weights, checkpoints: it claimed those names before writing), and
+    # files no run wrote, whatever their names: kept.
     (output / "task_weights.json").write_text("{}\n")
     (output / "checkpoints").mkdir()
     (output / "checkpoints" / "checkpoint-00000001.pt").write_bytes(b"old")
-    (output / "my_notes.md").write_text("mine\n")  # not a run's file: kept
+    (output / "ner_test_results.txt").write_text("f1 = 0.5\n")
+    (output / "my_notes.md").write_text("mine\n")
     recorded = (output / "run_args.json").read_text()
 
     # A typo in the rerun: it fails on the data, and the old run's files are as they were.
@@ -101,8 +102,8 @@ def test_overwrite_starts_clean_and_a_failed_rerun_leaves_the_old_run_alone(tiny
 
     single(tiny_data_dir, tiny_model_dir, output, "--overwrite_output_dir", "--seed", "3", "--logging_steps", "1")
     names = set(os.listdir(output))
-    assert "ner_test_results.txt" not in names and "task_weights.json" not in names and "checkpoints" not in names
-    assert {"pos_test_results.txt", "my_notes.md", "model.safetensors"} <= names
+    assert "task_weights.json" not in names and "checkpoints" not in names
+    assert {"pos_test_results.txt", "my_notes.md", "ner_test_results.txt", "model.safetensors"} <= names
     assert json.loads((output / "run_args.json").read_text())["seed"] == 3
     assert len((output / "training_log.jsonl").read_text().splitlines()) == 2  # this run's 2 steps only
     assert (output / "run.log").read_text().count("single_task: tasks") == 1

@@ -52,6 +52,59 @@ def snapshot(directory):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# 1. A run removes or overwrites only what a run wrote
+
+
+def write_files(directory, contents):
+    for name, text in contents.items():
+        path = os.path.join(directory, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(text)
+
+
+def test_a_fresh_run_leaves_the_folders_and_files_it_does_not_write(tiny_data_dir, tiny_model_dir, tmp_path):
+    output = tmp_path / "out"
+    users = {"checkpoints/best_model.pt": "mine", "tensorboard/notes.txt": "mine", "ner_test_predictions.txt": "mine",
+             "notes.txt": "mine"}
+    write_files(output, users)
+    completed = single_task(tiny_data_dir, tiny_model_dir, output)  # no checkpoints, no TensorBoard
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert {name: text for name, text in snapshot(output).items() if name in users} == {
+        name: text.encode() for name, text in users.items()}
+    assert (output / "pos_test_predictions.txt").is_file()
+
+
+def test_a_run_refuses_to_overwrite_files_no_run_wrote(tiny_data_dir, tiny_model_dir, tmp_path):
+    output = tmp_path / "out"
+    write_files(output, {"vocab.txt": "mine", "config.json": "{}", "run.log": "mine", "checkpoints/best_model.pt": "x"})
+    before = snapshot(output)
+    completed = single_task(tiny_data_dir, tiny_model_dir, output, "--save_steps", "5")
+    one_line_error(completed, f"--output_dir {output} holds checkpoints/, config.json, run.log, vocab.txt, which this "
+                              "run would write, and no run wrote there", "choose another --output_dir")
+    assert snapshot(output) == before and sorted(os.listdir(output)) == ["checkpoints", "config.json", "run.log",
+                                                                          "vocab.txt"]
+
+
+def test_overwriting_a_run_removes_only_what_it_wrote(tiny_data_dir, tiny_model_dir, tmp_path):
+    output, elsewhere = tmp_path / "out", tmp_path / "scratch"
+    first = single_task(tiny_data_dir, tiny_model_dir, output, "--save_steps", "2")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert not (output / "checkpoints").exists()  # the finished run removed its checkpoints
+    # After the run: a user's files beside it, and its checkpoint folder now a link to scratch space.
+    write_files(output, {"ner_test_predictions.txt": "mine", "notes.txt": "mine"})
+    write_files(elsewhere, {"keep.pt": "mine", "checkpoint-00000009.pt": "an earlier run's, left there"})
+    os.symlink(elsewhere, output / "checkpoints")
+    again = single_task(tiny_data_dir, tiny_model_dir, output, "--save_steps", "2", "--overwrite_output_dir",
+                        "--seed", "2")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (output / "ner_test_predictions.txt").read_text() == "mine" and (output / "notes.txt").read_text() == "mine"
+    assert os.path.islink(output / "checkpoints") and sorted(os.listdir(elsewhere)) == ["keep.pt"]
+    with open(output / "run_args.json") as handle:
+        assert json.load(handle)["seed"] == 2
+
+
+# ---------------------------------------------------------------------------------------------------------
 # 2. --output_dir equal to --model_name_or_path
 
 
@@ -244,3 +297,60 @@ def test_runs_die_with_a_queue_killed_outright(tmp_path):
     for marker in survivors:  # not left running after the test either
         os.kill(int(marker.read_text()), signal.SIGKILL)
     assert not survivors
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 14. The scripts started by an interpreter without the project's packages
+
+
+def test_a_script_whose_python_has_no_torch_says_so_before_any_run(tiny_data_dir, tiny_model_dir, tmp_path):
+    from tests.test_experiment_scripts import run_script
+
+    bare = tmp_path / "bare_python"  # this Python without its site-packages: no torch, as an unactivated venv's
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")
+    bare.chmod(0o755)
+    output = tmp_path / "run"
+    completed = run_script("run_single.sh", "pos", "10", cwd=tmp_path, PYTHON=bare, DATA_DIR=tiny_data_dir,
+                           BERT_MODEL=tiny_model_dir, OUTPUT_DIR=output)
+    assert completed.returncode == 2
+    assert f"PYTHON={bare} ({bare}) cannot import torch" in completed.stderr
+    assert "PYTHON=venv/bin/python sh" in completed.stderr
+    assert not output.exists()
+
+
+def test_the_tests_start_scripts_with_their_own_interpreter():
+    from tests.test_experiment_scripts import clean_environment
+
+    assert clean_environment(PATH="/nowhere")["PYTHON"] == sys.executable
+    assert clean_environment(PYTHON="other")["PYTHON"] == "other"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 13. Tracebacks: a gzip-compressed training file, a tokenizer larger than the encoder's embeddings
+
+
+def test_a_training_file_stored_gzip_compressed_trains(tiny_data_dir, tiny_model_dir, tmp_path):
+    import gzip
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    with open(data / "train_pos.txt", "rb") as source, gzip.open(data / "train_pos.txt.gz", "wb") as target:
+        target.write(source.read())
+    os.remove(data / "train_pos.txt")
+    completed = single_task(str(data), tiny_model_dir, tmp_path / "out")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    with open(tmp_path / "out" / "run_args.json") as handle:
+        assert json.load(handle)["training_data"]["pos"]["file"] == str(data / "train_pos.txt.gz")
+
+
+def test_a_tokenizer_larger_than_the_embeddings_is_refused(tiny_data_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "encoder"
+    write_tiny_bert(model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.add_tokens(["zebra", "giraffe"])
+    tokenizer.save_pretrained(model)
+    completed = single_task(tiny_data_dir, str(model), tmp_path / "out")
+    one_line_error(completed, f"its tokenizer has {len(tokenizer)} tokens and the encoder embeds {len(tokenizer) - 2}")
+    assert not (tmp_path / "out").exists()
