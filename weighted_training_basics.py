@@ -109,14 +109,22 @@ class TaskSimilarities(NamedTuple):
 
 
 def compare_with_main_task(model, main_task, weighted_tasks, batch_rounds, autocast=contextlib.nullcontext):
+    """The TaskSimilarities of `weighted_tasks` with `main_task`, over M rounds of sampled batches, on the
+    model's encoder gradients (see `compare_gradients`)."""
+    return compare_gradients(lambda task, batch: encoder_gradient(model, task, batch, autocast), main_task,
+                             weighted_tasks, batch_rounds)
+
+
+def compare_gradients(gradient_of, main_task, weighted_tasks, batch_rounds):
     """The TaskSimilarities of `weighted_tasks` with `main_task`, over M rounds of sampled batches.
 
-    `batch_rounds` is a list of M dicts, each mapping every task (the main task included) to one sampled
-    batch on the model's device. The main task's own cosine is exactly 1 by definition: it is not computed.
-    Memory: the M main-task gradients and their sum are kept, and one task at a time holds its running sum
-    and its current batch's gradient: at most M + 3 encoder gradients exist at once (2 with M = 1).
+    `gradient_of(task, batch)` is a task's gradient (a list of tensors) on one batch. `batch_rounds` is a
+    list of M dicts, each mapping every task (the main task included) to one sampled batch. The main task's
+    own cosine is exactly 1 by definition: it is not computed. Memory: the M main-task gradients and their
+    sum are kept, and one task at a time holds its running sum and its current batch's gradient: at most
+    M + 3 gradients exist at once (2 with M = 1).
     """
-    main_gradients = [encoder_gradient(model, main_task, batches[main_task], autocast) for batches in batch_rounds]
+    main_gradients = [gradient_of(main_task, batches[main_task]) for batches in batch_rounds]
     main_batch_is_zero = [is_zero_gradient(gradient) for gradient in main_gradients]
     main_sum = summed_gradients(main_gradients)
     main_is_zero = main_batch_is_zero[0] if len(main_gradients) == 1 else is_zero_gradient(main_sum)
@@ -128,7 +136,7 @@ def compare_with_main_task(model, main_task, weighted_tasks, batch_rounds, autoc
             continue
         task_sum, per_batch = None, []
         for main_gradient, batches in zip(main_gradients, batch_rounds):
-            task_gradient = encoder_gradient(model, task, batches[task], autocast)
+            task_gradient = gradient_of(task, batches[task])
             per_batch.append(cosine_similarity(main_gradient, task_gradient))
             if task_sum is None:
                 task_sum = task_gradient

@@ -5,11 +5,11 @@
 imported on first use: the Trainer needs `pip install -e ".[hf]"` for accelerate).
 """
 
-from tawt.weighting import TAWT, encoder_parameters, shared_gradient, task_similarities
+from tawt.weighting import TAWT, encoder_parameters, shared_gradient
 
 _HF_NAMES = ("MultiTaskDataset", "OneTaskBatches", "TAWTCallback", "TAWTTrainer", "TaskCollator")
 
-__all__ = ["TAWT", "encoder_parameters", "shared_gradient", "task_similarities", *_HF_NAMES]
+__all__ = ["TAWT", "encoder_parameters", "shared_gradient", *_HF_NAMES]
 
 
 def __getattr__(name):

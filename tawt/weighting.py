@@ -17,8 +17,8 @@ import torch
 import torch.distributed as dist
 
 from weighted_training_basics import (
-    TaskSimilarities, cosine_similarity, exponentiated_gradient_step, is_zero_gradient, mean_and_spread,
-    sample_batch_indices, summed_gradients, untouched_random_state, weight_gradients, weight_step_size,
+    TaskSimilarities, compare_gradients, exponentiated_gradient_step, sample_batch_indices, untouched_random_state,
+    weight_gradients, weight_step_size,
 )
 
 # The paper's size of a gradient-sampling batch (sentences).
@@ -90,41 +90,6 @@ def shared_gradient(loss_fn, task, batch, parameters, count_items=count_examples
         dist.all_reduce(tensor)
     torch._foreach_div_(gradient, max(1.0, total.item()))
     return gradient
-
-
-def task_similarities(gradient_of, main_task, tasks, batch_rounds):
-    """The TaskSimilarities of `tasks` with `main_task` over M rounds of sampled batches.
-
-    `gradient_of(task, batch)` gives a task's gradient (a list of tensors) on one batch; `batch_rounds` is a
-    list of M dicts, each mapping every task (the main task included) to its batch. The main task's own
-    cosine is exactly 1 by definition: it is not computed. With one round the cosine of the "averages" is
-    that batch's cosine; with several, the cosine of the gradients summed over the rounds (the sum stands
-    for the mean: the cosine is scale-free). At most M + 3 gradients exist at once (2 with M = 1).
-    """
-    main_gradients = [gradient_of(main_task, batches[main_task]) for batches in batch_rounds]
-    main_batch_is_zero = [is_zero_gradient(gradient) for gradient in main_gradients]
-    main_sum = summed_gradients(main_gradients)
-    main_is_zero = main_batch_is_zero[0] if len(main_gradients) == 1 else is_zero_gradient(main_sum)
-    cosines, batch_cosines = [], []
-    for task in tasks:
-        if task == main_task:
-            cosines.append(None if main_is_zero else 1.0)
-            batch_cosines.append([None if zero else 1.0 for zero in main_batch_is_zero])
-            continue
-        task_sum, per_batch = None, []
-        for main_gradient, batches in zip(main_gradients, batch_rounds):
-            task_gradient = gradient_of(task, batches[task])
-            per_batch.append(cosine_similarity(main_gradient, task_gradient))
-            if task_sum is None:
-                task_sum = task_gradient
-            else:
-                torch._foreach_add_(task_sum, task_gradient)
-            del task_gradient
-        cosines.append(per_batch[0] if len(per_batch) == 1 else cosine_similarity(main_sum, task_sum))
-        batch_cosines.append(per_batch)
-        del task_sum
-    spreads = [mean_and_spread(values) for values in batch_cosines]
-    return TaskSimilarities(cosines, [mean for mean, _ in spreads], [spread for _, spread in spreads])
 
 
 class TAWT:
@@ -256,7 +221,7 @@ class TAWT:
                 with self.autocast():
                     return shared_gradient(loss_fn, task, batch, self.shared_parameters, self.count_items)
 
-            similarities = task_similarities(gradient_of, self.main_task, self.tasks, rounds)
+            similarities = compare_gradients(gradient_of, self.main_task, self.tasks, rounds)
         weights = exponentiated_gradient_step(self._weights, weight_gradients(similarities.cosines), self.step_size)
         self._weights = self._same_on_every_process(weights, device)
         self.similarities = similarities
