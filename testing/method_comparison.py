@@ -117,12 +117,16 @@ def two_level_bootstrap(family, baseline_counts, tested_counts, samples, seed, c
     return float((as_extreme + 1) / (samples + 1)), (float(low), float(high))
 
 
-def holm(p_values):
-    """Holm's step-down adjusted p-values, in the order given (NaN stays NaN and takes no part)."""
+def _ranked(p_values):
+    """(p-values as floats, the indices of the known ones from smallest p up, an all-NaN result to fill)."""
     p_values = np.asarray(p_values, dtype=float)
     known = np.flatnonzero(~np.isnan(p_values))
-    adjusted = np.full(len(p_values), np.nan)
-    order = known[np.argsort(p_values[known], kind="stable")]
+    return p_values, known[np.argsort(p_values[known], kind="stable")], np.full(len(p_values), np.nan)
+
+
+def holm(p_values):
+    """Holm's step-down adjusted p-values, in the order given (NaN stays NaN and takes no part)."""
+    p_values, order, adjusted = _ranked(p_values)
     running = 0.0
     for rank, index in enumerate(order):
         running = max(running, min(1.0, (len(order) - rank) * p_values[index]))
@@ -132,15 +136,11 @@ def holm(p_values):
 
 def benjamini_hochberg(p_values):
     """Benjamini-Hochberg's step-up adjusted p-values (false discovery rate), in the order given."""
-    p_values = np.asarray(p_values, dtype=float)
-    known = np.flatnonzero(~np.isnan(p_values))
-    adjusted = np.full(len(p_values), np.nan)
-    order = known[np.argsort(p_values[known], kind="stable")]
+    p_values, order, adjusted = _ranked(p_values)
     running = 1.0
     for rank in range(len(order) - 1, -1, -1):
-        index = order[rank]
-        running = min(running, len(order) * p_values[index] / (rank + 1))
-        adjusted[index] = running
+        running = min(running, len(order) * p_values[order[rank]] / (rank + 1))
+        adjusted[order[rank]] = running
     return adjusted.tolist()
 
 
