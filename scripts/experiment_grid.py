@@ -55,6 +55,7 @@ in about 5 minutes on a 2-core CPU; its numbers show the pipeline works, they ar
 
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
@@ -289,6 +290,24 @@ def words(environ, name):
     return environ.get(name, "").replace(",", " ").split()
 
 
+# The script settings every run is given as a count; a bad one would fail every run of the grid alike.
+WHOLE_NUMBER_SETTINGS = ("MAX_LENGTH", "BATCH_SIZE", "NUM_EPOCHS", "GRADIENT_SAMPLING_BATCH_SIZE")
+
+
+def inv_constants_from(values):
+    """INV_CONSTANTS' values, each a positive finite number, once each ("10 10.0" is one run, not two)."""
+    seen = {}
+    for value in values:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not (math.isfinite(number) and number > 0):
+            raise GridError(f"INV_CONSTANTS: '{value}' is not a positive number; give e.g. INV_CONSTANTS=\"1 10\"")
+        seen.setdefault(number, value)
+    return list(seen.values())
+
+
 def settings_from_environment(environ=None, prepare_data=True):
     """The grid and settings chosen by WORKING_DIR, SEEDS, MAIN_TASKS, INV_CONSTANTS and the script settings."""
     environ = os.environ if environ is None else environ
@@ -308,13 +327,18 @@ def settings_from_environment(environ=None, prepare_data=True):
         grid = _replace(grid, main_tasks={task: grid.main_tasks.get(task) or _reduced(PAPER_GRID.main_tasks[task], grid)
                                           for task in main_tasks})
     if words(environ, "INV_CONSTANTS"):  # these, for every main task and seed, and no sweep
-        grid = _replace(grid, inv_constants=words(environ, "INV_CONSTANTS"), inv_constant_sweep=[],
+        grid = _replace(grid, inv_constants=inv_constants_from(words(environ, "INV_CONSTANTS")), inv_constant_sweep=[],
                         main_tasks={task: _replace(setting, inv_constants=None)
                                     for task, setting in grid.main_tasks.items()})
     seeds = words(environ, "SEEDS") or list(grid.seeds)
     for seed in seeds:
         if not seed.isdigit():
             raise GridError(f"SEEDS: '{seed}' is not a whole number; give e.g. SEEDS=\"1 2 3\"")
+    seeds = list(dict.fromkeys(str(int(seed)) for seed in seeds))  # "1 01": one seed, one run each
+    for name in WHOLE_NUMBER_SETTINGS:
+        value = environ.get(name, "").strip()
+        if value and not (value.isdigit() and int(value) >= 1):
+            raise GridError(f"{name}={value!r}: give a whole number >= 1 (the preset's: {grid.training.get(name)})")
 
     # A preset's variable holds one value, and the user's replaces it; EXTRA_ARGS holds flags, and the user's
     # add to the preset's, given after them so that a flag in both takes the user's value.

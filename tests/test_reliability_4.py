@@ -354,3 +354,30 @@ def test_a_tokenizer_larger_than_the_embeddings_is_refused(tiny_data_dir, tmp_pa
     completed = single_task(tiny_data_dir, str(model), tmp_path / "out")
     one_line_error(completed, f"its tokenizer has {len(tokenizer)} tokens and the encoder embeds {len(tokenizer) - 2}")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("INV_CONSTANTS", "1 x", "INV_CONSTANTS: 'x' is not a positive number"),
+    ("INV_CONSTANTS", "1 -10", "INV_CONSTANTS: '-10' is not a positive number"),
+    ("MAX_LENGTH", "abc", "MAX_LENGTH='abc': give a whole number >= 1"),
+    ("BATCH_SIZE", "0", "BATCH_SIZE='0': give a whole number >= 1"),
+])
+def test_a_grid_setting_every_run_would_fail_on_is_refused_first(tmp_path, setting, value, message):
+    from scripts import experiment_grid
+
+    with pytest.raises(experiment_grid.GridError, match=message):
+        experiment_grid.settings_from_environment({"OUTPUT_ROOT": str(tmp_path), setting: value}, prepare_data=False)
+
+
+def test_the_same_seed_or_inv_constant_twice_is_one_run(tmp_path):
+    from scripts import experiment_grid
+
+    settings = experiment_grid.settings_from_environment(
+        {"OUTPUT_ROOT": str(tmp_path), "SEEDS": "1 01 2", "INV_CONSTANTS": "10 10.0 1e1 30"}, prepare_data=False)
+    assert settings.seeds == ["1", "2"]
+    maker = experiment_grid.JobMaker(settings, echo=lambda message: None)
+    jobs = experiment_grid.main_section_jobs(maker, settings)
+    assert len({job.done_file for job in jobs}) == len(jobs)
+    weighted_pretraining = sorted(job.name for job in jobs if "weighted_pretraining" in job.name)
+    assert weighted_pretraining == [f"main/weighted_pretraining_ic{constant}/pos/seed_{seed}"
+                                    for constant in ("10", "30") for seed in ("1", "2")]
