@@ -62,13 +62,18 @@ def single_task(data_dir, model_dir, output_dir, *extra):
 # 6. A model folder without tokenizer files; a tokenizer that knows none of the words
 
 
+def without_tokenizer_files(model_dir, destination):
+    """A copy of the encoder's config and weights alone, as a user might copy a model folder."""
+    destination.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(model_dir, name), destination / name)
+    return destination
+
+
 def test_a_model_folder_without_tokenizer_files_is_refused(tiny_model_dir, tiny_data_dir, tmp_path):
     from errors import UsageError
 
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(os.path.join(tiny_model_dir, name), bare / name)
+    bare = without_tokenizer_files(tiny_model_dir, tmp_path / "bare")
     with pytest.raises(UsageError, match=rf"--model_name_or_path {bare}: its tokenizer holds only its 5 special "
                                          r"tokens.*copy its encoder's tokenizer files"):
         single_task(tiny_data_dir, str(bare), tmp_path / "out")
@@ -94,13 +99,21 @@ def test_a_tokenizer_that_knows_none_of_the_words_is_refused(tiny_model_dir, tmp
     assert not (tmp_path / "out").exists()
 
 
+def test_the_affinity_probe_refuses_a_model_folder_without_tokenizer_files(tiny_model_dir, tiny_data_dir, tmp_path):
+    from errors import UsageError
+    from testing import task_affinity
+
+    bare = without_tokenizer_files(tiny_model_dir, tmp_path / "bare")
+    with pytest.raises(UsageError, match=r"its tokenizer holds only its 5 special tokens"):
+        task_affinity.main(["--main_task", "ner", "--candidate_tasks", "pos", "--data_dir", tiny_data_dir,
+                            "--model_name_or_path", str(bare), "--output_dir", str(tmp_path / "out"), "--no_cuda"])
+    assert not (tmp_path / "out").exists()
+
+
 def test_preprocess_max_len_refuses_a_model_folder_without_tokenizer_files(tiny_model_dir, tiny_data_dir, tmp_path):
     from data import preprocess_max_len
 
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(os.path.join(tiny_model_dir, name), bare / name)
+    bare = without_tokenizer_files(tiny_model_dir, tmp_path / "bare")
     with pytest.raises(SystemExit, match=r"^error: --model_name_or_path .*bare: its tokenizer holds only"):
         preprocess_max_len.main(["--input", tiny_data_dir, "--output_dir", str(tmp_path / "out"),
                                  "--max_seq_length", "16", "--model_name_or_path", str(bare)])
@@ -133,6 +146,8 @@ def test_a_roberta_run_trains_and_saves_a_tokenizer_that_marks_word_starts(tiny_
     output = tmp_path / "out"
     single_task(tiny_data_dir, model_dir, output)
     assert float(read_results(output / "pos_test_results.txt")["accuracy"]) > 0
+    with open(output / "run_args.json") as handle:  # RoBERTa is a BERT-family encoder: real tokens only
+        assert json.load(handle)["forward_path"] == "unpadded"
     # The tokenizer saved with the model encodes words as the run did, for whoever loads it next.
     saved = AutoTokenizer.from_pretrained(output)
     tokens = saved([["the", "dog", "sees"]], is_split_into_words=True, add_special_tokens=False).tokens(0)
