@@ -23,6 +23,7 @@ from output_files import (  # noqa: F401
 # the gated joint update that runs without a recorded gcs_variant were made with), and stage 1 alone of
 # pre-training. ROW_FLAGS maps each flag to the suffix it adds to the paradigm's name.
 GCS_PARADIGMS = ("joint_gcs", "joint_gcs_weighted", "normalized_joint_gcs", "normalized_joint_gcs_weighted")
+NOISE_SUFFIX = "_noise"  # run_arguments.NOISE_SUFFIX, not imported: that module would bring torch along
 ROW_FLAGS = (("ablate_source_cosines", "_ablated"), ("noise_source", "_noise"), ("pre_train_only", "_pre_train_only"))
 
 # Each row and the baseline its significance mark tests it against: TAWT against the fixed-weight paradigm
@@ -236,11 +237,9 @@ class Run:
 
     @property
     def noise_tasks(self):
-        """The control tasks --noise_source added: the sources that are not among --auxiliary_task_list."""
-        listed = self.args.get("auxiliary_task_list")
-        if not self.arg("noise_source") or not isinstance(listed, list):
-            return set()
-        return set(self.sources) - set(listed)
+        """The control task --noise_source TASK added, TASK_noise (run_arguments.noise_sources)."""
+        source = self.arg("noise_source")
+        return {source + NOISE_SUFFIX} & set(self.sources) if source else set()
 
     def path(self, filename):
         return os.path.join(self.directory, filename)

@@ -129,8 +129,9 @@ def test_ablated_noise_and_gcs_variant_runs_are_rows_of_their_own(data_dir, tmp_
                               weighting=weighting, noise_source="pos")
             with open(os.path.join(noisy, "run_args.json")) as handle:
                 record = json.load(handle)
+            # As run_arguments records it: the control task TASK_noise joins the sources.
             edit_record(noisy, tasks=record["tasks"][:-1] + ["pos_noise", "ner"],
-                        args={"auxiliary_task_list": record["tasks"][:-1]})
+                        args={"auxiliary_task_list": record["tasks"][:-1] + ["pos_noise"]})
         # A GCS run without a recorded gcs_variant was made with the gated update.
         write_run(root, data_dir, "joint_gcs", "ner", seed, scores["joint_gcs_gated"][seed - 1], 0.5, weighting="gcs")
     tables, markdown = collect(root, tmp_path)
