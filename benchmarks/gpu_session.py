@@ -558,7 +558,8 @@ def parse_arguments(argv):
     running.add_argument("--jobs", type=int, default=8, help="runs at a time on the GPU (default 8)")
     running.add_argument("--seeds", nargs="+", default=None, help="the grid's seeds, run one more a round (default 1 2 3)")
     running.add_argument("--sections", nargs="+", choices=LARGE_GRID.sections, default=list(LARGE_GRID.sections),
-                         help="the grid's sections to run (default: the large grid's, main normalized)")
+                         help="the grid's sections to run (default: all the large grid's: "
+                              + " ".join(LARGE_GRID.sections) + ")")
     running.add_argument("--extra_args", default="", help="flags added to every run's (after the grid's and --bf16)")
     running.add_argument("--archive_name", default="large_gpu", help="the archive's folder in grid_archive.tar.gz")
     running.add_argument("--skip_gpu_check", action="store_true", help="the grid only (e.g. resuming it)")
