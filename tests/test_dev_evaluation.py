@@ -70,6 +70,22 @@ def test_each_paradigm_scores_the_main_task_after_each_epoch_of_the_stage_that_t
             assert (tmp_path / "curve" / name).read_text() == (tmp_path / "plain" / name).read_text()
 
 
+def test_dev_scores_are_tensorboard_curves_on_the_run_wide_step_axis(tiny_data_dir, tiny_model_dir, tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra (setup.sh installs it): pip install tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    script, flags, _, _ = PARADIGMS["pretraining"]
+    run(script, flags + ["--eval_strategy", "epoch", "--report_to", "tensorboard"], tiny_data_dir, tiny_model_dir,
+        tmp_path / "tb")
+    curve = read_json(tmp_path / "tb" / "dev_curve.json")
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    # Fine-tuning's steps follow pre-training's 12 (2 epochs of 6 source batches).
+    for metric in ("f1", "loss"):
+        assert [(event.step, event.value) for event in events.Scalars(f"dev_during_training/ner/{metric}")] == [
+            (12 + entry["step"], pytest.approx(entry[metric])) for entry in curve["evaluations"]]
+
+
 def test_best_model_is_saved_evaluated_and_predicts(tiny_data_dir, tiny_model_dir, tmp_path):
     run(run_single_task, BEST_NOT_LAST, tiny_data_dir, tiny_model_dir, tmp_path / "best")
     curve = read_json(tmp_path / "best" / "dev_curve.json")
