@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT, write_tiny_bert
+from tests.test_reliability import free_port
 from tests.test_scripts import common
 
 QUICK = ["--num_train_epochs", "1", "--report_to", "none"]
@@ -202,14 +203,6 @@ def test_torch_compile_without_a_compiler_is_refused_first(tiny_data_dir, tiny_m
 
 # ---------------------------------------------------------------------------------------------------------
 # 11. A distributed environment left in a shell
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_stale_world_size_waits_a_bounded_time_and_says_so(tiny_data_dir, tiny_model_dir, tmp_path):
