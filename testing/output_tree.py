@@ -74,7 +74,9 @@ EXPERIMENT_SETTINGS = ("encoder", "learning_rate", "num_train_epochs", "max_step
                        "per_gpu_train_batch_size", "weight_decay", "warmup_steps", "dropout", "max_grad_norm",
                        "fp16", "bf16", "gradient_sampling_batch_size", "gradient_sampling_batches",
                        "weight_update_steps", "target_gradient_steps", "olaux_lr", "gcs_mode", "training_sizes",
-                       "training_files", "data_dir")
+                       "training_files", "data_dir",
+                       # Which model is tested: the last, or the best on dev (and when training stopped).
+                       "load_best_model_at_end", "metric_for_best_model", "early_stopping_patience")
 
 
 class OutputTreeError(ValueError):

@@ -45,6 +45,7 @@ def collect(root, tmp_path, *flags):
     ("num_train_epochs", (4.0, 2.0), None),
     ("max_seq_length", (128, 64), None),
     ("encoder", ("/models/minilm", "/models/bert-base"), "model_name_or_path"),
+    ("load_best_model_at_end", (False, True), None),  # the last model tested, or the best on dev
 ])
 def test_seeds_that_differ_in_a_setting_are_refused_naming_it_and_the_directories(data_dir, tmp_path, setting, values,
                                                                                   record_key):
