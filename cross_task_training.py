@@ -591,11 +591,14 @@ def saved_model_labels(run, tasks):
     without a head, or a labels file with a label the head cannot predict, is refused before anything is
     written (the loss would otherwise be computed against another label, or fail part way)."""
     directory = run.model_name_or_path
-    task_labels = saved_task_labels(read_heads_config(directory))
+    heads_config = read_heads_config(directory)
+    task_labels = saved_task_labels(heads_config)
     for task in tasks:
         if task not in task_labels:
             raise UsageError(f"--model_name_or_path {directory} has no head for task {task!r} (its heads: "
                              f"{', '.join(task_labels)}); evaluate a task it was trained on, or pass --do_train")
+        # A model saved before sentence-level tasks existed has none.
+        check_task_level(run, task, task in heads_config.get("sentence_tasks", ()))
         path = labels_file(run.data_dir, task)
         if os.path.isfile(path):
             unknown = [label for label in read_labels(run.data_dir, task) if label not in task_labels[task]]
@@ -664,7 +667,6 @@ def build_model(run, task_labels, sentence_tasks=()):
                                              sentence_pooling=getattr(args, "sentence_pooling", "first"))
     else:
         model = MultiTaskTagger.from_pretrained(run.model_name_or_path, **options)
-        check_task_levels(run, model, task_labels, sentence_tasks)
     model.to(run.device)
     run.forward_path = model.forward_path
     if args.torch_compile or args.torch_compile_mode:
@@ -672,15 +674,15 @@ def build_model(run, task_labels, sentence_tasks=()):
     return model
 
 
-def check_task_levels(run, model, task_labels, sentence_tasks):
+def check_task_level(run, task, sentence_head):
     """Refuse to evaluate a saved model on a task whose files are of the other level than its head."""
-    for task in task_labels:
-        if task in model.task_labels and (task in sentence_tasks) != (task in model.sentence_tasks):
-            levels = ("sentence-level (.tsv)", "tagging (.txt)")
-            data_level, model_level = (levels if task in sentence_tasks else levels[::-1])
-            raise UsageError(f"task {task}: its files in {run.data_dir} are {data_level}, but the model in "
-                             f"{run.model_name_or_path} has a {model_level.split()[0]} head for it; give the data "
-                             "the model was trained on")
+    sentence_data = is_sentence_task(run.data_dir, task)
+    if sentence_data != sentence_head:
+        levels = ("sentence-level (.tsv)", "tagging (.txt)")
+        data_level, model_level = (levels if sentence_data else levels[::-1])
+        raise UsageError(f"task {task}: its files in {run.data_dir} are {data_level}, but the model in "
+                         f"{run.model_name_or_path} has a {model_level.split()[0]} head for it; give the data "
+                         "the model was trained on")
 
 
 def prepare_run(args, paradigm, main_task, tasks, train_limits):
