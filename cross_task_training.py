@@ -63,6 +63,8 @@ def paradigm_name(base, args, fixed_weights_variant=True):
         return f"weighted_{base}"
     if args.weighting in baselines.WEIGHTINGS:
         return baselines.paradigm_name(base, args)
+    if args.weighting == "forkmerge":
+        return f"{base}_forkmerge"
     if fixed_weights_variant and args.task_weights is not None:
         return f"{base}_fixed_weights"
     return base
@@ -125,7 +127,7 @@ class Run:
     completed_stages: dict = field(default_factory=dict)  # stage -> its final task weights
     checkpoint_number: int = 0
     weight_history: "TaskWeightHistory" = None  # set by start_weight_history; saved in checkpoints
-    target_aware_baseline: object = None  # GCS or OL-AUX (target_aware_baselines.start_baseline); saved in checkpoints
+    target_aware_baseline: object = None  # GCS, OL-AUX (target_aware_baselines.py) or ForkMerge; saved in checkpoints
     restored_target_aware_baseline: dict = None
     dev_evaluation: "DevEvaluation" = None  # the main task on dev during training (--eval_strategy); saved in checkpoints
     restored_dev_evaluation: dict = None

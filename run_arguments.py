@@ -161,13 +161,17 @@ def add_multi_task_arguments(parser, main_task_weighted=True, target_aware_basel
     order = "sources in order, main task last" if main_task_weighted else "one per source, in order"
     weighting.add_argument("--task_weights", nargs="+", type=float, default=None,
                            help=f"starting task weights ({order}); normalised to sum 1; default: uniform")
-    weighting.add_argument("--weighting", choices=("fixed", "tawt") + (baselines.WEIGHTINGS if target_aware_baselines
-                                                                       else ()), default="tawt",
+    # forkmerge: ForkMerge (forkmerge.py), a target-aware baseline of its own kind (several model copies).
+    weighting.add_argument("--weighting", choices=("fixed", "tawt") + (baselines.WEIGHTINGS + ("forkmerge",)
+                                                                       if target_aware_baselines else ()),
+                           default="tawt",
                            help="fixed: the weights stay as given; tawt: they follow the TAWT update after each epoch "
                                 "(and every --weight_update_steps steps)" + (
                                     "; gcs: GCS (Du et al. 2018), fixed weights and each source batch's encoder "
                                     "gradient kept or scaled by its cosine with the main task's; olaux: OL-AUX (Lin "
-                                    "et al. 2019), weights moved additively by <G_main, G_source>"
+                                    "et al. 2019), weights moved additively by <G_main, G_source>; forkmerge: "
+                                    "ForkMerge (Jiang et al. 2023), branches trained with different task weights and "
+                                    "merged by the main task's dev score (forkmerge.py)"
                                     if target_aware_baselines else ""))
     weighting.add_argument("--weight_lr", type=float, default=1.0, help="step size of the weight update (paper: 1)")
     weighting.add_argument("--normalized_gradients", action="store_true",

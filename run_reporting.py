@@ -12,7 +12,7 @@ twice. The files themselves hold no repeat: no reader needs TensorBoard's purgin
 
 The hooks are called from training_loop (each logging step, each stage's start), cross_task_training
 (each weight update, the results), weighted pre-training (its head fit, through the weight history) and
-GCS and OL-AUX (what they did, through the weight history too).
+GCS, OL-AUX and ForkMerge (what they did, through the weight history too).
 """
 
 import glob
@@ -219,10 +219,12 @@ class TensorBoardReport(RunReport):
     def training_log(self, record):
         """One training_log.jsonl record: the mean weighted loss, the learning rate, each task's loss."""
         step = self._step(record["step"])
-        self._scalar("train/loss", record["loss"], step)
-        self._scalar("train/learning_rate", record["learning_rate"], step)
+        # A ForkMerge branch's steps (forkmerge.py) are curves of their own: the branches train the same steps.
+        branch = f"_{record['branch']}" if record.get("branch") else ""
+        self._scalar(f"train{branch}/loss", record["loss"], step)
+        self._scalar(f"train{branch}/learning_rate", record["learning_rate"], step)
         for task, loss in record.get("task_losses", {}).items():
-            self._scalar(f"train_loss/{task}", loss, step)
+            self._scalar(f"train_loss{branch}/{task}", loss, step)
         self.writer.flush()
 
     def weight_update(self, tasks, entry):
@@ -240,6 +242,12 @@ class TensorBoardReport(RunReport):
                 self._scalar(f"gcs_{name}/{task}", value, step)
         for task, value in zip(tasks, entry.get("olaux_lr_times_dot_sum") or []):
             self._scalar(f"olaux_lr_times_dot_sum/{task}", value, step)
+        # ForkMerge (forkmerge.py): each merge's coefficients and dev scores.
+        branches = entry.get("forkmerge_branches") or []
+        for name, tag in (("forkmerge_coefficients", "forkmerge_coefficient"), ("forkmerge_branch_dev", "forkmerge_dev")):
+            for branch, value in zip(branches, entry.get(name) or []):
+                self._scalar(f"{tag}/{branch}", value, step)
+        self._scalar("forkmerge_dev/merged", entry.get("forkmerge_dev"), step)
         self.writer.flush()
 
     def dev_score(self, task, stage_step, entry):

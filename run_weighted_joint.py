@@ -8,11 +8,12 @@ weights are plain joint training. The two knobs --task_weights and --weighting g
   weighted joint training (TAWT)  --weighting tawt                        (the default; starts uniform)
   GCS (Du et al. 2018)            --weighting gcs [--gcs_mode weighted]   (fixed weights, gated source gradients)
   OL-AUX (Lin et al. 2019)        --weighting olaux --weight_update_steps 5
+  ForkMerge (Jiang et al. 2023)   --weighting forkmerge [--forkmerge_branches target,all]
 
 Weights are given sources first, in --auxiliary_task_list order, main task last. With --weighting tawt
 they are updated after each epoch (and every --weight_update_steps steps) by the exponentiated-gradient
 step (weighted_training_basics.py); the main task is itself weighted, and its own cosine is 1. GCS and
-OL-AUX, the target-aware baselines, are described in target_aware_baselines.py.
+OL-AUX, the target-aware baselines, are described in target_aware_baselines.py, ForkMerge in forkmerge.py.
 
     python run_weighted_joint.py --auxiliary_task_list pos chunking predicate --main_task ner \\
         --main_task_train_sent_num 500 --output_dir out/weighted_joint_ner --do_train --do_eval --do_predict
@@ -24,6 +25,7 @@ from cross_task_training import finish_run, paradigm_name, prepare_run, run_main
 from run_arguments import (
     add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, initial_task_weights,
 )
+import forkmerge
 import target_aware_baselines
 from training_loop import train_stage
 from weighted_training_basics import tawt_update
@@ -34,7 +36,10 @@ def parse_arguments(argv=None):
     add_common_arguments(parser)
     add_multi_task_arguments(parser, target_aware_baselines=True)
     target_aware_baselines.add_arguments(parser)
-    return check_multi_task_arguments(parser.parse_args(argv))
+    forkmerge.add_arguments(parser)
+    args = check_multi_task_arguments(parser.parse_args(argv))
+    forkmerge.check_arguments(args)
+    return args
 
 
 def main(argv=None):
@@ -57,7 +62,10 @@ def main(argv=None):
             update_weights, adjust_gradients = baseline.update_weights, baseline.adjust_gradients
         else:
             update_weights, adjust_gradients = (tawt_step if args.weighting == "tawt" else None), None
-        train_stage(model, run, "joint", data.train, task_weights, history, update_weights, adjust_gradients)
+        if args.weighting == "forkmerge":
+            forkmerge.train(model, run, "joint", data.train, task_weights, history, data.dev[args.main_task])
+        else:
+            train_stage(model, run, "joint", data.train, task_weights, history, update_weights, adjust_gradients)
 
     return finish_run(run, model, tokenizer, data)
 

@@ -7,6 +7,7 @@ the sizes actually read (after --main_task_train_sent_num), and printed; --task_
   normalized joint training            --weighting fixed
   weighted normalized joint training   --weighting tawt   (the default: the TAWT update from the normalized weights)
   GCS, OL-AUX from the normalized weights   --weighting gcs / olaux   (target_aware_baselines.py)
+  ForkMerge, its all branch at the normalized weights   --weighting forkmerge   (forkmerge.py)
 
 Ratio analysis: --auxiliary_main_ratio r cuts every source to its first r * n_main sentences (n_main =
 --main_task_train_sent_num) and starts from the weights [1/r, ..., 1/r, 1] / (S/r + 1), with either
@@ -27,6 +28,7 @@ from run_arguments import (
     add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, check_ratio_arguments,
     initial_task_weights,
 )
+import forkmerge
 import target_aware_baselines
 from training_loop import train_stage
 from weighted_training_basics import tawt_update
@@ -39,10 +41,12 @@ def parse_arguments(argv=None):
     add_common_arguments(parser)
     add_multi_task_arguments(parser, target_aware_baselines=True)
     target_aware_baselines.add_arguments(parser)
+    forkmerge.add_arguments(parser)
     parser.add_argument("--auxiliary_main_ratio", type=float, default=None,
                         help="ratio analysis: cut each source to ratio * n_main sentences and start from the "
                              "weights [1/r, ..., 1/r, 1] / (S/r + 1)")
     args = check_multi_task_arguments(parser.parse_args(argv))
+    forkmerge.check_arguments(args)
     check_ratio_arguments(args.auxiliary_main_ratio, args.main_task_train_sent_num)
     return args
 
@@ -89,7 +93,10 @@ def main(argv=None):
             update_weights, adjust_gradients = baseline.update_weights, baseline.adjust_gradients
         else:
             update_weights, adjust_gradients = (tawt_step if args.weighting == "tawt" else None), None
-        train_stage(model, run, "joint", data.train, task_weights, history, update_weights, adjust_gradients)
+        if args.weighting == "forkmerge":
+            forkmerge.train(model, run, "joint", data.train, task_weights, history, data.dev[main_task])
+        else:
+            train_stage(model, run, "joint", data.train, task_weights, history, update_weights, adjust_gradients)
 
     return finish_run(run, model, tokenizer, data)
 

@@ -207,6 +207,8 @@ class Transformers28AdamW(torch.optim.Optimizer):
 class Trainer:
     """AdamW + linear schedule over one training stage, with one-task batches and weighted losses."""
 
+    branch = None  # a ForkMerge branch's name (forkmerge.py): its training_log.jsonl records carry it
+
     def __init__(self, model, run, total_steps, stage):
         self.model, self.run, self.stage = model, run, stage
         self.training_model = distributed.wrap_for_training(model, run.device)
@@ -232,11 +234,13 @@ class Trainer:
         self.global_step = state["global_step"]
 
     def train_epoch(self, task_splits, task_weights, epoch, start_batch=0, checkpoint=None, update_weights=None,
-                    adjust_gradients=None, evaluate=None):
+                    adjust_gradients=None, evaluate=None, end_batch=None):
         """One epoch over shuffled one-task batches; task t's loss is multiplied by w_t * K.
 
         `task_weights` maps each task to its weight; K is the number of weighted tasks, so uniform weights
-        reproduce plain training. Batches before `start_batch` were trained before an interruption.
+        reproduce plain training. Batches before `start_batch` were trained before an interruption; with
+        `end_batch` the epoch's batches from there on are left for a later call (ForkMerge's branches train
+        in turns, forkmerge.py).
         `update_weights()` (new weights, task -> weight) is called every --weight_update_steps steps, before
         that step's checkpoint, but not after the epoch's last batch (the update after the epoch follows).
         `checkpoint(batches_done)` is called every --save_steps steps. `adjust_gradients(task, step,
@@ -267,10 +271,11 @@ class Trainer:
             return self.model.collate_batch([task_splits[task].features[index] for index in indices],
                                             run.pad_token_id, rows=args.per_gpu_train_batch_size)
 
-        progress = tqdm(range(start_batch, len(batches)), desc=f"{self.stage} epoch {epoch + 1}", leave=False,
+        end_batch = len(batches) if end_batch is None else min(end_batch, len(batches))
+        progress = tqdm(range(start_batch, end_batch), desc=f"{self.stage} epoch {epoch + 1}", leave=False,
                         disable=not distributed.is_main_process())
         # Closed after the loop (an exception closes it when the generator is freed): the thread stops.
-        loaded = prefetched(batches[start_batch:], collated, run.device)
+        loaded = prefetched(batches[start_batch:end_batch], collated, run.device)
         for batch_number, batch in zip(progress, loaded):
             if self.done:
                 break
@@ -321,6 +326,8 @@ class Trainer:
             return
         record = {"stage": self.stage, "epoch": epoch, "step": self.global_step, "loss": mean_loss,
                   "learning_rate": self.scheduler.get_last_lr()[0], "task_losses": task_losses}
+        if self.branch is not None:
+            record["branch"] = self.branch
         line = json.dumps(record) + "\n"
         try:
             with open(self.run.path(TRAINING_LOG_FILE), "a") as handle:
