@@ -4,7 +4,7 @@
 
 Copies, for every finished run below OUTPUT_ROOT (a directory with run_args.json; one still training is left
 out and named), its `run_args.json`,
-`task_weights.json`, `evaluation_args.json` (a model evaluated in its own directory), the main task's dev and test results and its test predictions (gzip-compressed), and
+`task_weights.json`, `dev_curve.json` (--eval_strategy), `evaluation_args.json` (a model evaluated in its own directory), the main task's dev and test results and its test predictions (gzip-compressed), and
 the main tasks' gold test files and label files (gzip-compressed, under DEST/data), plus the summary
 (`summary/`: tables, significance CSV, weight plots) and each run's wall time from the queue's logs
 (`run_times.csv`). No model, checkpoint or log is copied. Then
@@ -21,7 +21,9 @@ import os
 import shutil
 import sys
 
-from output_files import EVALUATION_ARGS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file
+from output_files import (
+    DEV_CURVE_FILE, EVALUATION_ARGS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file,
+)
 from scripts.job_queue import logged_seconds
 from testing.output_tree import OutputTreeError, csv_text, find_runs, write_text_atomic
 
@@ -61,8 +63,8 @@ def archive(output_root, destination):
         relative = os.path.relpath(run.directory, output_root)
         target = os.path.join(destination, relative)
         os.makedirs(target, exist_ok=True)
-        for name in (RUN_ARGS_FILE, TASK_WEIGHTS_FILE, EVALUATION_ARGS_FILE, results_file(run.main_task, "eval"),
-                     results_file(run.main_task, "test")):
+        for name in (RUN_ARGS_FILE, TASK_WEIGHTS_FILE, DEV_CURVE_FILE, EVALUATION_ARGS_FILE,
+                     results_file(run.main_task, "eval"), results_file(run.main_task, "test")):
             if os.path.isfile(run.path(name)):
                 shutil.copyfile(run.path(name), os.path.join(target, name))
         if os.path.isfile(run.predictions_file()):

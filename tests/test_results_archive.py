@@ -31,7 +31,7 @@ def test_archive_keeps_results_weights_and_compressed_predictions_only(tiny_data
     run_dir = output_root / "main" / "weighted_joint" / "ner" / "seed_1"
     run_weighted_joint.main(common(tiny_data_dir, tiny_model_dir, run_dir) + [
         "--auxiliary_task_list", "pos", "--main_task", "ner", "--main_task_train_sent_num", "6",
-        "--num_train_epochs", "1", "--gradient_sampling_batch_size", "4"])
+        "--num_train_epochs", "1", "--gradient_sampling_batch_size", "4", "--eval_strategy", "epoch"])
     log = output_root / "logs" / "main" / "weighted_joint" / "ner" / "seed_1.log"
     log.parent.mkdir(parents=True)
     log.write_text("# sh run.sh\n# exit status 0 after 42 s\n")
@@ -47,8 +47,8 @@ def test_archive_keeps_results_weights_and_compressed_predictions_only(tiny_data
     assert kept == sorted([
         "data/ner_labels.txt", "data/test_ner.txt.gz", "run_times.csv",
         *(f"main/weighted_joint/ner/seed_1/{name}" for name in (
-            "ner_eval_results.txt", "ner_test_predictions.txt.gz", "ner_test_results.txt", "run_args.json",
-            "task_weights.json")),
+            "dev_curve.json", "ner_eval_results.txt", "ner_test_predictions.txt.gz", "ner_test_results.txt",
+            "run_args.json", "task_weights.json")),
     ])
     with gzip.open(archive / "main/weighted_joint/ner/seed_1/ner_test_predictions.txt.gz", "rt") as handle:
         assert handle.read() == (run_dir / "ner_test_predictions.txt").read_text()
