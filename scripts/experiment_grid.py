@@ -22,6 +22,8 @@ Sections (run in this order; final_weights after the others, since it reads thei
                  normalized joint, weighted normalized joint and the ablation rows
   noise_source   per main task: joint and weighted joint training with --noise_source (the first source's
                  labels permuted across its words, trained as one more source)
+  forkmerge      per main task: ForkMerge (Jiang et al. 2023; forkmerge.py) in joint training, its branches
+                 target and all merged once per epoch by the main task's dev score
   final_weights  the weighted runs re-run with their final weights held fixed (the mean over the seeds of
                  the weights in effect during the last epoch, the entry before the last of task_weights.json): weighted joint -> joint with fixed weights, weighted
                  pre-training -> pre-training with fixed weights, weighted normalized joint -> joint with
@@ -30,7 +32,8 @@ Sections (run in this order; final_weights after the others, since it reads thei
 Output tree (OUTPUT_ROOT: $WORKING_DIR/outputs, or ./outputs with the embedded default data):
   main/<single_task|joint|weighted_joint|pretraining|weighted_pretraining_ic<k>>/<main task>/seed_<seed>/
   normalized/<normalized_joint|weighted_normalized_joint>/<main task>/seed_<seed>/
-  baselines/<joint_gcs|joint_gcs_weighted|joint_olaux|joint_gcs_du|joint_gcs_weighted_du>/<main task>/seed_<seed>/
+  baselines/<joint_gcs|joint_gcs_weighted|joint_olaux|joint_gcs_du|joint_gcs_weighted_du|joint_forkmerge>/
+      <main task>/seed_<seed>/
   ablation/<weighted_joint_ablated|weighted_normalized_joint_ablated>/<main task>/seed_<seed>/
   noise_source/<joint|weighted_joint>_<first source>_noise/<main task>/seed_<seed>/
   final_weights/<joint_fixed_weights|pretraining_fixed_weights_ic<k>|normalized_joint_fixed_weights>/
@@ -77,7 +80,7 @@ PAPER_SECTIONS = ("main", "normalized", "baselines", "analysis", "final_weights"
 # Every section, in the order they run: the controls of what TAWT's gain is made of (GRID=large) come after
 # the paper's, and final_weights last.
 SECTIONS = ("main", "normalized", "baselines", "analysis", "ablation", "gcs_du", "more_seeds", "noise_source",
-            "final_weights")
+            "forkmerge", "final_weights")
 # --ablate_source_cosines: TAWT's update with every source's cosine taken as 0 (weighted_training_basics.py).
 ABLATION_FLAG = "--ablate_source_cosines"
 GRID_SAVE_STEPS = 1000
@@ -201,7 +204,7 @@ MEDIUM_GRID = Grid(
               "TARGET_GRADIENT_STEPS": "8"},
     data_slice={"train": 2 * MEDIUM_MAIN_SIZE, "dev": 500, "test": 2000},
     description="the medium grid on the embedded default data",
-    sections=("main", "normalized", "baselines", "gcs_du"),
+    sections=("main", "normalized", "baselines", "gcs_du", "forkmerge"),
     seeds=("1", "2", "3"),
     note="Medium grid on the embedded default data (Brown text; labels from spaCy except brown_pos, which is "
          "Brown's gold tagging): not comparable with the paper's OntoNotes/CoNLL-2000 numbers.",
@@ -233,7 +236,7 @@ LARGE_GRID = Grid(
               "TARGET_GRADIENT_STEPS": "2"},
     data_slice={"train": LARGE_SOURCE_SIZE, "dev": 500, "test": 2000},
     description="the large grid on the embedded default data",
-    sections=("main", "normalized", "baselines", "ablation", "gcs_du", "more_seeds", "noise_source"),
+    sections=("main", "normalized", "baselines", "ablation", "gcs_du", "more_seeds", "noise_source", "forkmerge"),
     seeds=("1", "2", "3"),
     summary_args=["--inv_constant_choice", "paper", "--paper_inv_constant", "brown_pos=30"],
     original_optimizer_rows=True,
@@ -498,7 +501,7 @@ def check_data(settings, sections):
     grid = settings.grid
     tasks = set()
     if set(sections) & {"main", "normalized", "baselines", "ablation", "gcs_du", "more_seeds", "noise_source",
-                        "final_weights"}:
+                        "forkmerge", "final_weights"}:
         for main_task, setting in grid.main_tasks.items():
             tasks |= {main_task, *setting.sources}
     if "analysis" in sections:
@@ -630,6 +633,19 @@ def gcs_du_section_jobs(maker, settings):
                                       "run_target_aware_baseline_multi.sh",
                                       [method, *setting.sources, main_task, setting.train_size], seed,
                                       ["--gcs_variant", "du"]))
+    return jobs
+
+
+def forkmerge_section_jobs(maker, settings):
+    """ForkMerge in joint training (its default branches and merge interval), beside joint training, TAWT and
+    the other target-aware baselines: the baseline that chooses how much of the sources to keep by the main
+    task's dev score itself."""
+    jobs = []
+    for seed in settings.seeds:
+        for main_task, setting in settings.grid.main_tasks.items():
+            jobs.append(maker.job(f"baselines/joint_forkmerge/{main_task}", main_task,
+                                  "run_target_aware_baseline_multi.sh",
+                                  ["forkmerge", *setting.sources, main_task, setting.train_size], seed))
     return jobs
 
 
@@ -790,6 +806,7 @@ SECTION_JOBS = {
     "gcs_du": gcs_du_section_jobs,
     "more_seeds": more_seeds_section_jobs,
     "noise_source": noise_source_section_jobs,
+    "forkmerge": forkmerge_section_jobs,
     "final_weights": final_weights_section_jobs,
 }
 

@@ -1,9 +1,10 @@
 #!/bin/sh
 # A target-aware baseline beside TAWT, in joint training from uniform weights: GCS (Du et al. 2018), weighted
-# GCS, or OL-AUX (Lin et al. 2019); see target_aware_baselines.py.
+# GCS, or OL-AUX (Lin et al. 2019), see target_aware_baselines.py; or ForkMerge (Jiang et al. 2023), see
+# forkmerge.py (its default branches, target and all, merged once per epoch).
 #
 #   sh scripts/run_target_aware_baseline_multi.sh METHOD [SOURCE... MAIN_TASK [N_MAIN]]
-#   METHOD: gcs, gcs_weighted or olaux
+#   METHOD: gcs, gcs_weighted, olaux or forkmerge
 #   e.g. sh scripts/run_target_aware_baseline_multi.sh gcs pos chunking predicate ner 500
 #
 # No tasks: the paper's NER setting. The target gradient is the main task's encoder gradient on
@@ -13,11 +14,11 @@
 # come from the environment: see scripts/common.sh.
 set -e
 SCRIPT_DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
-USAGE="usage: sh scripts/run_target_aware_baseline_multi.sh METHOD [SOURCE... MAIN_TASK [N_MAIN]] (METHOD: gcs, gcs_weighted, olaux)"
+USAGE="usage: sh scripts/run_target_aware_baseline_multi.sh METHOD [SOURCE... MAIN_TASK [N_MAIN]] (METHOD: gcs, gcs_weighted, olaux, forkmerge)"
 . "$SCRIPT_DIR/common.sh"
 handle_help "$@"
 
-[ $# -ge 1 ] || usage_error "give METHOD first: gcs, gcs_weighted or olaux"
+[ $# -ge 1 ] || usage_error "give METHOD first: gcs, gcs_weighted, olaux or forkmerge"
 METHOD=$1
 shift
 TARGET_GRADIENT_STEPS=${TARGET_GRADIENT_STEPS:-1}
@@ -26,7 +27,8 @@ case $METHOD in
     gcs) METHOD_FLAGS="--weighting gcs --gcs_mode unweighted" ;;
     gcs_weighted) METHOD_FLAGS="--weighting gcs --gcs_mode weighted" ;;
     olaux) METHOD_FLAGS="--weighting olaux --weight_update_steps $OLAUX_HORIZON" ;;
-    *) usage_error "METHOD '$METHOD' is not gcs, gcs_weighted or olaux" ;;
+    forkmerge) METHOD_FLAGS="--weighting forkmerge" ;;
+    *) usage_error "METHOD '$METHOD' is not gcs, gcs_weighted, olaux or forkmerge" ;;
 esac
 parse_tasks_and_size "$@"
 echo "Settings: $METHOD, sources $SOURCES, main task $MAIN_TASK, ${N_MAIN:-all} main-task sentences"

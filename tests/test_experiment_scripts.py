@@ -185,7 +185,7 @@ def test_without_working_dir_the_scripts_use_the_embedded_default(tmp_path, fake
     ("run_weighted_pre_training_multi.sh", [], "give INV_CONSTANT"),
     ("run_joint_training_multi.sh", ["ner", "500"], "at least one source task"),
     ("run_single_analysis.sh", ["many"], "TRAIN_SENT_NUM 'many' is not a number"),
-    ("run_target_aware_baseline_multi.sh", ["pcgrad", "pos", "ner"], "METHOD 'pcgrad' is not gcs, gcs_weighted or olaux"),
+    ("run_target_aware_baseline_multi.sh", ["pcgrad", "pos", "ner"], "METHOD 'pcgrad' is not gcs, gcs_weighted, olaux or forkmerge"),
 ])
 def test_bad_arguments_print_the_usage(tmp_path, fake_python, script, arguments, message):
     completed = run_script(script, *arguments, cwd=tmp_path, PYTHON=fake_python)
@@ -459,12 +459,15 @@ def test_medium_grid_lists_table_1_for_two_main_tasks_with_an_inv_constant_sweep
                                env=clean_environment(GRID="medium", DATA_DIR=data, BERT_MODEL="m",
                                                      CUDA_VISIBLE_DEVICES=""))
     assert completed.returncode == 0, completed.stderr
-    assert "sections main normalized baselines gcs_du, seeds 1 2 3" in completed.stdout  # Table 1, three seeds
+    assert "sections main normalized baselines gcs_du forkmerge, seeds 1 2 3" in completed.stdout  # three seeds
     listed = [line for line in completed.stdout.splitlines() if "SEED=" in line and not line.startswith("#")]
     # per main task: 3 seeds x (single, joint, weighted joint, pre-training, weighted pre-training, normalized
-    # joint, weighted normalized joint, GCS, weighted GCS, OL-AUX, and GCS and weighted GCS as Du et al. define
-    # them), and the sweep's two other inv_constants with seed 1
-    assert len(listed) == 2 * (3 * 12 + 2)
+    # joint, weighted normalized joint, GCS, weighted GCS, OL-AUX, GCS and weighted GCS as Du et al. define
+    # them, and ForkMerge), and the sweep's two other inv_constants with seed 1
+    assert len(listed) == 2 * (3 * 13 + 2)
+    for main_task, sources in (("ner", "pos chunking predicate"), ("brown_pos", "pos chunking ner")):
+        assert sum(f"/baselines/joint_forkmerge/{main_task}/seed_" in line and line.endswith(
+            f"run_target_aware_baseline_multi.sh forkmerge {sources} {main_task} 100") for line in listed) == 3
     baselines = [line for line in listed if "run_target_aware_baseline_multi.sh" in line]
     for method, directory, variant in (("gcs", "joint_gcs", "gated"), ("gcs_weighted", "joint_gcs_weighted", "gated"),
                                        ("olaux", "joint_olaux", None), ("gcs", "joint_gcs_du", "du"),
@@ -496,8 +499,15 @@ def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original
                                env=clean_environment(GRID="large", DATA_DIR=data, BERT_MODEL="m",
                                                      CUDA_VISIBLE_DEVICES=""))
     assert completed.returncode == 0, completed.stderr
-    assert "sections main normalized baselines ablation gcs_du more_seeds noise_source, seeds 1 2 3" in completed.stdout
+    assert ("sections main normalized baselines ablation gcs_du more_seeds noise_source forkmerge, seeds 1 2 3"
+            in completed.stdout)
     listed = [line for line in completed.stdout.splitlines() if "SEED=" in line and not line.startswith("#")]
+    forkmerge = [line for line in listed if "/baselines/joint_forkmerge/" in line]
+    for main_task, arguments in (("brown_pos", "pos chunking ner brown_pos 100"), ("ner", "pos chunking predicate ner 500")):
+        assert sorted(re.search(r"\bSEED=(\d+) ", line).group(1) for line in forkmerge if f"/{main_task}/seed_" in line
+                      and line.endswith(f"run_target_aware_baseline_multi.sh forkmerge {arguments}")) == ["1", "2", "3"]
+    assert len(forkmerge) == 2 * 3
+    listed = [line for line in listed if line not in forkmerge]
     noise = [line for line in listed if "/noise_source/" in line]
     assert len(noise) == 2 * 3 * 2 and all("--noise_source pos" in line for line in noise)
     for row, script in (("joint_pos_noise", "run_joint_training_multi.sh"),
