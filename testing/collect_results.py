@@ -80,6 +80,7 @@ TABLE1_ROWS = {
     "joint_gcs_gated": "GCS, gated joint training (earlier implementation)",
     "joint_gcs_weighted_gated": "Weighted GCS, gated joint training (earlier implementation)",
     "joint_olaux": "OL-AUX (Lin et al. 2019)",
+    "joint_forkmerge": "ForkMerge (Jiang et al. 2023)",
 }
 # A gated GCS row stands in Table 1 only for a task without a row of Du et al.'s update.
 GATED_ROWS = {"joint_gcs_gated": "joint_gcs", "joint_gcs_weighted_gated": "joint_gcs_weighted"}

@@ -28,8 +28,9 @@ ROW_FLAGS = (("ablate_source_cosines", "_ablated"), ("noise_source", "_noise"), 
 
 # Each row and the baseline its significance mark tests it against: TAWT against the fixed-weight paradigm
 # it reweights; the target-aware baselines (target_aware_baselines.py: <base>_gcs, <base>_gcs_weighted,
-# <base>_olaux) against the fixed-weight training they modify; an ablated TAWT row against the same fixed
-# weights as the TAWT row; a row with a noise source against its paradigm without one.
+# <base>_olaux; forkmerge.py: <base>_forkmerge) against the fixed-weight training they modify; an ablated
+# TAWT row against the same fixed weights as the TAWT row; a row with a noise source against its paradigm
+# without one.
 BASELINE_OF = {
     "weighted_pretraining": "pretraining",
     "weighted_joint": "joint",
@@ -39,7 +40,7 @@ BASELINE_OF = {
     "joint_noise": "joint",
     "weighted_joint_noise": "weighted_joint",
 }
-TARGET_AWARE_BASELINES = ("gcs", "gcs_gated", "gcs_weighted", "gcs_weighted_gated", "olaux")
+TARGET_AWARE_BASELINES = ("gcs", "gcs_gated", "gcs_weighted", "gcs_weighted_gated", "olaux", "forkmerge")
 for _base in ("joint", "normalized_joint"):
     BASELINE_OF.update({f"{_base}_{method}": _base for method in TARGET_AWARE_BASELINES})
 # TAWT against each target-aware baseline of the same kind (does TAWT beat GCS and OL-AUX?).

@@ -5,6 +5,7 @@ Nothing here downloads anything: the vocabulary, the encoder and the data are al
 
 import os
 import random
+import shutil
 
 import pytest
 
@@ -80,6 +81,41 @@ def write_task_files(data_dir, sizes=None, seed=0):
         with open(os.path.join(data_dir, f"{task}_labels.txt"), "w") as handle:
             handle.write("\n".join(sorted(labels[task])) + "\n")
     return str(data_dir)
+
+
+def write_twin_and_noise(data_dir, main_task):
+    """Add two sources to the tasks in `data_dir`: `twin`, `main_task`'s files under another name, and `noise`,
+    `main_task`'s sentences with labels drawn at random (seeded) from its own; return the data directory."""
+    labels = open(os.path.join(data_dir, f"{main_task}_labels.txt")).read().split()
+    rng = random.Random(0)
+    for split in ("train", "dev", "test"):
+        main_file = os.path.join(data_dir, f"{split}_{main_task}.txt")
+        shutil.copy(main_file, os.path.join(data_dir, f"{split}_twin.txt"))
+        with open(main_file) as source, open(os.path.join(data_dir, f"{split}_noise.txt"), "w") as noise:
+            for line in source:
+                fields = line.split()
+                noise.write(f"{fields[0]} {rng.choice(labels)}\n" if len(fields) == 2 and fields[0] != "-DOCSTART-"
+                            else line)
+    for task in ("twin", "noise"):
+        shutil.copy(os.path.join(data_dir, f"{main_task}_labels.txt"), os.path.join(data_dir, f"{task}_labels.txt"))
+    return data_dir
+
+
+def start_heads_as_copies(monkeypatch, main_task, tasks):
+    """Every model built from an encoder starts the heads of `tasks` as copies of `main_task`'s: a twin's
+    gradient is then the main task's own, and a noise source differs from it only by its labels."""
+    from modeling_multi_bert import MultiTaskTagger
+
+    build = MultiTaskTagger.from_encoder.__func__
+
+    def with_copied_heads(cls, *arguments, **options):
+        model = build(cls, *arguments, **options)
+        for task in tasks:
+            if task in model.task_labels:
+                model.head(task).load_state_dict(model.head(main_task).state_dict())
+        return model
+
+    monkeypatch.setattr(MultiTaskTagger, "from_encoder", classmethod(with_copied_heads))
 
 
 def corrupted_labels(sentences, labels, rate, seed):

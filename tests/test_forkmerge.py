@@ -1,14 +1,12 @@
-"""ForkMerge on the tiny model: a copy of the main task's task is kept by the merge, a source of random labels
+"""ForkMerge on the tiny model: a copy of the main task is kept by the merge, a source of random labels
 gets less, an interrupted run resumes across a merge to identical results, and one branch is plain training."""
 
 import json
 import os
-import random
-import shutil
 
 import pytest
 
-from tests.conftest import write_task_files
+from tests.conftest import start_heads_as_copies, write_task_files, write_twin_and_noise
 
 # pos, the main task, with 8 of its sentences; `twin` is pos's files (all 48 training sentences) under another
 # name, `noise` pos's sentences with random pos labels. Learning rate 3e-3: the tiny model learns pos in two epochs.
@@ -20,36 +18,13 @@ TRAINING = ["--max_seq_length", "32", "--per_gpu_train_batch_size", "8", "--per_
 @pytest.fixture(scope="module")
 def twin_data_dir(tmp_path_factory):
     data_dir = write_task_files(tmp_path_factory.mktemp("forkmerge_data"), {"train": 48, "dev": 32, "test": 8}, seed=1)
-    labels = open(os.path.join(data_dir, "pos_labels.txt")).read().split()
-    rng = random.Random(0)
-    for split in ("train", "dev", "test"):
-        shutil.copy(os.path.join(data_dir, f"{split}_pos.txt"), os.path.join(data_dir, f"{split}_twin.txt"))
-        with open(os.path.join(data_dir, f"{split}_pos.txt")) as source, \
-                open(os.path.join(data_dir, f"{split}_noise.txt"), "w") as noise:
-            for line in source:
-                fields = line.split()
-                noise.write(f"{fields[0]} {rng.choice(labels)}\n" if len(fields) == 2 and fields[0] != "-DOCSTART-"
-                            else line)
-    for task in ("twin", "noise"):
-        shutil.copy(os.path.join(data_dir, "pos_labels.txt"), os.path.join(data_dir, f"{task}_labels.txt"))
-    return data_dir
+    return write_twin_and_noise(data_dir, "pos")
 
 
 @pytest.fixture
 def copied_heads(monkeypatch):
     """The twin's and the noise's heads start as copies of pos's: the twin is then pos itself, on more sentences."""
-    from modeling_multi_bert import MultiTaskTagger
-
-    build = MultiTaskTagger.from_encoder.__func__
-
-    def with_copied_heads(cls, *arguments, **options):
-        model = build(cls, *arguments, **options)
-        for task in ("twin", "noise"):
-            if task in model.task_labels:
-                model.head(task).load_state_dict(model.head("pos").state_dict())
-        return model
-
-    monkeypatch.setattr(MultiTaskTagger, "from_encoder", classmethod(with_copied_heads))
+    start_heads_as_copies(monkeypatch, "pos", ["twin", "noise"])
 
 
 class Interrupted(Exception):

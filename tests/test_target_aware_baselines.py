@@ -3,12 +3,10 @@ labels is dropped more often, and an interrupted run resumes to identical result
 
 import json
 import os
-import random
-import shutil
 
 import pytest
 
-from tests.conftest import write_task_files
+from tests.conftest import start_heads_as_copies, write_task_files, write_twin_and_noise
 from tests.test_scripts import TINY_TRAINING
 
 SOURCES = ["twin", "noise"]
@@ -17,37 +15,14 @@ SOURCES = ["twin", "noise"]
 @pytest.fixture(scope="module")
 def twin_data_dir(tmp_path_factory):
     """The tiny tasks, plus `twin` (ner's files under another name) and `noise` (ner's sentences, random ner labels)."""
-    data_dir = write_task_files(tmp_path_factory.mktemp("twin_data"))
-    labels = open(os.path.join(data_dir, "ner_labels.txt")).read().split()
-    rng = random.Random(0)
-    for split in ("train", "dev", "test"):
-        shutil.copy(os.path.join(data_dir, f"{split}_ner.txt"), os.path.join(data_dir, f"{split}_twin.txt"))
-        with open(os.path.join(data_dir, f"{split}_ner.txt")) as source, \
-                open(os.path.join(data_dir, f"{split}_noise.txt"), "w") as noise:
-            for line in source:
-                fields = line.split()
-                noise.write(f"{fields[0]} {rng.choice(labels)}\n" if len(fields) == 2 and fields[0] != "-DOCSTART-"
-                            else line)
-    for task in SOURCES:
-        shutil.copy(os.path.join(data_dir, "ner_labels.txt"), os.path.join(data_dir, f"{task}_labels.txt"))
-    return data_dir
+    return write_twin_and_noise(write_task_files(tmp_path_factory.mktemp("twin_data")), "ner")
 
 
 @pytest.fixture
 def twin_heads(monkeypatch):
     """The twin's and the noise's heads start as copies of the main task's: the twin's gradient is then the
     main task's own (on other sentences of the same file), and the noise differs from it only by its labels."""
-    from modeling_multi_bert import MultiTaskTagger
-
-    build = MultiTaskTagger.from_encoder.__func__
-
-    def with_copied_heads(cls, *arguments, **options):
-        model = build(cls, *arguments, **options)
-        for task in SOURCES:
-            model.head(task).load_state_dict(model.head("ner").state_dict())
-        return model
-
-    monkeypatch.setattr(MultiTaskTagger, "from_encoder", classmethod(with_copied_heads))
+    start_heads_as_copies(monkeypatch, "ner", SOURCES)
 
 
 class Interrupted(Exception):
