@@ -10,9 +10,9 @@ import argparse
 
 import numpy as np
 
-from cross_task_training import finish_run, prepare_run, run_main
-from run_arguments import add_common_arguments, check_positive, check_task_name
-from training_loop import train_stage
+from tawt.cross_task_training import finish_run, prepare_run, run_main
+from tawt.run_arguments import add_common_arguments, check_positive, check_task_name
+from tawt.training_loop import train_stage
 
 
 def parse_arguments(argv=None):

@@ -13,7 +13,7 @@ weights are plain joint training. The two knobs --task_weights and --weighting g
 Weights are given sources first, in --auxiliary_task_list order, main task last. With --weighting tawt
 they are updated after each epoch (and every --weight_update_steps steps) by the exponentiated-gradient
 step (weighted_training_basics.py); the main task is itself weighted, and its own cosine is 1. GCS and
-OL-AUX, the target-aware baselines, are described in target_aware_baselines.py, ForkMerge in forkmerge.py.
+OL-AUX, the target-aware baselines, are described in tawt/target_aware_baselines.py, ForkMerge in tawt/forkmerge.py.
 
     python run_weighted_joint.py --auxiliary_task_list pos chunking predicate --main_task ner \\
         --main_task_train_sent_num 500 --output_dir out/weighted_joint_ner --do_train --do_eval --do_predict
@@ -21,13 +21,13 @@ OL-AUX, the target-aware baselines, are described in target_aware_baselines.py, 
 
 import argparse
 
-from cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
-from run_arguments import (
+from tawt.cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
+from tawt.run_arguments import (
     add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, initial_task_weights,
 )
-import forkmerge
-import target_aware_baselines
-from training_loop import train_stage
+from tawt import forkmerge
+from tawt import target_aware_baselines
+from tawt.training_loop import train_stage
 from weighted_training_basics import tawt_update
 
 

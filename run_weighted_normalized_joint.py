@@ -6,8 +6,8 @@ the sizes actually read (after --main_task_train_sent_num), and printed; --task_
 
   normalized joint training            --weighting fixed
   weighted normalized joint training   --weighting tawt   (the default: the TAWT update from the normalized weights)
-  GCS, OL-AUX from the normalized weights   --weighting gcs / olaux   (target_aware_baselines.py)
-  ForkMerge, its all branch at the normalized weights   --weighting forkmerge   (forkmerge.py)
+  GCS, OL-AUX from the normalized weights   --weighting gcs / olaux   (tawt/target_aware_baselines.py)
+  ForkMerge, its all branch at the normalized weights   --weighting forkmerge   (tawt/forkmerge.py)
 
 Ratio analysis: --auxiliary_main_ratio r cuts every source to its first r * n_main sentences (n_main =
 --main_task_train_sent_num) and starts from the weights [1/r, ..., 1/r, 1] / (S/r + 1), with either
@@ -23,14 +23,14 @@ import logging
 
 import numpy as np
 
-from cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
-from run_arguments import (
+from tawt.cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
+from tawt.run_arguments import (
     add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, check_ratio_arguments,
     initial_task_weights,
 )
-import forkmerge
-import target_aware_baselines
-from training_loop import train_stage
+from tawt import forkmerge
+from tawt import target_aware_baselines
+from tawt.training_loop import train_stage
 from weighted_training_basics import tawt_update
 
 logger = logging.getLogger("tawt")

@@ -24,12 +24,12 @@ import argparse
 
 import numpy as np
 
-from cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
-from errors import UsageError
-from run_arguments import (
+from tawt.cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
+from tawt.errors import UsageError
+from tawt.run_arguments import (
     add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, initial_task_weights,
 )
-from training_loop import train_stage
+from tawt.training_loop import train_stage
 from weighted_training_basics import fit_head_on_frozen_encoder, tawt_update
 
 

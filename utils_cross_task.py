@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from errors import TaskDataError, UsageError
+from tawt.errors import TaskDataError, UsageError
 
 logger = logging.getLogger(__name__)
 

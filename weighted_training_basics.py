@@ -21,9 +21,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-import distributed
+from tawt import distributed
 from modeling_multi_bert import dropout_off, token_classification_loss
-from training_loop import adamw_with_linear_schedule
+from tawt.training_loop import adamw_with_linear_schedule
 from utils_cross_task import IGNORED_LABEL_ID, collate, epoch_batches
 
 logger = logging.getLogger(__name__)

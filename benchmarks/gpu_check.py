@@ -46,19 +46,19 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch
 
-from benchmarks.run_benchmarks import (
+from tawt.benchmarks.run_benchmarks import (
     AUXILIARY_TASKS, SIZES, bf16_peak_flops, format_row, interleaved, machine_description, make_run, median,
     original_padding, print_table, row, run_suite, sentences_needed, subset, table_text, timed,
     training_flops_per_sentence, write_results,
 )
-from benchmarks.workloads import (
+from tawt.benchmarks.workloads import (
     MAIN_TASK, TASKS, build_model, load_tokenizer, load_workload, random_encoder, task_split,
 )
-from cross_task_training import UsageError, package_versions, resolve_data_dir, resolve_model_name_or_path
-from data.conll_io import (
+from tawt.cross_task_training import UsageError, package_versions, resolve_data_dir, resolve_model_name_or_path
+from tawt.data.conll_io import (
     SPLITS, labels_file_text, sample_sentences, task_file_text, write_files_atomically,
 )
-from output_files import TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, write_text_atomic
+from tawt.output_files import TASK_WEIGHTS_FILE, TRAINING_LOG_FILE, write_text_atomic
 from utils_cross_task import TaskDataError, read_labels, read_sentences, task_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -245,8 +245,8 @@ def path_figures(device, kind, size, workload, tokenizer, run, deadline):
     import contextlib
     import io
 
-    from evaluation import predict
-    from training_loop import Trainer
+    from tawt.evaluation import predict
+    from tawt.training_loop import Trainer
     from weighted_training_basics import fit_head_on_frozen_encoder
 
     splits = {task: task_split(task, sentences, tokenizer, workload.labels[task])

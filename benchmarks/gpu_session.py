@@ -55,11 +55,11 @@ import threading
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing on the GPU machine can reach a hub
 
-from benchmarks.gpu_check import PACK_INFO, directory_bytes, read_pack, replace_directory
-from cross_task_training import UsageError
-from output_files import write_text_atomic
-from scripts.experiment_grid import LARGE_GRID, JobMaker, default_data_slice, plan, settings_from_environment, summary_commands
-from scripts.job_queue import logged_seconds
+from tawt.benchmarks.gpu_check import PACK_INFO, directory_bytes, read_pack, replace_directory
+from tawt.cross_task_training import UsageError
+from tawt.output_files import write_text_atomic
+from tawt.scripts.experiment_grid import LARGE_GRID, JobMaker, default_data_slice, plan, settings_from_environment, summary_commands
+from tawt.scripts.job_queue import logged_seconds
 from utils_cross_task import TaskDataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,7 +93,7 @@ FILES_BACK = 8  # how many files of $OUT come back
 
 def pack(args):
     """Write the data slice, the encoder, the GPU check's pack and seqeval into args.output_dir (replaced)."""
-    from data.make_default_data import resolve_model_name_or_path
+    from tawt.data.make_default_data import resolve_model_name_or_path
 
     main_tasks = args.main_tasks or list(LARGE_GRID.main_tasks)
     unknown = [task for task in main_tasks if task not in LARGE_GRID.main_tasks]

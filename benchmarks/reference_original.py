@@ -21,7 +21,7 @@ from torch.autograd import grad
 
 from utils_cross_task import IGNORED_LABEL_ID, epoch_batches
 
-from benchmarks.workloads import collate_padded_to_max_length
+from tawt.benchmarks.workloads import collate_padded_to_max_length
 
 
 @contextlib.contextmanager

@@ -38,18 +38,18 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would only add noise
 import numpy as np
 import torch
 
-from benchmarks import reference_original
-from benchmarks.workloads import (
+from tawt.benchmarks import reference_original
+from tawt.benchmarks.workloads import (
     MAIN_TASK, TASKS, build_model, collate_padded_to_max_length, load_tokenizer, load_workload, parameter_bytes,
     task_split,
 )
-from cross_task_training import AUTO_FORWARD_PATH, Run
-from evaluation import predict
+from tawt.cross_task_training import AUTO_FORWARD_PATH, Run
+from tawt.evaluation import predict
 from modeling_multi_bert import FORWARD_PATHS, MultiTaskTagger
-from output_files import write_json_atomic
-from run_arguments import add_common_arguments, add_multi_task_arguments
-from testing import task_affinity
-from training_loop import Trainer
+from tawt.output_files import write_json_atomic
+from tawt.run_arguments import add_common_arguments, add_multi_task_arguments
+from tawt.testing import task_affinity
+from tawt.training_loop import Trainer
 from utils_cross_task import Feature, collate
 from weighted_training_basics import (
     cosine_similarity, encoder_gradient, exponentiated_gradient_step, fit_head_on_frozen_encoder,

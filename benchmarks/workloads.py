@@ -35,14 +35,14 @@ class Workload:
 
 
 def _default_data_dir():
-    from data.make_default_data import default_data_dir, is_complete_build
+    from tawt.data.make_default_data import default_data_dir, is_complete_build
 
     directory = default_data_dir()
     return directory if is_complete_build(directory) else None
 
 
 def _brown_tarball():
-    from data.make_default_data import BROWN_TARBALL, cache_root
+    from tawt.data.make_default_data import BROWN_TARBALL, cache_root
 
     path = os.path.join(cache_root(), "downloads", BROWN_TARBALL)
     return path if os.path.isfile(path) else None
@@ -88,7 +88,7 @@ def load_workload(sentences_per_task, seed=0, data_dir=None):
         return Workload(sentences, labels, source)
     tarball = _brown_tarball()
     if tarball is not None:
-        from data.make_default_data import read_brown
+        from tawt.data.make_default_data import read_brown
 
         pool = [sentence for document in read_brown(tarball) for sentence in document.sentences]
         source = f"Brown corpus sentences from {tarball} (default data not built yet; labels from Brown's tags)"
@@ -117,7 +117,7 @@ def task_split(task, sentences, tokenizer, labels, split="train"):
 
 def _minilm_path():
     try:
-        from data.make_default_data import resolve_model_name_or_path
+        from tawt.data.make_default_data import resolve_model_name_or_path
         return resolve_model_name_or_path(None)
     except Exception:  # not installed: fall back to a random encoder of the same shape
         return None

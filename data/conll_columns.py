@@ -13,8 +13,8 @@ that does not stops the conversion, naming the file and the line, and nothing is
 import re
 from dataclasses import dataclass
 
-from data.conll_io import TaggedSentence, read_text_lines
-from errors import TaskDataError, UsageError
+from tawt.data.conll_io import TaggedSentence, read_text_lines
+from tawt.errors import TaskDataError, UsageError
 from utils_cross_task import is_sentence_break, split_columns
 
 COLUMN_ASSIGNMENT = re.compile(r"^([^=/\\\s]+)=(\d+)$")

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from data.conll_io import ONTONOTES_TASKS, SPLITS, LabelledText, TaggedSentence, predicate_label
-from errors import UsageError
+from tawt.data.conll_io import ONTONOTES_TASKS, SPLITS, LabelledText, TaggedSentence, predicate_label
+from tawt.errors import UsageError
 from utils_cross_task import TaskDataError
 
 

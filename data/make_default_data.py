@@ -45,8 +45,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from data.conll_io import SPLITS, TaskDataError, labels_file_text, task_file_text
-from data.spacy_labels import EXCLUDED_PIPES, SPACY_MODEL, label_sentences
+from tawt.data.conll_io import SPLITS, TaskDataError, labels_file_text, task_file_text
+from tawt.data.spacy_labels import EXCLUDED_PIPES, SPACY_MODEL, label_sentences
 
 # Bump when the files written change (format, rules, splits): a new version is built in a new folder.
 DEFAULT_DATA_VERSION = 1
@@ -495,6 +495,6 @@ def main(argv=None):
 
 if __name__ == "__main__":
     # Run the copy imported under its package name, so spawned workers find its functions by that name.
-    from data.make_default_data import main as package_main
+    from tawt.data.make_default_data import main as package_main
 
     package_main()

@@ -23,8 +23,8 @@ import sys
 
 from tqdm import tqdm
 
-from data.conll_io import TaskDataError, read_text_lines, write_files_atomically
-from errors import UsageError
+from tawt.data.conll_io import TaskDataError, read_text_lines, write_files_atomically
+from tawt.errors import UsageError
 from utils_cross_task import (
     EncodingReport, encode_words, is_sentence_break, load_word_tokenizer, split_columns, word_windows,
 )
@@ -126,7 +126,7 @@ def main(argv=None):
         if os.path.realpath(input_dir or ".") == os.path.realpath(args.output_dir):
             raise TaskDataError(f"{args.output_dir}: --output_dir is the input's folder{linked(args.output_dir)}; "
                                 "choose another so the originals are kept")
-        from data.make_default_data import resolve_model_name_or_path
+        from tawt.data.make_default_data import resolve_model_name_or_path
 
         tokenizer = load_word_tokenizer(resolve_model_name_or_path(args.model_name_or_path))
         contents = {}

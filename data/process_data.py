@@ -26,9 +26,9 @@ import sys
 
 from tqdm import tqdm
 
-from data import conll_columns, hf_datasets
-from errors import UsageError
-from data.conll_io import (
+from tawt.data import conll_columns, hf_datasets
+from tawt.errors import UsageError
+from tawt.data.conll_io import (
     ONTONOTES_TASKS,
     SPLITS,
     LabelledText,

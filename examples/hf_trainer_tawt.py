@@ -22,8 +22,8 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, DataCollatorForTokenClassification, HfArgumentParser, set_seed
 from transformers import TrainingArguments
 
-from errors import TaskDataError
-from sequence_metrics import compute_metrics
+from tawt.errors import TaskDataError
+from tawt.sequence_metrics import compute_metrics
 from tawt import TAWT, MultiTaskDataset, TAWTTrainer
 from utils_cross_task import IGNORED_LABEL_ID, load_task_split, read_labels
 

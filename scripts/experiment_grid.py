@@ -9,7 +9,7 @@ Sections (run in this order; final_weights after the others, since it reads thei
                  every inv_constant
   normalized     per main task: normalized joint and weighted normalized joint training
   baselines      per main task: the target-aware baselines GCS, weighted GCS and OL-AUX in joint training
-                 (target_aware_baselines.py), beside joint and weighted joint training; GCS with
+                 (tawt/target_aware_baselines.py), beside joint and weighted joint training; GCS with
                  --gcs_variant gated (a source step applies the gated source gradient alone)
   analysis       main task ner, sources pos predicate (the reduced grid: pos from chunking predicate): the
                  ratio analysis, the main-task-size analysis, and single-task runs of the main task with the
@@ -22,7 +22,7 @@ Sections (run in this order; final_weights after the others, since it reads thei
                  normalized joint, weighted normalized joint and the ablation rows
   noise_source   per main task: joint and weighted joint training with --noise_source (the first source's
                  labels permuted across its words, trained as one more source)
-  forkmerge      per main task: ForkMerge (Jiang et al. 2023; forkmerge.py) in joint training, its branches
+  forkmerge      per main task: ForkMerge (Jiang et al. 2023; tawt/forkmerge.py) in joint training, its branches
                  target and all merged once per epoch by the main task's dev score
   final_weights  the weighted runs re-run with their final weights held fixed (the mean over the seeds of
                  the weights in effect during the last epoch, the entry before the last of task_weights.json): weighted joint -> joint with fixed weights, weighted
@@ -67,10 +67,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from output_files import ALL_RESULTS_FILE, TASK_WEIGHTS_FILE, holds_checkpoints, holds_results
-from output_lock import DirectoryInUse, lock_directory
-from scripts import slurm_grid
-from scripts.job_queue import Job, detect_slots, run_jobs, say, summarize
+from tawt.output_files import ALL_RESULTS_FILE, TASK_WEIGHTS_FILE, holds_checkpoints, holds_results
+from tawt.output_lock import DirectoryInUse, lock_directory
+from tawt.scripts import slurm_grid
+from tawt.scripts.job_queue import Job, detect_slots, run_jobs, say, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -358,7 +358,7 @@ def settings_from_environment(environ=None, prepare_data=True):
         if environ.get("BERT_MODEL"):
             script_env["BERT_MODEL"] = environ["BERT_MODEL"]
         elif prepare_data:
-            from data.make_default_data import resolve_model_name_or_path
+            from tawt.data.make_default_data import resolve_model_name_or_path
 
             resolve_model_name_or_path(None)  # fail now, with what to install, rather than in every run
     data_dir = os.path.abspath(data_dir) if data_dir else data_dir
@@ -461,7 +461,7 @@ def default_data_slice(grid, output_root, source=None):
     """OUTPUT_ROOT/default_data_slice_...: the first sentences of every file of the embedded default data
     (with grid.random_train_slice, a seeded random choice of the training files' sentences); `source`: slice
     that data directory instead (benchmarks/gpu_session.py packs a slice of the user's data this way)."""
-    from data.make_default_data import ensure_default_data
+    from tawt.data.make_default_data import ensure_default_data
 
     source = source or ensure_default_data()
     sizes = grid.data_slice

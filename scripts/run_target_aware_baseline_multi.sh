@@ -1,7 +1,7 @@
 #!/bin/sh
 # A target-aware baseline beside TAWT, in joint training from uniform weights: GCS (Du et al. 2018), weighted
-# GCS, or OL-AUX (Lin et al. 2019), see target_aware_baselines.py; or ForkMerge (Jiang et al. 2023), see
-# forkmerge.py (its default branches, target and all, merged once per epoch).
+# GCS, or OL-AUX (Lin et al. 2019), see tawt/target_aware_baselines.py; or ForkMerge (Jiang et al. 2023), see
+# tawt/forkmerge.py (its default branches, target and all, merged once per epoch).
 #
 #   sh scripts/run_target_aware_baseline_multi.sh METHOD [SOURCE... MAIN_TASK [N_MAIN]]
 #   METHOD: gcs, gcs_weighted, olaux or forkmerge

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from scripts.job_queue import say, write_job_list
+from tawt.scripts.job_queue import say, write_job_list
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -22,7 +22,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from output_files import TASK_WEIGHTS_FILE, write_json_atomic
+from tawt.output_files import TASK_WEIGHTS_FILE, write_json_atomic
 from utils_cross_task import IGNORED_LABEL_ID, epoch_batches
 
 WEIGHTING_STATE_FILE = "tawt_weighting.pt"

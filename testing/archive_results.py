@@ -21,11 +21,11 @@ import os
 import shutil
 import sys
 
-from output_files import (
+from tawt.output_files import (
     DEV_CURVE_FILE, EVALUATION_ARGS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file,
 )
-from scripts.job_queue import logged_seconds
-from testing.output_tree import OutputTreeError, csv_text, find_runs, write_text_atomic
+from tawt.scripts.job_queue import logged_seconds
+from tawt.testing.output_tree import OutputTreeError, csv_text, find_runs, write_text_atomic
 
 
 def gzip_copy(source, destination):

@@ -4,7 +4,7 @@ Walks OUTPUT_ROOT for run directories (those with run_args.json), and writes to 
 
 * `table1.md`: rows single-task, pre-training, weighted pre-training, joint, weighted joint, normalized joint,
   weighted normalized joint, and the target-aware baselines GCS, weighted GCS and OL-AUX where the tree has
-  them (target_aware_baselines.py); columns the main tasks and their average. A cell is the main task's test
+  them (tawt/target_aware_baselines.py); columns the main tasks and their average. A cell is the main task's test
   score x 100 (accuracy for tagging tasks such as pos, F1 otherwise; read from `{task}_test_results.txt`),
   mean ± sample std over the seeds. Below it, every other configuration of the tree (ratio analysis, other
   main-task sizes, fixed-weight re-runs, the weighted pre-training inv_constants not shown) in one long table.
@@ -50,14 +50,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from testing.method_comparison import (
+from tawt.testing.method_comparison import (
     BOOTSTRAP_MIN_SEEDS, CORRECTIONS, compare_over_seeds, distinct_resamples, holm, two_level_bootstrap,
 )
-from testing.output_tree import (
+from tawt.testing.output_tree import (
     ARGUMENT_DEFAULTS, BASELINE_OF, CONFIGURATION_ARGS, EXPERIMENT_SETTINGS, OTHER_COMPARISONS, TASK_WEIGHTS_FILE,
     TAWT_OF, OutputTreeError, csv_text, find_runs, read_task_weights, write_text_atomic,
 )
-from testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, system_counts
+from tawt.testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, system_counts
 from utils_cross_task import TaskDataError
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ TABLE1_ROWS = {
     "weighted_normalized_joint_ablated": "Weighted normalized joint training, source cosines ablated",
     "joint_noise": "Joint training + noise source",
     "weighted_joint_noise": "Weighted joint training + noise source",
-    # The target-aware baselines (target_aware_baselines.py), in joint training from uniform weights.
+    # The target-aware baselines (tawt/target_aware_baselines.py), in joint training from uniform weights.
     "joint_gcs": "GCS (Du et al. 2018)",
     "joint_gcs_weighted": "Weighted GCS (Du et al. 2018)",
     "joint_gcs_gated": "GCS, gated joint training (earlier implementation)",

@@ -22,11 +22,11 @@ import json
 import os
 import sys
 
-from scripts.experiment_grid import weights_of_last_epoch
-from testing.collect_results import Experiment, format_score
-from testing.method_comparison import compare_over_seeds
-from testing.output_tree import OutputTreeError, find_runs
-from testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, TESTS, compare_runs
+from tawt.scripts.experiment_grid import weights_of_last_epoch
+from tawt.testing.collect_results import Experiment, format_score
+from tawt.testing.method_comparison import compare_over_seeds
+from tawt.testing.output_tree import OutputTreeError, find_runs
+from tawt.testing.significance_testing import DEFAULT_SAMPLES, DEFAULT_SEED, TESTS, compare_runs
 
 # The method-level comparison of the two optimizers (flag - default, x 100), then each seed's tests of its
 # two trained models, one p-value per seed in the order of `seeds`.
@@ -69,7 +69,7 @@ def head_movement(run_dir, main_task, seed):
     rebuilt as the run built it (the seed set, then the heads created on the encoder)."""
     import torch
 
-    from cross_task_training import set_seed
+    from tawt.cross_task_training import set_seed
     from modeling_multi_bert import MultiTaskTagger
 
     with open(os.path.join(run_dir, "run_args.json"), encoding="utf-8") as handle:

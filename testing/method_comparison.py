@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from testing.significance_testing import bootstrap_differences, corpus_scores
+from tawt.testing.significance_testing import bootstrap_differences, corpus_scores
 
 CONFIDENCE = 0.95
 POWER = 0.8

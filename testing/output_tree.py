@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from output_files import (  # noqa: F401
+from tawt.output_files import (  # noqa: F401
     ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE, holds_checkpoints,
     predictions_file, results_file, write_text_atomic,
 )
@@ -27,8 +27,8 @@ NOISE_SUFFIX = "_noise"  # run_arguments.NOISE_SUFFIX, not imported: that module
 ROW_FLAGS = (("ablate_source_cosines", "_ablated"), ("noise_source", "_noise"), ("pre_train_only", "_pre_train_only"))
 
 # Each row and the baseline its significance mark tests it against: TAWT against the fixed-weight paradigm
-# it reweights; the target-aware baselines (target_aware_baselines.py: <base>_gcs, <base>_gcs_weighted,
-# <base>_olaux; forkmerge.py: <base>_forkmerge) against the fixed-weight training they modify; an ablated
+# it reweights; the target-aware baselines (tawt/target_aware_baselines.py: <base>_gcs, <base>_gcs_weighted,
+# <base>_olaux; tawt/forkmerge.py: <base>_forkmerge) against the fixed-weight training they modify; an ablated
 # TAWT row against the same fixed weights as the TAWT row; a row with a noise source against its paradigm
 # without one.
 BASELINE_OF = {
@@ -122,7 +122,7 @@ def primary_score(results, path):
     span and binary families write `f1` (their primary metric), the tagging family writes `accuracy` and no
     `f1`. So the labels file, which the run directory does not keep, is not needed.
     """
-    from sequence_metrics import primary_metric
+    from tawt.sequence_metrics import primary_metric
 
     if "metric_family" in results:
         key = primary_metric(results["metric_family"])

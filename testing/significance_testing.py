@@ -49,8 +49,8 @@ import warnings
 
 import numpy as np
 
-from sequence_metrics import is_bio_label, metric_family, positive_label, primary_metric
-from testing.output_tree import (
+from tawt.sequence_metrics import is_bio_label, metric_family, positive_label, primary_metric
+from tawt.testing.output_tree import (
     BASELINE_OF, COMPARISONS, OutputTreeError, csv_text, find_runs, write_text_atomic,
 )
 from utils_cross_task import TaskDataError, labels_file, read_sentences, read_text_lines
@@ -455,7 +455,7 @@ def parse_args(argv=None):
     pair.add_argument("--gold", required=True, help="the gold test file, e.g. data/test_ner.txt")
     pair.add_argument("--baseline", required=True, help="the baseline's {task}_test_predictions.txt")
     pair.add_argument("--weighted", required=True, help="the weighted system's {task}_test_predictions.txt")
-    pair.add_argument("--task", required=True, help="task name; chooses the metric (see sequence_metrics.py)")
+    pair.add_argument("--task", required=True, help="task name; chooses the metric (see tawt/sequence_metrics.py)")
     pair.add_argument(
         "--labels", default=None,
         help="the task's label file (None: {task}_labels.txt beside --gold, else the gold file's labels); a "

@@ -39,13 +39,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cross_task_training import (
+from tawt.cross_task_training import (
     Run, UsageError, load_task_data, load_tokenizer, resolve_data_dir, resolve_model_name_or_path, run_main, set_seed,
 )
 from modeling_multi_bert import MultiTaskTagger, load_encoder
-from output_files import write_text_atomic
-from run_arguments import check_optimizer_arguments, check_positive, check_task_name, check_weight_lr, parse_task_list
-from testing.output_tree import csv_text
+from tawt.output_files import write_text_atomic
+from tawt.run_arguments import check_optimizer_arguments, check_positive, check_task_name, check_weight_lr, parse_task_list
+from tawt.testing.output_tree import csv_text
 from utils_cross_task import IGNORED_LABEL_ID, TaskSplit
 from weighted_training_basics import (
     compare_with_main_task, exponentiated_gradient_step, fit_head_on_frozen_encoder, sample_gradient_batches,

@@ -137,7 +137,7 @@ def sentence_scores_by_hand(task, labels, gold, predicted):
     import numpy as np
     from seqeval.metrics.sequence_labeling import get_entities
 
-    from sequence_metrics import compute_metrics, metric_family, positive_label, primary_metric
+    from tawt.sequence_metrics import compute_metrics, metric_family, positive_label, primary_metric
 
     family = metric_family(task, labels)
     scores = []

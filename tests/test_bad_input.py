@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 import run_single_task
 import run_weighted_joint
-from cross_task_training import UsageError, run_main
-from run_arguments import initial_task_weights
+from tawt.cross_task_training import UsageError, run_main
+from tawt.run_arguments import initial_task_weights
 from tests.test_scripts import common
 from utils_cross_task import TaskDataError, read_sentences
 from weighted_training_basics import exponentiated_gradient_step
@@ -135,8 +135,7 @@ def test_weight_update_stays_finite_positive_and_normalised(case):
 
 
 def test_results_are_written_atomically(tmp_path, monkeypatch):
-    import output_files
-
+    from tawt import output_files
     path = tmp_path / "ner_test_results.txt"
     path.write_text("f1 = 0.5\n")
 

@@ -2,8 +2,8 @@
 
 import json
 
-from benchmarks import reference_original, run_benchmarks
-from benchmarks.workloads import collate_padded_to_max_length
+from tawt.benchmarks import reference_original, run_benchmarks
+from tawt.benchmarks.workloads import collate_padded_to_max_length
 from utils_cross_task import Feature, collate
 
 

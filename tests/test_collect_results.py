@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_rel
 
-from testing import collect_results
-from testing.output_tree import OutputTreeError
+from tawt.testing import collect_results
+from tawt.testing.output_tree import OutputTreeError
 from tests.conftest import corrupted_labels, sentence_scores_by_hand, write_task_files
 from utils_cross_task import prediction_file_text, read_labels, read_sentences
 
@@ -225,7 +225,7 @@ def test_significance_marks_are_the_method_level_test_over_seeds_after_holm(tree
             assert row["seeds_improved"] == f"{int(np.sum(differences > 0))}/2"
             assert float(cell["p_value"]) == pytest.approx(float(row["p_value"]))
     # Holm across the table's marked comparisons; the mark follows the corrected p and the sign.
-    from testing.method_comparison import holm
+    from tawt.testing.method_comparison import holm
 
     assert [float(row["p_holm"]) for row in marks] == pytest.approx(holm([float(row["p_value"]) for row in marks]))
     for row in marks:
@@ -265,7 +265,7 @@ def test_two_runs_of_one_configuration_and_seed_are_an_error(tmp_path):
 
 
 def test_results_file_score_follows_its_metric_family(tmp_path):
-    from testing.output_tree import primary_score, read_results_file
+    from tawt.testing.output_tree import primary_score, read_results_file
 
     path = tmp_path / "predicate_test_results.txt"
     # A binary task writes both f1 and accuracy; its number is F1.

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from testing import compare_optimizers
-from testing.output_tree import find_runs
-from testing.significance_testing import compare_runs
+from tawt.testing import compare_optimizers
+from tawt.testing.output_tree import find_runs
+from tawt.testing.significance_testing import compare_runs
 from tests.conftest import corrupted_labels, write_task_files
 from tests.test_collect_results import write_run
 from utils_cross_task import read_labels, read_sentences

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from data import process_data
-from data.conll_columns import iob1_to_iob2
+from tawt.data import process_data
+from tawt.data.conll_columns import iob1_to_iob2
 from tests.conftest import ROOT, write_tiny_bert
 from utils_cross_task import read_labels, read_sentences
 

@@ -8,9 +8,9 @@ import tarfile
 
 import pytest
 
-from data import make_default_data as default
-from data import preprocess_max_len, process_data, spacy_labels
-from data.conll_io import write_files_atomically
+from tawt.data import make_default_data as default
+from tawt.data import preprocess_max_len, process_data, spacy_labels
+from tawt.data.conll_io import write_files_atomically
 from utils_cross_task import TaskDataError, read_sentences
 
 # ---------------------------------------------------------------------------------------------------------

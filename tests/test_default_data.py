@@ -13,8 +13,8 @@ import tarfile
 
 import pytest
 
-from data import make_default_data as default
-from data import spacy_labels
+from tawt.data import make_default_data as default
+from tawt.data import spacy_labels
 from utils_cross_task import read_labels, read_sentences
 
 MAX_FILES = 4  # about 400 sentences: a few seconds of spaCy

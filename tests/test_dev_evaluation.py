@@ -9,8 +9,8 @@ import run_single_task
 import run_weighted_joint
 import run_weighted_normalized_joint
 import run_weighted_pretraining
-import training_loop
-from errors import UsageError
+from tawt import training_loop
+from tawt.errors import UsageError
 from tests.test_reliability import Interrupted
 from tests.test_scripts import TINY_TRAINING
 

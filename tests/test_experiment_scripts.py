@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from scripts import experiment_grid, job_queue
+from tawt.scripts import experiment_grid, job_queue
 from tests.conftest import ROOT
 
 SCRIPTS = os.path.join(ROOT, "scripts")

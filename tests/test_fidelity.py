@@ -9,7 +9,7 @@ import run_weighted_joint
 import run_weighted_normalized_joint
 import run_weighted_pretraining
 from tests.test_scripts import common, weight_history
-from training_loop import adamw_with_linear_schedule
+from tawt.training_loop import adamw_with_linear_schedule
 
 SOURCES = ["pos", "chunking"]
 ALL_TASKS = SOURCES + ["ner"]
@@ -116,9 +116,9 @@ def head_movement_per_step(tiny_data_dir, tiny_model_dir, tmp_path, *flags):
     batch and whether each head's parameters changed at that step."""
     import torch
 
-    from cross_task_training import Run, load_task_data, load_tokenizer
+    from tawt.cross_task_training import Run, load_task_data, load_tokenizer
     from modeling_multi_bert import MultiTaskTagger
-    from training_loop import Trainer
+    from tawt.training_loop import Trainer
 
     args = run_weighted_joint.parse_arguments(common(tiny_data_dir, tiny_model_dir, tmp_path / "out") + [
         "--auxiliary_task_list", "pos", "--main_task", "ner", "--main_task_train_sent_num", "16",
@@ -189,7 +189,7 @@ def transformers28_reference(gradients, lr, eps, betas=(0.9, 0.999), weight_deca
 def test_legacy_adamw_is_the_step_of_transformers_2_8(weight_decay):
     import torch
 
-    from training_loop import Transformers28AdamW
+    from tawt.training_loop import Transformers28AdamW
 
     # Gradients of 1e-3 and then zero (a head outside the batch): eps matters, and the moments decay.
     gradients = [1e-3, 2e-3, 0.0, 0.0, -1e-3]
@@ -263,7 +263,7 @@ def test_reseed_each_update_draws_the_same_batches_at_every_update(tiny_data_dir
 
 
 def test_weights_of_the_last_epoch_follow_the_steps():
-    from scripts.experiment_grid import weights_of_last_epoch
+    from tawt.scripts.experiment_grid import weights_of_last_epoch
 
     def entry(stage, step, weights):
         return {"stage": stage, "step": step, "weights": weights}

@@ -37,8 +37,7 @@ def train(data_dir, model_dir, output, sources, flags, script="run_weighted_join
     Interrupted right after the checkpoint written at that merge."""
     import importlib
 
-    import training_loop
-
+    from tawt import training_loop
     if stop_after_merge is not None:
         save_checkpoint = training_loop.save_checkpoint
 
@@ -152,7 +151,7 @@ def test_one_branch_is_plain_training(twin_data_dir, tiny_model_dir, tmp_path, s
 
 def test_bad_forkmerge_flags_are_refused_before_anything_runs(tmp_path, monkeypatch):
     import run_weighted_joint
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     base = ["--auxiliary_task_list", "pos", "chunking", "--main_task", "ner", "--output_dir", str(tmp_path / "out"),
             "--do_train", "--do_eval", "--weighting", "forkmerge"]

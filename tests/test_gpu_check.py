@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from benchmarks import gpu_check
+from tawt.benchmarks import gpu_check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPU_CHECK = os.path.join(ROOT, "benchmarks", "gpu_check.py")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from data import process_data
+from tawt.data import process_data
 from utils_cross_task import read_sentences
 
 datasets = pytest.importorskip("datasets", reason="the hf command's tests need datasets: pip install datasets")

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from sequence_metrics import compute_metrics
-from testing import collect_results
-from testing import method_comparison as comparison
-from testing import significance_testing as significance
-from testing.output_tree import find_runs
+from tawt.sequence_metrics import compute_metrics
+from tawt.testing import collect_results
+from tawt.testing import method_comparison as comparison
+from tawt.testing import significance_testing as significance
+from tawt.testing.output_tree import find_runs
 from tests.conftest import corrupted_labels, write_task_files
 from tests.test_collect_results import write_run
 from utils_cross_task import read_labels, read_sentences

@@ -2,8 +2,8 @@
 
 import pytest
 
-from sequence_metrics import compute_metrics, metric_family
-from testing.significance_testing import per_sentence_scores, sentence_counts
+from tawt.sequence_metrics import compute_metrics, metric_family
+from tawt.testing.significance_testing import per_sentence_scores, sentence_counts
 
 
 def test_families():

@@ -32,7 +32,7 @@ def test_noise_source_trains_as_one_more_source_and_is_recorded(tiny_data_dir, t
 def test_noise_split_permutes_the_sources_labels_with_the_seed(tiny_data_dir, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from cross_task_training import noise_split
+    from tawt.cross_task_training import noise_split
     from utils_cross_task import IGNORED_LABEL_ID, load_task_split, read_labels
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -62,12 +62,12 @@ def test_noise_source_in_weighted_pretraining(tiny_data_dir, tiny_model_dir, tmp
     (["--noise_source", "pos", "--task_weights", "0.2", "0.2", "0.6"], "--task_weights has 3 values but there are 4"),
 ])
 def test_bad_noise_source_is_refused_before_anything_runs(tmp_path, arguments, message):
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     with pytest.raises(UsageError, match=message):
         args = run_weighted_joint.parse_arguments(["--output_dir", str(tmp_path / "out"), "--auxiliary_task_list", "pos",
                                                    "chunking", "--main_task", "ner", "--do_train", *arguments])
-        from run_arguments import initial_task_weights
+        from tawt.run_arguments import initial_task_weights
 
         initial_task_weights(args.task_weights, args.auxiliary_task_list + [args.main_task])
     assert not (tmp_path / "out").exists()

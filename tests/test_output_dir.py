@@ -7,11 +7,11 @@ import stat
 
 import pytest
 
-import evaluation
-import output_files
+from tawt import evaluation
+from tawt import output_files
 import run_single_task
-from cross_task_training import run_main
-from testing import output_tree
+from tawt.cross_task_training import run_main
+from tawt.testing import output_tree
 from tests.test_scripts import common
 
 SINGLE = ["--task", "pos", "--max_steps", "2"]

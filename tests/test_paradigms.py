@@ -93,7 +93,7 @@ def test_ratio_analysis_cuts_sources_and_sets_weights(tiny_data_dir, tiny_model_
 def test_head_fit_trains_a_copy_and_leaves_the_model_alone(tiny_data_dir, tiny_model_dir, tmp_path):
     from argparse import Namespace
 
-    from cross_task_training import Run, load_task_data, load_tokenizer
+    from tawt.cross_task_training import Run, load_task_data, load_tokenizer
     from modeling_multi_bert import MultiTaskTagger
     from weighted_training_basics import fit_head_on_frozen_encoder
 

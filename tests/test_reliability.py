@@ -77,7 +77,7 @@ def test_run_killed_with_sigkill_resumes_to_identical_results(tiny_data_dir, tin
 
 
 def test_resume_refuses_a_different_command(tiny_data_dir, tiny_model_dir, tmp_path):
-    from cross_task_training import UsageError
+    from tawt.cross_task_training import UsageError
     import run_weighted_pretraining
 
     output = tmp_path / "changed"
@@ -142,8 +142,7 @@ def run_within_epoch(paradigm, data_dir, model_dir, output, monkeypatch, stop_at
     and raises Interrupted right after the checkpoint of `stop_at_step`."""
     import run_weighted_joint
     import run_weighted_pretraining
-    import training_loop
-
+    from tawt import training_loop
     written = {}
     save_checkpoint = training_loop.save_checkpoint
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from scripts import experiment_grid
+from tawt.scripts import experiment_grid
 from tests.conftest import ROOT
 from tests.test_scripts import TINY_TRAINING, common
 
@@ -65,7 +65,7 @@ def test_a_flag_given_twice_takes_the_last_and_the_run_records_both(recorded_run
 
 
 def test_a_run_stopped_before_its_last_file_is_not_done(tmp_path, capsys):
-    from testing.output_tree import find_runs
+    from tawt.testing.output_tree import find_runs
 
     settings = experiment_grid.settings_from_environment({"OUTPUT_ROOT": str(tmp_path / "grid")}, prepare_data=False)
     maker = experiment_grid.JobMaker(settings, echo=lambda message: None)
@@ -100,7 +100,7 @@ def test_an_output_root_that_cannot_be_created_fails(tiny_data_dir, tmp_path, ca
 
 
 def test_a_job_whose_log_cannot_be_written_fails_the_queue(tmp_path):
-    from scripts import job_queue
+    from tawt.scripts import job_queue
 
     blocker = tmp_path / "a_file"
     blocker.write_text("")
@@ -129,7 +129,7 @@ def test_a_second_run_into_a_busy_directory_is_refused_until_the_first_dies(tiny
     import time
 
     import run_weighted_joint
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     output = tmp_path / "shared"
     flags = JOINT[1:] + common(tiny_data_dir, tiny_model_dir, output) + ["--save_steps", "1", "--num_train_epochs", "4"]
@@ -180,8 +180,7 @@ class Interrupted(Exception):
 
 def interrupted_run(script, flags, monkeypatch):
     """Run `script` in this process and stop it right after its first checkpoint, as a kill would."""
-    import training_loop
-
+    from tawt import training_loop
     save_checkpoint = training_loop.save_checkpoint
 
     def save_then_stop(*arguments):
@@ -201,7 +200,7 @@ def joint_flags(data_dir, model_dir, output):
 def test_resuming_with_another_paradigms_script_is_refused(tiny_data_dir, tiny_model_dir, tmp_path, monkeypatch):
     import run_weighted_joint
     import run_weighted_normalized_joint
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     flags = joint_flags(tiny_data_dir, tiny_model_dir, tmp_path / "joint")
     interrupted_run(run_weighted_joint, flags, monkeypatch)
@@ -215,7 +214,7 @@ def test_resuming_on_changed_training_data_is_refused(tiny_data_dir, tiny_model_
     import shutil
 
     import run_weighted_joint
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     data = shutil.copytree(tiny_data_dir, tmp_path / "data")
     flags = joint_flags(str(data), tiny_model_dir, tmp_path / "joint")
@@ -243,7 +242,7 @@ def test_resuming_on_changed_training_data_is_refused(tiny_data_dir, tiny_model_
 def test_huge_task_weights_normalise_without_overflow():
     import numpy as np
 
-    from run_arguments import initial_task_weights
+    from tawt.run_arguments import initial_task_weights
 
     weights = initial_task_weights([1e308, 1e308, 1, 1], ["pos", "chunking", "predicate", "ner"])
     assert np.all(np.isfinite(weights)) and weights.sum() == pytest.approx(1.0)
@@ -260,7 +259,7 @@ def test_huge_task_weights_normalise_without_overflow():
 ])
 def test_a_ratio_that_empties_the_sources_or_is_not_finite_is_refused(tmp_path, ratio, message):
     import run_weighted_normalized_joint
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     with pytest.raises(UsageError, match=message):
         run_weighted_normalized_joint.parse_arguments(
@@ -292,7 +291,7 @@ def test_a_task_name_with_a_path_separator_is_refused_before_anything_runs(tiny_
                                                                            script, flags):
     import importlib
 
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     with pytest.raises(UsageError, match=r"a task name must be a plain name without '/' or '\\'"):
         importlib.import_module(script).main(flags + common(tiny_data_dir, tiny_model_dir, tmp_path / "out"))
@@ -373,7 +372,7 @@ def truncate(path):
 def test_a_damaged_saved_model_is_named(saved_model, tiny_data_dir, tmp_path, damage, message):
     import shutil
 
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     model = shutil.copytree(saved_model, tmp_path / "model")
     damage(model)
@@ -383,7 +382,7 @@ def test_a_damaged_saved_model_is_named(saved_model, tiny_data_dir, tmp_path, da
 
 def test_resuming_from_a_file_that_is_not_a_checkpoint_is_refused(saved_model, tiny_data_dir, tiny_model_dir, tmp_path):
     import run_single_task
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     with pytest.raises(UsageError, match=r"model.safetensors: (not a checkpoint of these scripts|cannot be read as a "
                                          r"checkpoint .*give another checkpoint with --resume_from_checkpoint)"):
@@ -399,7 +398,7 @@ def test_resuming_from_a_file_that_is_not_a_checkpoint_is_refused(saved_model, t
 
 def test_a_damaged_only_checkpoint_and_then_none_are_explained(tiny_data_dir, tiny_model_dir, tmp_path, monkeypatch):
     import run_weighted_joint
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     output = tmp_path / "joint"
     flags = joint_flags(tiny_data_dir, tiny_model_dir, output)
@@ -418,7 +417,7 @@ def test_a_broken_link_and_a_data_dir_that_is_a_file_are_named(tiny_data_dir, ti
     import shutil
 
     import run_single_task
-    from errors import TaskDataError, UsageError
+    from tawt.errors import TaskDataError, UsageError
 
     data = shutil.copytree(tiny_data_dir, tmp_path / "data")
     os.remove(data / "dev_pos.txt")
@@ -435,7 +434,7 @@ def test_a_broken_link_and_a_data_dir_that_is_a_file_are_named(tiny_data_dir, ti
 
 
 def test_a_damaged_task_weights_file_costs_only_its_plot(tmp_path, caplog):
-    from testing import collect_results
+    from tawt.testing import collect_results
     from tests.conftest import write_task_files
     from tests.test_collect_results import write_run
 
@@ -459,7 +458,7 @@ def test_a_damaged_task_weights_file_costs_only_its_plot(tmp_path, caplog):
 
 
 def test_process_data_refuses_an_output_dir_that_is_a_file(tmp_path):
-    from data import process_data
+    from tawt.data import process_data
 
     corpus = tmp_path / "train_conll"
     corpus.write_text("bc/cnn/00/cnn_0001 0 0 Hello UH (TOP*) - - - - * -\n\n")
@@ -481,7 +480,7 @@ def test_a_refused_run_leaves_no_new_output_directory(tiny_data_dir, tiny_model_
     import shutil
 
     import run_single_task
-    from errors import TaskDataError
+    from tawt.errors import TaskDataError
 
     data = shutil.copytree(tiny_data_dir, tmp_path / "data")
     os.remove(data / "dev_pos.txt")
@@ -509,6 +508,6 @@ def test_weight_log_names_the_epoch_and_identical_sampled_batches_are_warned(tin
 
 
 def test_the_probes_time_is_shown_in_tenths_of_a_second():
-    from testing.task_affinity import seconds_text
+    from tawt.testing.task_affinity import seconds_text
 
     assert seconds_text(2.34) == "2.3 s" and seconds_text(0.04) == "0.0 s" and seconds_text(150) == "2.5 min"

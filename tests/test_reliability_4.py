@@ -143,7 +143,7 @@ def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tiny_data_dir
 
 
 def test_a_grid_whose_lock_file_is_a_link_is_refused(tiny_data_dir, tmp_path):
-    from scripts import experiment_grid
+    from tawt.scripts import experiment_grid
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
@@ -172,8 +172,8 @@ def fake_finished_run(root, relative, seed, data_dir):
 
 
 def test_archiving_another_grid_into_an_archive_is_refused(tiny_data_dir, tmp_path):
-    from testing import archive_results
-    from testing.output_tree import OutputTreeError
+    from tawt.testing import archive_results
+    from tawt.testing.output_tree import OutputTreeError
 
     first, second, archive = tmp_path / "first", tmp_path / "second", tmp_path / "archive"
     fake_finished_run(first, "single/pos/seed_1", 1, tiny_data_dir)
@@ -238,7 +238,7 @@ def test_a_broken_distributed_environment_is_one_line(tiny_data_dir, tiny_model_
 def quiet_jobs(tmp_path, count=2):
     """`count` jobs that write their Python process's id and wait silently, each below a shell of its own (as
     the grid's `sh scripts/run_*.sh` starts python): (job list path, marker paths)."""
-    from scripts import job_queue
+    from tawt.scripts import job_queue
 
     jobs, markers = [], []
     for index in range(count):
@@ -356,14 +356,14 @@ def test_a_tokenizer_larger_than_the_embeddings_is_refused(tiny_data_dir, tmp_pa
     ("BATCH_SIZE", "0", "BATCH_SIZE='0': give a whole number >= 1"),
 ])
 def test_a_grid_setting_every_run_would_fail_on_is_refused_first(tmp_path, setting, value, message):
-    from scripts import experiment_grid
+    from tawt.scripts import experiment_grid
 
     with pytest.raises(experiment_grid.GridError, match=message):
         experiment_grid.settings_from_environment({"OUTPUT_ROOT": str(tmp_path), setting: value}, prepare_data=False)
 
 
 def test_the_same_seed_or_inv_constant_twice_is_one_run(tmp_path):
-    from scripts import experiment_grid
+    from tawt.scripts import experiment_grid
 
     settings = experiment_grid.settings_from_environment(
         {"OUTPUT_ROOT": str(tmp_path), "SEEDS": "1 01 2", "INV_CONSTANTS": "10 10.0 1e1 30"}, prepare_data=False)

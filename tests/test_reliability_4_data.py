@@ -71,7 +71,7 @@ def without_tokenizer_files(model_dir, destination):
 
 
 def test_a_model_folder_without_tokenizer_files_is_refused(tiny_model_dir, tiny_data_dir, tmp_path):
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     bare = without_tokenizer_files(tiny_model_dir, tmp_path / "bare")
     with pytest.raises(UsageError, match=rf"--model_name_or_path {bare}: its tokenizer holds only its 5 special "
@@ -81,7 +81,7 @@ def test_a_model_folder_without_tokenizer_files_is_refused(tiny_model_dir, tiny_
 
 
 def test_a_tokenizer_that_knows_none_of_the_words_is_refused(tiny_model_dir, tmp_path):
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     # Words outside the tiny vocabulary: every one is [UNK], but for the full stops ("zq." is [UNK] "."; 24 of them).
     data_dir = write_task_files(tmp_path / "data")
@@ -100,8 +100,8 @@ def test_a_tokenizer_that_knows_none_of_the_words_is_refused(tiny_model_dir, tmp
 
 
 def test_the_affinity_probe_refuses_a_model_folder_without_tokenizer_files(tiny_model_dir, tiny_data_dir, tmp_path):
-    from errors import UsageError
-    from testing import task_affinity
+    from tawt.errors import UsageError
+    from tawt.testing import task_affinity
 
     bare = without_tokenizer_files(tiny_model_dir, tmp_path / "bare")
     with pytest.raises(UsageError, match=r"its tokenizer holds only its 5 special tokens"):
@@ -111,7 +111,7 @@ def test_the_affinity_probe_refuses_a_model_folder_without_tokenizer_files(tiny_
 
 
 def test_preprocess_max_len_refuses_a_model_folder_without_tokenizer_files(tiny_model_dir, tiny_data_dir, tmp_path):
-    from data import preprocess_max_len
+    from tawt.data import preprocess_max_len
 
     bare = without_tokenizer_files(tiny_model_dir, tmp_path / "bare")
     with pytest.raises(SystemExit, match=r"^error: --model_name_or_path .*bare: its tokenizer holds only"):
@@ -160,7 +160,7 @@ def test_a_roberta_run_trains_and_saves_a_tokenizer_that_marks_word_starts(tiny_
 
 @pytest.mark.parametrize("input_is_file", [False, True], ids=["folder", "file"])
 def test_preprocess_max_len_refuses_an_output_dir_linked_to_its_input(tiny_model_dir, tmp_path, input_is_file):
-    from data import preprocess_max_len
+    from tawt.data import preprocess_max_len
 
     data_dir = write_task_files(tmp_path / "data")
     before = {name: open(os.path.join(data_dir, name), "rb").read() for name in os.listdir(data_dir)}
@@ -182,7 +182,7 @@ def test_preprocess_max_len_refuses_an_output_dir_linked_to_its_input(tiny_model
 @pytest.mark.parametrize("flag, value", [("--dev_from_train", "-3"), ("--dev_from_train", "0"),
                                          ("--train_sentences", "0"), ("--test_sentences", "-1")])
 def test_process_data_refuses_a_count_of_sentences_below_one(tmp_path, flag, value):
-    from data import process_data
+    from tawt.data import process_data
     from tests.test_data_preparation import conll2000_text, write
 
     train = write(tmp_path / "train.txt", conll2000_text(10))
@@ -195,7 +195,7 @@ def test_process_data_refuses_a_count_of_sentences_below_one(tmp_path, flag, val
 
 
 def test_process_data_refuses_one_file_for_two_splits(tmp_path):
-    from data import process_data
+    from tawt.data import process_data
     from tests.test_data_preparation import conll2000_text, write
 
     train = write(tmp_path / "train.txt", conll2000_text(10))
@@ -206,7 +206,7 @@ def test_process_data_refuses_one_file_for_two_splits(tmp_path):
 
 
 def test_ontonotes_test_documents_inside_the_train_folder_are_refused(tmp_path):
-    from data import process_data
+    from tawt.data import process_data
     from tests.test_data_preparation import SENTENCE_ONE, SENTENCE_TWO, ontonotes_text, write
 
     write(tmp_path / "onto" / "train" / "a_gold_conll", ontonotes_text(SENTENCE_ONE))
@@ -242,8 +242,8 @@ def read_file_sentences(path):
 ])
 def test_the_affinity_probe_refuses_bad_flags_before_any_compute(tiny_data_dir, tiny_model_dir, tmp_path, capsys,
                                                                  monkeypatch, flags, message):
-    from cross_task_training import run_main
-    from testing import task_affinity
+    from tawt.cross_task_training import run_main
+    from tawt.testing import task_affinity
 
     def no_compute(*arguments, **options):
         raise AssertionError("the probe loaded a model before checking its flags")
@@ -300,7 +300,7 @@ def test_a_saved_model_maps_labels_by_name_whatever_their_order_in_the_labels_fi
 
 
 def test_a_label_the_saved_model_does_not_know_is_refused_before_any_result(saved_pos_model, tiny_data_dir, tmp_path):
-    from errors import TaskDataError
+    from tawt.errors import TaskDataError
 
     with open(os.path.join(tiny_data_dir, "pos_labels.txt")) as handle:
         labels = handle.read().split()
@@ -315,7 +315,7 @@ def test_a_label_the_saved_model_does_not_know_is_refused_before_any_result(save
 
 
 def test_a_task_the_saved_model_has_no_head_for_is_refused_before_any_result(saved_pos_model, tiny_data_dir, tmp_path):
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     output = tmp_path / "out"
     with pytest.raises(UsageError, match=r"--model_name_or_path .* has no head for task 'ner' \(its heads: pos\)"):

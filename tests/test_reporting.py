@@ -129,8 +129,7 @@ class Interrupted(Exception):
 @pytest.mark.parametrize("stop_at", [("pre-train", 7), ("fine-tune", 3)])
 def test_a_resumed_run_continues_its_curves_without_repeated_steps(stop_at, tiny_data_dir, tiny_model_dir,
                                                                    tmp_path, monkeypatch):
-    import training_loop
-
+    from tawt import training_loop
     log = training_loop.Trainer._log
 
     def log_then_stop(trainer, epoch, mean_loss):
@@ -163,8 +162,8 @@ def test_a_resumed_run_continues_its_curves_without_repeated_steps(stop_at, tiny
 def test_report_to_none_and_a_missing_tensorboard_package(tiny_data_dir, tiny_model_dir, tmp_path, monkeypatch,
                                                           caplog):
     import run_single_task
-    from errors import UsageError
-    from run_reporting import resolve_report_to
+    from tawt.errors import UsageError
+    from tawt.run_reporting import resolve_report_to
 
     output = tmp_path / "none"
     run_single_task.main(["--task", "pos", "--data_dir", tiny_data_dir, "--model_name_or_path", tiny_model_dir,

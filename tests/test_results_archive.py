@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from testing import archive_results, collect_results
+from tawt.testing import archive_results, collect_results
 from tests.conftest import ROOT
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "grid_archive")
@@ -59,7 +59,7 @@ def test_archive_keeps_results_weights_and_compressed_predictions_only(tiny_data
 def test_the_published_grids_rebuild_their_tables_from_their_archives(grid, tmp_path):
     # results/<grid> is what the README's results sections quote; the grid's own summary flags and note
     # must give back its committed table1.md and table1.csv from the archived files alone.
-    from scripts.experiment_grid import GRIDS
+    from tawt.scripts.experiment_grid import GRIDS
 
     archive = os.path.join(ROOT, "results", grid)
     settings = GRIDS[grid]

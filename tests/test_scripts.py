@@ -134,7 +134,7 @@ def test_help_documents_every_flag():
     (["--auxiliary_task_list", "pos", "--main_task", "ner", "--inv_constant", "0"], "would freeze"),
 ])
 def test_bad_command_lines_fail_with_one_clear_line(tiny_data_dir, tiny_model_dir, tmp_path, capsys, extra, message):
-    from cross_task_training import run_main
+    from tawt.cross_task_training import run_main
 
     argv = ["--data_dir", tiny_data_dir, "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path / "out"),
             "--do_train", *extra]
@@ -153,7 +153,7 @@ def test_user_errors_print_no_traceback(tiny_data_dir, tiny_model_dir, tmp_path)
 
 
 def test_output_directory_with_results_is_protected(tiny_data_dir, tiny_model_dir, tmp_path, capsys):
-    from cross_task_training import run_main
+    from tawt.cross_task_training import run_main
 
     output = tmp_path / "taken"
     output.mkdir()
@@ -238,6 +238,12 @@ def test_entry_points_in_folders_run_from_any_directory(installed_here, tmp_path
     assert "sys.path" not in source  # one way to find the modules: the install (or PYTHONPATH), not the script
 
 
+DESIGN_MODULES = sorted([
+    "modeling_multi_bert", "run_single_task", "run_weighted_joint", "run_weighted_normalized_joint",
+    "run_weighted_pretraining", "utils_cross_task", "weighted_training_basics",
+])
+
+
 def test_every_entry_point_in_a_folder_is_checked():
     found = sorted(os.path.relpath(path, ROOT) for folder in ("benchmarks", "data", "scripts", "testing")
                    for path in glob.glob(os.path.join(ROOT, folder, "*.py"))
@@ -245,12 +251,14 @@ def test_every_entry_point_in_a_folder_is_checked():
     assert found == sorted(ENTRY_POINTS_IN_FOLDERS)
 
 
-def test_the_editable_install_lists_every_top_level_module_and_folder():
+def test_the_install_adds_tawt_and_the_design_modules_only():
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
         listed = tomllib.load(handle)["tool"]["setuptools"]
     modules = sorted(name[:-3] for name in os.listdir(ROOT) if name.endswith(".py"))
     folders = sorted(name for name in os.listdir(ROOT) if name != "tests"
                      and os.path.isfile(os.path.join(ROOT, name, "__init__.py")))
+    # A module with a generic name (errors, evaluation, ...) belongs in tawt/, not at the top level.
+    assert modules == DESIGN_MODULES, "a top-level module that is not one of the design's goes into tawt/"
     assert listed["py-modules"] == modules, "pyproject.toml's py-modules must list every top-level module"
-    assert listed["packages"] == folders, "pyproject.toml's packages must list every folder with an __init__.py"
+    assert listed["packages"] == ["tawt"], "the folders are reached as tawt.data, tawt.testing, ..., not installed"
     assert folders == ["benchmarks", "data", "scripts", "tawt", "testing"]

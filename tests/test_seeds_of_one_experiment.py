@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from testing import collect_results
-from testing.output_tree import OutputTreeError, read_run
+from tawt.testing import collect_results
+from tawt.testing.output_tree import OutputTreeError, read_run
 from tests.conftest import write_task_files
 from tests.test_collect_results import write_run
 

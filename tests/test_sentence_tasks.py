@@ -12,9 +12,9 @@ import run_single_task
 import run_weighted_joint
 import run_weighted_normalized_joint
 import run_weighted_pretraining
-from errors import TaskDataError, UsageError
+from tawt.errors import TaskDataError, UsageError
 from modeling_multi_bert import HEADS_CONFIG, MultiTaskTagger
-from sequence_metrics import classification_counts, classification_scores, compute_metrics
+from tawt.sequence_metrics import classification_counts, classification_scores, compute_metrics
 from tests.conftest import NAMES, NOUNS, VERBS, write_task_files
 from tests.test_scripts import common, read_results, weight_history
 from utils_cross_task import (
@@ -301,7 +301,7 @@ HUB_LAYOUTS = [
 
 @pytest.mark.parametrize("name, text_columns, labels, rows", HUB_LAYOUTS, ids=[layout[0] for layout in HUB_LAYOUTS])
 def test_hf_converts_the_common_sentence_level_layouts(tmp_path, name, text_columns, labels, rows):
-    from data import process_data
+    from tawt.data import process_data
 
     rows = [{key: value.replace("\\t", "\t") if isinstance(value, str) else value for key, value in row.items()}
             for row in rows]
@@ -317,7 +317,7 @@ def test_hf_converts_the_common_sentence_level_layouts(tmp_path, name, text_colu
 
 
 def test_hf_sentence_level_by_explicit_columns_and_bad_rows(tmp_path):
-    from data import process_data
+    from tawt.data import process_data
 
     rows = [{"question": "who won", "context": "the home team won", "answerable": "yes"},
             {"question": "when", "context": "in june", "answerable": "no"}]
@@ -338,7 +338,7 @@ def test_hf_sentence_level_by_explicit_columns_and_bad_rows(tmp_path):
 
 
 def test_affinity_probe_with_a_sentence_level_target_and_control(mixed_data_dir, tiny_model_dir, tmp_path):
-    from testing import task_affinity
+    from tawt.testing import task_affinity
 
     rows = task_affinity.main([
         "--main_task", "topic", "--candidate_tasks", "pos", "same_verb", "--data_dir", mixed_data_dir,
@@ -355,7 +355,7 @@ def test_affinity_probe_with_a_sentence_level_target_and_control(mixed_data_dir,
 
 
 def test_genre_tasks_label_each_sentence_with_its_files_genre(tmp_path):
-    from data import make_default_data as default
+    from tawt.data import make_default_data as default
 
     tarball = os.path.join(default.cache_root(), "downloads", default.BROWN_TARBALL)
     if not os.path.isfile(tarball):
@@ -384,7 +384,7 @@ def test_genre_tasks_label_each_sentence_with_its_files_genre(tmp_path):
 def test_grid_slices_sentence_level_files_by_random_lines(mixed_data_dir, tmp_path):
     from dataclasses import replace
 
-    from scripts import experiment_grid
+    from tawt.scripts import experiment_grid
 
     grid = replace(experiment_grid.GENRE_GRID, main_tasks={"topic": experiment_grid.MainTaskSetting(["pos"], 6)},
                    analysis_main_task="topic", analysis_sources=["pos"], data_slice={"train": 10, "dev": 4, "test": 4})

@@ -10,8 +10,8 @@ import pytest
 from scipy.stats import ttest_rel
 
 from tests.conftest import corrupted_labels, sentence_scores_by_hand, write_task_files
-from sequence_metrics import compute_metrics, metric_family, primary_metric
-from testing import significance_testing as significance
+from tawt.sequence_metrics import compute_metrics, metric_family, primary_metric
+from tawt.testing import significance_testing as significance
 from utils_cross_task import TaskDataError, prediction_file_text, read_labels, read_sentences
 
 

@@ -35,8 +35,7 @@ def train(data_dir, model_dir, output, weighting_flags, script="run_weighted_joi
     Interrupted right after the checkpoint of that step."""
     import importlib
 
-    import training_loop
-
+    from tawt import training_loop
     if stop_at_step is not None:
         save_checkpoint = training_loop.save_checkpoint
 
@@ -133,7 +132,7 @@ def test_an_interrupted_run_resumes_to_identical_results(twin_data_dir, tiny_mod
 
 def test_bad_baseline_flags_are_refused_before_anything_runs(tmp_path, monkeypatch):
     import run_weighted_joint
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     base = ["--auxiliary_task_list", "pos", "--main_task", "ner", "--output_dir", str(tmp_path / "out"), "--do_train"]
     with pytest.raises(UsageError, match="--target_gradient_steps 0"):
@@ -150,8 +149,7 @@ def test_gcs_that_keeps_every_step_trains_exactly_as_joint_training(twin_data_di
                                                                     monkeypatch):
     """Drawing and computing the target gradient between backward and step disturbs nothing: with every
     cosine taken as 1, gated GCS is joint training to the last bit (same batches, dropout, updates)."""
-    import target_aware_baselines
-
+    from tawt import target_aware_baselines
     train(twin_data_dir, tiny_model_dir, tmp_path / "joint", ["--weighting", "fixed"])
     computed = []
 
@@ -198,8 +196,8 @@ def test_gcs_du_step_is_the_main_gradient_plus_the_gated_source_gradient(tiny_mo
     import torch
     from transformers import AutoTokenizer
 
-    import target_aware_baselines
-    from cross_task_training import Run
+    from tawt import target_aware_baselines
+    from tawt.cross_task_training import Run
     from modeling_multi_bert import MultiTaskTagger, token_classification_loss
     from utils_cross_task import collate, read_labels, load_task_split
     from weighted_training_basics import cosine_similarity, encoder_gradient, sample_gradient_batches

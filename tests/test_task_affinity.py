@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import write_task_files
 from tests.test_scripts import common
-from testing import task_affinity
+from tawt.testing import task_affinity
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_shuffled_control_keeps_the_label_distribution_not_the_words(affinity_da
 
 
 def test_probe_usage_errors_are_one_line(affinity_data_dir, tiny_model_dir, tmp_path, capsys):
-    from cross_task_training import run_main
+    from tawt.cross_task_training import run_main
 
     argv = ["--main_task", "ner", "--data_dir", affinity_data_dir, "--model_name_or_path", tiny_model_dir,
             "--output_dir", str(tmp_path)]

@@ -8,10 +8,10 @@ import os
 import pytest
 import torch
 
-from cross_task_training import Run
-from run_arguments import add_common_arguments, add_multi_task_arguments
+from tawt.cross_task_training import Run
+from tawt.run_arguments import add_common_arguments, add_multi_task_arguments
 from modeling_multi_bert import MultiTaskTagger
-from training_loop import Trainer, save_checkpoint
+from tawt.training_loop import Trainer, save_checkpoint
 from utils_cross_task import Feature, Sentence, TaskSplit
 
 # The operators by which the host reads a device value (and so waits for the device).
@@ -151,7 +151,7 @@ def test_compiled_training_matches_eager_and_recompiles_a_bounded_number_of_time
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from evaluation import predict
+    from tawt.evaluation import predict
 
     task_splits = splits({"pos": (24, 3), "ner": (24, 2)}, seed=3)
     lengths = {-(-len(feature.input_ids) // 16) * 16 for split in task_splits.values() for feature in split.features}

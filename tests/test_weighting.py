@@ -141,7 +141,7 @@ def test_batch_without_labelled_token_keeps_its_weight_and_warns(model_and_batch
                                                                  caplog):
     from argparse import Namespace
 
-    from cross_task_training import Run
+    from tawt.cross_task_training import Run
     from utils_cross_task import EncodingReport, Feature, TaskSplit, load_task_split
     from weighted_training_basics import tawt_update
     from transformers import AutoTokenizer
@@ -169,7 +169,7 @@ def update_run(tiny_model_dir, tiny_data_dir, batches, seed=5):
     """A Run for `tawt_update` with M = `batches` sampled batches of 4 sentences."""
     from argparse import Namespace
 
-    from cross_task_training import Run
+    from tawt.cross_task_training import Run
 
     args = Namespace(gradient_sampling_batch_size=4, gradient_sampling_batches=batches, weight_lr=1.0,
                      normalized_gradients=True, inv_constant=1.0, bf16=False, fp16=False)
@@ -242,7 +242,7 @@ def test_several_sampled_batches_average_the_gradients_and_record_the_spread(mod
 @pytest.mark.parametrize("flag, value", [("--gradient_sampling_batches", "0"), ("--weight_update_steps", "-1")])
 def test_sampling_and_schedule_flags_are_checked(flag, value):
     import run_weighted_joint
-    from cross_task_training import UsageError
+    from tawt.cross_task_training import UsageError
 
     with pytest.raises(UsageError, match=flag):
         run_weighted_joint.parse_arguments(["--output_dir", "unused", "--auxiliary_task_list", "pos", "--main_task",
@@ -317,7 +317,7 @@ def test_ablated_run_differs_from_tawt_only_in_the_sources_cosines(tiny_data_dir
 @pytest.mark.parametrize("weighting", ["fixed", "gcs"])
 def test_ablation_needs_the_tawt_update(weighting):
     import run_weighted_joint
-    from errors import UsageError
+    from tawt.errors import UsageError
 
     with pytest.raises(UsageError, match="--ablate_source_cosines"):
         run_weighted_joint.parse_arguments(["--output_dir", "unused", "--auxiliary_task_list", "pos", "--main_task",

@@ -18,11 +18,11 @@ the uninterrupted one does.
 
 import logging
 
-import distributed
-from errors import UsageError
-from evaluation import score, split_results
-from output_files import DEV_CURVE_FILE, write_json_atomic
-from sequence_metrics import primary_metric
+from tawt import distributed
+from tawt.errors import UsageError
+from tawt.evaluation import score, split_results
+from tawt.output_files import DEV_CURVE_FILE, write_json_atomic
+from tawt.sequence_metrics import primary_metric
 
 logger = logging.getLogger("tawt")
 

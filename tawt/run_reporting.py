@@ -23,8 +23,8 @@ import os
 
 import torch
 
-from errors import UsageError
-from output_files import TRAINING_LOG_FILE, write_text_atomic
+from tawt.errors import UsageError
+from tawt.output_files import TRAINING_LOG_FILE, write_text_atomic
 
 logger = logging.getLogger("tawt")
 
@@ -219,7 +219,7 @@ class TensorBoardReport(RunReport):
     def training_log(self, record):
         """One training_log.jsonl record: the mean weighted loss, the learning rate, each task's loss."""
         step = self._step(record["step"])
-        # A ForkMerge branch's steps (forkmerge.py) are curves of their own: the branches train the same steps.
+        # A ForkMerge branch's steps (tawt/forkmerge.py) are curves of their own: the branches train the same steps.
         branch = f"_{record['branch']}" if record.get("branch") else ""
         self._scalar(f"train{branch}/loss", record["loss"], step)
         self._scalar(f"train{branch}/learning_rate", record["learning_rate"], step)
@@ -235,14 +235,14 @@ class TensorBoardReport(RunReport):
             for task, value in zip(tasks, entry.get(name) or []):
                 self._scalar(f"{tag}/{task}", value, step)
         self._scalar("head_fit/loss", entry.get("head_fit_loss"), step)
-        # GCS and OL-AUX (target_aware_baselines.py): what they did since the previous entry.
+        # GCS and OL-AUX (tawt/target_aware_baselines.py): what they did since the previous entry.
         gcs = entry.get("gcs_since_previous_entry") or {}
         for name in ("kept_fraction", "mean_scale", "mean_cosine"):
             for task, value in zip(tasks, gcs.get(name) or []):
                 self._scalar(f"gcs_{name}/{task}", value, step)
         for task, value in zip(tasks, entry.get("olaux_lr_times_dot_sum") or []):
             self._scalar(f"olaux_lr_times_dot_sum/{task}", value, step)
-        # ForkMerge (forkmerge.py): each merge's coefficients and dev scores.
+        # ForkMerge (tawt/forkmerge.py): each merge's coefficients and dev scores.
         branches = entry.get("forkmerge_branches") or []
         for name, tag in (("forkmerge_coefficients", "forkmerge_coefficient"), ("forkmerge_branch_dev", "forkmerge_dev")):
             for branch, value in zip(branches, entry.get(name) or []):

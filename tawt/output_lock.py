@@ -14,7 +14,7 @@ import stat
 import sys
 import time
 
-from errors import UsageError
+from tawt.errors import UsageError
 
 LOCK_FILE = ".tawt.lock"
 

@@ -1,6 +1,6 @@
 """What every paradigm script shares: run set-up and records, data and model loading, the end.
 
-A paradigm script (run_*.py) reads as its paradigm: parse arguments (run_arguments.py) -> `start_run`
+A paradigm script (run_*.py) reads as its paradigm: parse arguments (tawt/run_arguments.py) -> `start_run`
 -> `load_task_data` -> `build_model` -> its own schedule of `training_loop.train_stage` calls and weight updates ->
 `finish_run` (save, evaluate, write results).
 """
@@ -25,30 +25,29 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import distributed
-from data.make_default_data import ensure_default_data, resolve_model_name_or_path
-from dev_evaluation import start_dev_evaluation
-from errors import OutputWriteError, TaskDataError, UsageError
+from tawt import distributed
+from tawt.data.make_default_data import ensure_default_data, resolve_model_name_or_path
+from tawt.dev_evaluation import start_dev_evaluation
+from tawt.errors import OutputWriteError, TaskDataError, UsageError
 from modeling_multi_bert import HEADS_CONFIG, HEADS_WEIGHTS, MultiTaskTagger, read_heads_config, saved_task_labels
-from output_files import (
+from tawt.output_files import (
     ALL_RESULTS_FILE, CHECKPOINT_DIR, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, EVALUATION_TENSORBOARD_DIR,
     MODEL_FILES, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE, TENSORBOARD_DIR, TOKENIZER_FILES, holds_checkpoints,
     earlier_run_names, files_no_run_wrote, holds_results, names_a_run_writes, previous_run_files, record_run_files, remove_run_files,
     write_failure, write_json_atomic,
 )
-from output_lock import DirectoryInUse, lock_directory, release
-from run_arguments import check_max_seq_length, check_training_arguments, noise_sources, repeated_flags
-from run_reporting import NoReport, open_report, resolve_report_to, tensorboard_installed
-from sequence_metrics import check_labels_fit_metric
-from training_loop import (
+from tawt.output_lock import DirectoryInUse, lock_directory, release
+from tawt.run_arguments import check_max_seq_length, check_training_arguments, noise_sources, repeated_flags
+from tawt.run_reporting import NoReport, open_report, resolve_report_to, tensorboard_installed
+from tawt.sequence_metrics import check_labels_fit_metric
+from tawt.training_loop import (
     check_training_data, checkpoint_paths, load_checkpoint, remove_checkpoints, restore_checkpoint, state_bytes,
 )
 from utils_cross_task import (
     is_sentence_task, labels_file, load_task_split, load_word_tokenizer, read_labels, read_sentences, task_file,
     training_order_seed,
 )
-import target_aware_baselines as baselines
-
+from tawt import target_aware_baselines as baselines
 logger = logging.getLogger("tawt")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -127,7 +126,7 @@ class Run:
     completed_stages: dict = field(default_factory=dict)  # stage -> its final task weights
     checkpoint_number: int = 0
     weight_history: "TaskWeightHistory" = None  # set by start_weight_history; saved in checkpoints
-    target_aware_baseline: object = None  # GCS, OL-AUX (target_aware_baselines.py) or ForkMerge; saved in checkpoints
+    target_aware_baseline: object = None  # GCS, OL-AUX (tawt/target_aware_baselines.py) or ForkMerge; saved in checkpoints
     restored_target_aware_baseline: dict = None
     dev_evaluation: "DevEvaluation" = None  # the main task on dev during training (--eval_strategy); saved in checkpoints
     restored_dev_evaluation: dict = None
@@ -423,7 +422,7 @@ class TaskWeightHistory:
 
     def add_to_next_entry(self, **values):
         """Values the next update's entry records too (weighted pre-training's head-fit loss; what GCS and
-        OL-AUX did, target_aware_baselines.py)."""
+        OL-AUX did, tawt/target_aware_baselines.py)."""
         self.next_entry_values.update(values)
 
     def record(self, stage, epoch, weights, similarities=None, step=0):
@@ -582,7 +581,7 @@ def load_task_data(run, tokenizer, train_sentence_limits, eval_tasks, label_list
 def noise_split(split, task, seed):
     """The training split of --noise_source's control `task`: `split` with its labels permuted across all its
     words by `seed` (the affinity probe's shuffled control)."""
-    from testing.task_affinity import shuffled_control
+    from tawt.testing.task_affinity import shuffled_control
 
     return dataclasses.replace(shuffled_control(split, seed), task=task)
 
@@ -751,7 +750,7 @@ def finish_run(run, model, tokenizer, data):
     In a multi-process run the main process evaluates the whole dev and test sets alone (each sentence
     exactly once) while the others wait; it returns the results on the main process, None elsewhere.
     """
-    from evaluation import evaluate_and_write
+    from tawt.evaluation import evaluate_and_write
 
     summary = None
     if distributed.is_main_process():

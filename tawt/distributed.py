@@ -12,7 +12,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from errors import UsageError
+from tawt.errors import UsageError
 
 
 def world_size():

@@ -176,7 +176,7 @@ def human_size(size):
 def write_failure(path, needed_bytes, error, fix="free some space (or choose another --output_dir) and rerun the "
                                                    "same command"):
     """The OutputWriteError of `path`, that could not be written: how much it needs, how much is free."""
-    from errors import OutputWriteError
+    from tawt.errors import OutputWriteError
 
     try:
         free = human_size(shutil.disk_usage(os.path.dirname(os.path.abspath(path)) or ".").free)

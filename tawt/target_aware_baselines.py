@@ -34,7 +34,7 @@ product itself is one pass over the encoder's gradients. What each method did go
 (the entries' gcs_* and olaux_* fields; parameter_update_norm: how far the encoder and the main task's head
 moved since the previous entry, the norm of the difference of their parameters) and, with --report_to
 tensorboard, into TensorBoard scalars
-(run_reporting.py); its state (the cached target gradient, the counters, OL-AUX's coefficients and
+(tawt/run_reporting.py); its state (the cached target gradient, the counters, OL-AUX's coefficients and
 accumulators) goes into every checkpoint, so a resumed run continues exactly.
 """
 
@@ -44,7 +44,7 @@ import os
 import numpy as np
 import torch
 
-from errors import UsageError
+from tawt.errors import UsageError
 from weighted_training_basics import (
     cosine_similarity, encoder_gradient, gradient_dot_and_norms, sample_gradient_batches, untouched_random_state,
 )

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import distributed
-from dev_evaluation import evaluates_during
-from errors import UsageError
-from output_files import CHECKPOINT_DIR, DISK_FULL_ERRORS, TRAINING_LOG_FILE, write_failure
-from run_reporting import TaskLosses
+from tawt import distributed
+from tawt.dev_evaluation import evaluates_during
+from tawt.errors import UsageError
+from tawt.output_files import CHECKPOINT_DIR, DISK_FULL_ERRORS, TRAINING_LOG_FILE, write_failure
+from tawt.run_reporting import TaskLosses
 from utils_cross_task import epoch_batches, prefetched
 
 logger = logging.getLogger("tawt")
@@ -69,7 +69,7 @@ def train_stage(model, run, stage, task_splits, task_weights, history=None, upda
     given) moves the weights and `history` records them; with --weight_update_steps N it is also called
     every N optimizer steps within an epoch, as `update_weights(weights, epoch, step)`. `adjust_gradients`
     (see `Trainer.train_epoch`) may change each step's gradients before the optimizer uses them. A stage that
-    trains the main task scores it on dev with --eval_strategy (dev_evaluation.py), and ends early when
+    trains the main task scores it on dev with --eval_strategy (tawt/dev_evaluation.py), and ends early when
     --early_stopping_patience says so. Returns the final weights. A stage that a resumed run had already
     finished is skipped; one it was in the middle of continues where it stopped.
     """
@@ -207,7 +207,7 @@ class Transformers28AdamW(torch.optim.Optimizer):
 class Trainer:
     """AdamW + linear schedule over one training stage, with one-task batches and weighted losses."""
 
-    branch = None  # a ForkMerge branch's name (forkmerge.py): its training_log.jsonl records carry it
+    branch = None  # a ForkMerge branch's name (tawt/forkmerge.py): its training_log.jsonl records carry it
 
     def __init__(self, model, run, total_steps, stage):
         self.model, self.run, self.stage = model, run, stage
@@ -240,12 +240,12 @@ class Trainer:
         `task_weights` maps each task to its weight; K is the number of weighted tasks, so uniform weights
         reproduce plain training. Batches before `start_batch` were trained before an interruption; with
         `end_batch` the epoch's batches from there on are left for a later call (ForkMerge's branches train
-        in turns, forkmerge.py).
+        in turns, tawt/forkmerge.py).
         `update_weights()` (new weights, task -> weight) is called every --weight_update_steps steps, before
         that step's checkpoint, but not after the epoch's last batch (the update after the epoch follows).
         `checkpoint(batches_done)` is called every --save_steps steps. `adjust_gradients(task, step,
         learning_rate)` is called after each backward pass (gradients unscaled, before clipping): GCS and
-        OL-AUX (target_aware_baselines.py) read or change the `.grad` buffers there. `evaluate()` (the dev
+        OL-AUX (tawt/target_aware_baselines.py) read or change the `.grad` buffers there. `evaluate()` (the dev
         score, --eval_strategy steps) is called every --eval_steps steps, before that step's checkpoint, which
         then holds the score; when it returns True (early stopping) the epoch ends after that step.
         """
@@ -477,9 +477,9 @@ def save_checkpoint(run, model, trainer, epoch, batches_done, task_weights):
         "history": None if run.weight_history is None else run.weight_history.history,
         "model": model.state_dict(),
         "trainer": trainer.state_dict(),
-        # GCS's or OL-AUX's cached target gradient, counters and accumulators (target_aware_baselines.py).
+        # GCS's or OL-AUX's cached target gradient, counters and accumulators (tawt/target_aware_baselines.py).
         "target_aware_baseline": None if run.target_aware_baseline is None else run.target_aware_baseline.state_dict(),
-        # The dev scores so far, the best one and its weights, and whether training stopped (dev_evaluation.py).
+        # The dev scores so far, the best one and its weights, and whether training stopped (tawt/dev_evaluation.py).
         "dev_evaluation": None if run.dev_evaluation is None else run.dev_evaluation.state_dict(),
         "random_states": random_states(run),
     }

@@ -11,8 +11,8 @@ import torch
 from tqdm.auto import tqdm
 
 from modeling_multi_bert import dropout_off, token_classification_loss
-from output_files import predictions_file, results_file, write_text_atomic
-from sequence_metrics import compute_metrics, metric_family
+from tawt.output_files import predictions_file, results_file, write_text_atomic
+from tawt.sequence_metrics import compute_metrics, metric_family
 from utils_cross_task import IGNORED_LABEL_ID, prediction_file_text, prefetched, sentence_prediction_file_text
 
 logger = logging.getLogger("tawt")

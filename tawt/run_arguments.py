@@ -12,11 +12,11 @@ import os
 
 import numpy as np
 
-from errors import UsageError
+from tawt.errors import UsageError
 from modeling_multi_bert import FORWARD_PATHS, SENTENCE_POOLINGS
-from output_files import TRAINING_LOG_FILE
-from run_reporting import add_report_to_argument
-import target_aware_baselines as baselines
+from tawt.output_files import TRAINING_LOG_FILE
+from tawt.run_reporting import add_report_to_argument
+from tawt import target_aware_baselines as baselines
 from weighted_training_basics import weight_step_size
 
 logger = logging.getLogger("tawt")
@@ -143,7 +143,7 @@ def add_common_arguments(parser):
 
 def add_multi_task_arguments(parser, main_task_weighted=True, target_aware_baselines=False):
     """The knobs shared by every multi-task script: which tasks, their weights, and the TAWT update (and,
-    with `target_aware_baselines`, --weighting gcs and olaux: target_aware_baselines.py)."""
+    with `target_aware_baselines`, --weighting gcs and olaux: tawt/target_aware_baselines.py)."""
     tasks = parser.add_argument_group("tasks")
     tasks.add_argument("--auxiliary_task_list", nargs="+", required=True,
                        help="the source tasks, e.g. 'pos chunking predicate' (commas also work)")
@@ -161,7 +161,7 @@ def add_multi_task_arguments(parser, main_task_weighted=True, target_aware_basel
     order = "sources in order, main task last" if main_task_weighted else "one per source, in order"
     weighting.add_argument("--task_weights", nargs="+", type=float, default=None,
                            help=f"starting task weights ({order}); normalised to sum 1; default: uniform")
-    # forkmerge: ForkMerge (forkmerge.py), a target-aware baseline of its own kind (several model copies).
+    # forkmerge: ForkMerge (tawt/forkmerge.py), a target-aware baseline of its own kind (several model copies).
     weighting.add_argument("--weighting", choices=("fixed", "tawt") + (baselines.WEIGHTINGS + ("forkmerge",)
                                                                        if target_aware_baselines else ()),
                            default="tawt",
@@ -171,7 +171,7 @@ def add_multi_task_arguments(parser, main_task_weighted=True, target_aware_basel
                                     "gradient kept or scaled by its cosine with the main task's; olaux: OL-AUX (Lin "
                                     "et al. 2019), weights moved additively by <G_main, G_source>; forkmerge: "
                                     "ForkMerge (Jiang et al. 2023), branches trained with different task weights and "
-                                    "merged by the main task's dev score (forkmerge.py)"
+                                    "merged by the main task's dev score (tawt/forkmerge.py)"
                                     if target_aware_baselines else ""))
     weighting.add_argument("--weight_lr", type=float, default=1.0, help="step size of the weight update (paper: 1)")
     weighting.add_argument("--normalized_gradients", action="store_true",
@@ -371,7 +371,7 @@ def check_training_arguments(args):
 
 def check_dev_evaluation_arguments(args):
     """--eval_strategy and the flags that act on its dev scores (the metric's name is checked against the
-    main task's metrics once its labels are read: dev_evaluation.py)."""
+    main task's metrics once its labels are read: tawt/dev_evaluation.py)."""
     strategy = args.eval_strategy
     if strategy == "steps" and args.eval_steps is None:
         raise UsageError("--eval_strategy steps needs --eval_steps N (score the main task every N optimizer steps)")

@@ -51,12 +51,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import training_loop
-from dev_evaluation import evaluates_during
-from errors import UsageError
-from evaluation import score
-from sequence_metrics import primary_metric
-from training_loop import Trainer, steps_per_epoch, training_schedule
+from tawt import training_loop
+from tawt.dev_evaluation import evaluates_during
+from tawt.errors import UsageError
+from tawt.evaluation import score
+from tawt.sequence_metrics import primary_metric
+from tawt.training_loop import Trainer, steps_per_epoch, training_schedule
 
 logger = logging.getLogger("tawt")
 
