@@ -209,7 +209,7 @@ def test_a_stale_world_size_waits_a_bounded_time_and_says_so(tiny_data_dir, tiny
     output = tmp_path / "alone"
     arguments = ["--task", "pos", *common(tiny_data_dir, tiny_model_dir, output), *QUICK]
     # The run as a user starts it, with the wait shortened from its two minutes.
-    code = ("import sys, distributed, run_single_task; from cross_task_training import run_main; "
+    code = ("import sys, run_single_task; from tawt import distributed; from tawt.cross_task_training import run_main; "
             "distributed.RENDEZVOUS_SECONDS = 3; run_main(lambda: run_single_task.main(sys.argv[1:]))")
     environment = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1",
                    "MASTER_PORT": str(free_port())}
