@@ -16,6 +16,7 @@ read gzip-compressed as FILE.gz); pass the grid's --note too for a byte-identica
 """
 
 import argparse
+import csv
 import gzip
 import os
 import shutil
@@ -84,8 +85,21 @@ def archive(output_root, destination):
     summary = os.path.join(output_root, "summary")
     if os.path.isdir(summary):
         shutil.copytree(summary, os.path.join(destination, "summary"), dirs_exist_ok=True)
-    write_text_atomic(os.path.join(destination, "run_times.csv"), csv_text(times))
+    write_text_atomic(os.path.join(destination, "run_times.csv"), csv_text(merged_run_times(destination, times)))
     return runs
+
+
+def merged_run_times(destination, times):
+    """The archive's run times with this output root's: an archive grows section by section (or session by
+    session, from other output roots), so the rows of runs archived before stay; a run archived again takes its
+    new time."""
+    path = os.path.join(destination, "run_times.csv")
+    rows = {}
+    if os.path.isfile(path):
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = {row["run"]: row for row in csv.DictReader(handle)}
+    rows.update((row["run"], row) for row in times)
+    return list(rows.values())  # the archive's order, new runs after it
 
 
 def main(argv=None):

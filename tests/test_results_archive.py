@@ -54,15 +54,23 @@ def test_archive_keeps_results_weights_and_compressed_predictions_only(tiny_data
         assert handle.read() == (run_dir / "ner_test_predictions.txt").read_text()
     assert "main/weighted_joint/ner/seed_1,weighted_joint,ner,1,42" in (archive / "run_times.csv").read_text()
 
+    # The archive grows: a later section (another output root) adds its runs' times to the ones already there.
+    times = archive / "run_times.csv"
+    times.write_text("run,paradigm,main_task,seed,seconds\nmain/joint/ner/seed_1,joint,ner,1,7\n"
+                     "main/weighted_joint/ner/seed_1,weighted_joint,ner,1,1\n")
+    archive_results.main([str(output_root), str(archive)])
+    assert times.read_text() == ("run,paradigm,main_task,seed,seconds\nmain/joint/ner/seed_1,joint,ner,1,7\n"
+                                 "main/weighted_joint/ner/seed_1,weighted_joint,ner,1,42\n")
+
 
 @pytest.mark.parametrize("grid", ["medium", "large"])
 def test_the_published_grids_rebuild_their_tables_from_their_archives(grid, tmp_path):
     # results/<grid> is what the README's results sections quote; the grid's own summary flags and note
     # must give back its committed table1.md and table1.csv from the archived files alone.
-    from tawt.scripts.experiment_grid import GRIDS
+    from tawt.scripts.grid_file import preset_grid
 
     archive = os.path.join(ROOT, "results", grid)
-    settings = GRIDS[grid]
+    settings = preset_grid(grid)
     collect_results.main([archive, "--data_dir", os.path.join(archive, "data"), "--output_dir", str(tmp_path),
                           "--no_plots", *settings.summary_args, "--note", settings.note])
     for name in ("table1.md", "table1.csv", "other_runs.csv", "method_comparisons.csv"):
