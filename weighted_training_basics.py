@@ -7,6 +7,9 @@ is where tasks can help or hurt each other. The weight gradient is g_t = -cos(G_
 weights take one exponentiated-gradient (mirror descent) step on the probability simplex:
 w_t <- w_t * exp(-weight_lr * s * g_t), renormalised.
 
+The update runs through the public object `tawt.TAWT` (tawt/weighting.py), which the paradigm scripts and a
+user's own training loop share; this module holds its math and the project's side of it (the encoder
+gradient of a tagging task's loss, sampled batches as chunks, the throw-away head of weighted pre-training).
 The cosines are computed where the gradients live (the GPU), one parameter tensor at a time and
 accumulated in float32: the encoder is never flattened into one vector, let alone into host memory, and
 with one batch at most two encoder gradients (the main task's and the current task's) exist at once.
@@ -55,17 +58,28 @@ def encoder_gradient(model, task, batch, autocast=contextlib.nullcontext, extra_
     """
     chunks = batch if isinstance(batch, list) else [batch]
     parameters = list(model.encoder_parameters()) + list(extra_parameters)
-    labelled_tokens = sum(int((chunk["labels"] != IGNORED_LABEL_ID).sum()) for chunk in chunks)
     with dropout_off(model):  # the similarity is about the tasks, not about random masks
-        loss = 0.0
-        for chunk in chunks:
-            with autocast():
-                _, logits = model(task, chunk["input_ids"], chunk["attention_mask"],
-                                  token_type_ids=chunk.get("token_type_ids"))
-            chunk_loss = token_classification_loss(logits, chunk["labels"], reduction="sum")
-            loss = loss + chunk_loss / max(1, labelled_tokens)  # no labelled token: a zero gradient
+        loss = chunked_batch_loss(model, task, chunks, autocast)
         gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
     return [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(parameters, gradients)]
+
+
+def labelled_tokens(chunks):
+    """The labelled tokens of a sampled batch's chunks: what its mean loss is a mean over."""
+    return sum(int((chunk["labels"] != IGNORED_LABEL_ID).sum()) for chunk in chunks)
+
+
+def chunked_batch_loss(model, task, chunks, autocast=contextlib.nullcontext):
+    """`task`'s mean loss over all labelled tokens of `chunks` (one sampled batch, run chunk by chunk)."""
+    labelled = labelled_tokens(chunks)
+    loss = 0.0
+    for chunk in chunks:
+        with autocast():
+            _, logits = model(task, chunk["input_ids"], chunk["attention_mask"],
+                              token_type_ids=chunk.get("token_type_ids"))
+        chunk_loss = token_classification_loss(logits, chunk["labels"], reduction="sum")
+        loss = loss + chunk_loss / max(1, labelled)  # no labelled token: a zero gradient
+    return loss
 
 
 def gradient_dot_and_norms(first, second):
@@ -247,34 +261,42 @@ def sample_gradient_batches(task_splits, batch_size, generator, pad_token_id, de
 
 
 def tawt_update(model, run, weights, weighted_tasks, main_task, task_splits, generator=None):
-    """The whole TAWT weight update: sample, compare with the main task, step.
+    """The whole TAWT weight update, through `tawt.TAWT`: sample, compare with the main task, step.
 
     Returns (new weights, TaskSimilarities). `weights` are over `weighted_tasks` (which hold the main task
     in joint training, not in weighted pre-training); `run` gives the arguments, device, precision and the
     sampler's own generator (`generator`, when given, draws the batches instead). Each task's gradient is
-    averaged over --gradient_sampling_batches batches.
-    In a multi-process run the main process computes the update and broadcasts the new weights and the
-    cosines, so every process trains with bit-identical weights (recomputing on each process could differ
-    in the last bits between GPUs, and would not be cheaper).
+    averaged over --gradient_sampling_batches batches. Every process calls it: in a multi-process run each
+    computes the gradients of its share of the sampled batches, the shares are summed, and every process
+    ends with the main process's weights.
     """
-    if distributed.is_main_process():
-        with untouched_random_state(run.device):  # nothing here may change what training draws next
-            update = _tawt_update(model, run, weights, weighted_tasks, main_task, task_splits, generator)
-    else:
-        update = None
-    return distributed.broadcast_from_main(update)
+    tawt = run_tawt(model, run, weighted_tasks, main_task, weights, generator)
+    splits = {task: task_splits[task].features for task in tawt.sampled_tasks()}
+    batches = tawt.sample_batches(splits, lambda features: gradient_batch_chunks(features, run.pad_token_id,
+                                                                                 run.device))
+    step_cosines = None
+    if getattr(run.args, "ablate_source_cosines", False):
+        def step_cosines(cosines):
+            ablated = ablated_cosines(cosines, weighted_tasks, main_task)
+            # The measured cosines stay in the history (cosine_similarities); the step uses these.
+            run.weight_history.add_to_next_entry(weight_step_cosines=ablated)
+            return ablated
+    tawt.update(lambda task, chunks: chunked_batch_loss(model, task, chunks), batches, step_cosines=step_cosines)
+    return np.array([tawt.weights[task] for task in weighted_tasks]), tawt.similarities
 
 
-def _tawt_update(model, run, weights, weighted_tasks, main_task, task_splits, generator):
+def run_tawt(model, run, weighted_tasks, main_task, weights, generator=None):
+    """A `tawt.TAWT` with the run's settings and precision, starting from `weights`, drawing its batches from
+    `generator` (default: the run's gradient-sampling generator, which the checkpoints save)."""
+    from tawt.weighting import TAWT  # tawt.weighting builds on this module's math: imported at use
+
     args = run.args
-    similarities = sampled_similarities(model, run, main_task, weighted_tasks, task_splits, generator)
-    step_size = weight_step_size(args.weight_lr, args.normalized_gradients, args.inv_constant)
-    cosines = similarities.cosines
-    if getattr(args, "ablate_source_cosines", False):
-        # The measured cosines stay in the history (cosine_similarities); the step uses these.
-        cosines = ablated_cosines(cosines, weighted_tasks, main_task)
-        run.weight_history.add_to_next_entry(weight_step_cosines=cosines)
-    return exponentiated_gradient_step(weights, weight_gradients(cosines), step_size), similarities
+    return TAWT(weighted_tasks, main_task, model=model, weight_lr=args.weight_lr,
+                inv_constant=None if args.normalized_gradients else args.inv_constant, initial_weights=weights,
+                gradient_sampling_batch_size=args.gradient_sampling_batch_size,
+                gradient_sampling_batches=args.gradient_sampling_batches,
+                generator=generator or run.gradient_sampling_generator, autocast=run.autocast,
+                count_items=labelled_tokens)
 
 
 def ablated_cosines(cosines, weighted_tasks, main_task):
@@ -285,26 +307,6 @@ def ablated_cosines(cosines, weighted_tasks, main_task):
     After k updates of step size s from w_0: w_main = w_0,main e^(k s) / (w_0,main e^(k s) + sum of w_0,source).
     """
     return [cosine if task == main_task else 0.0 for task, cosine in zip(weighted_tasks, cosines)]
-
-
-def sampled_similarities(model, run, main_task, weighted_tasks, task_splits, generator=None):
-    """TaskSimilarities on --gradient_sampling_batches fresh rounds of sampled batches (drawn from
-    `generator`, default the run's gradient-sampling generator), with a warning for the tasks whose cosine
-    is undefined."""
-    args = run.args
-    tasks_to_sample = dict.fromkeys(list(weighted_tasks) + [main_task])
-    batch_rounds = sample_gradient_batches(
-        {task: task_splits[task] for task in tasks_to_sample}, args.gradient_sampling_batch_size,
-        generator or run.gradient_sampling_generator, run.pad_token_id, run.device, args.gradient_sampling_batches,
-    )
-    similarities = compare_with_main_task(model, main_task, weighted_tasks, batch_rounds, run.autocast)
-    undefined = [task for task, cosine in zip(weighted_tasks, similarities.cosines) if cosine is None]
-    if undefined:
-        logger.warning(
-            "cosine undefined for %s (a zero gradient: no labelled token in the sampled batches, or a zero "
-            "loss; or a gradient that is not finite, warned above); keeping their weights", undefined,
-        )
-    return similarities
 
 
 def weight_gradients(cosines):

@@ -6,11 +6,13 @@ task's gradient on the shared parameters with the target task's, cos(G_main, G_t
 exponentiated-gradient step on the simplex, w_t <- w_t * exp(-weight_lr * s * (-cos)), renormalised.
 
 The math is that of weighted_training_basics.py (cosines accumulated in float32 tensor by tensor, the step
-in log space); this module only takes the task's loss from a callable, `loss_fn(task, batch) -> loss`,
-instead of this project's model signature, and makes the update hold under DistributedDataParallel.
+in log space); this object takes the task's loss from a callable, `loss_fn(task, batch) -> loss`, so that any
+model's signature fits, and makes the update hold under DistributedDataParallel. The paradigm scripts update
+their weights through it too (weighted_training_basics.tawt_update).
 """
 
 import contextlib
+import logging
 
 import numpy as np
 import torch
@@ -20,6 +22,8 @@ from weighted_training_basics import (
     TaskSimilarities, compare_gradients, exponentiated_gradient_step, sample_batch_indices, untouched_random_state,
     weight_gradients, weight_step_size,
 )
+
+logger = logging.getLogger(__name__)
 
 # The paper's size of a gradient-sampling batch (sentences).
 GRADIENT_SAMPLING_BATCH_SIZE = 64
@@ -146,9 +150,11 @@ class TAWT:
         if initial_weights is None:
             initial_weights = np.full(len(self.tasks), 1.0 / len(self.tasks))
         initial_weights = np.asarray(initial_weights, dtype=np.float64)
-        if initial_weights.shape != (len(self.tasks),) or np.any(initial_weights <= 0) or \
+        # A zero weight is allowed (a task left out at the start); the first update floors it to the smallest
+        # positive double, from which it can grow back only as fast as the exponentiated step allows.
+        if initial_weights.shape != (len(self.tasks),) or np.any(initial_weights < 0) or \
                 not np.isclose(initial_weights.sum(), 1.0):
-            raise ValueError(f"initial_weights {initial_weights.tolist()}: give one positive weight per task "
+            raise ValueError(f"initial_weights {initial_weights.tolist()}: give one non-negative weight per task "
                              f"({len(self.tasks)}), summing to 1")
         self._weights = initial_weights
         self.similarities = None  # the last update's TaskSimilarities
@@ -190,42 +196,58 @@ class TAWT:
         indices and collates its share of them (None where its share is empty).
         """
         rank, world_size = _world()
-        missing = [task for task in self._sampled_tasks() if task not in datasets]
+        missing = [task for task in self.sampled_tasks() if task not in datasets]
         if missing:
-            raise KeyError(f"no data set for task(s) {missing}; give one for each of {self._sampled_tasks()}")
+            raise KeyError(f"no data set for task(s) {missing}; give one for each of {self.sampled_tasks()}")
         rounds = []
         for _ in range(self.gradient_sampling_batches):
             batches = {}
-            for task in self._sampled_tasks():
+            for task in self.sampled_tasks():
                 indices = sample_batch_indices(len(datasets[task]), self.gradient_sampling_batch_size, self.generator)
                 share = indices[rank::world_size]
                 batches[task] = collate_fn([datasets[task][index] for index in share]) if share else None
             rounds.append(batches)
         return rounds
 
-    def _sampled_tasks(self):
+    def sampled_tasks(self):
+        """The tasks each update draws a batch of: the weighted tasks, and the target."""
         return list(dict.fromkeys(self.tasks + [self.main_task]))
 
-    def update(self, loss_fn, batches, stage="step", epoch=None, step=0):
+    def update(self, loss_fn, batches, stage="step", epoch=None, step=0, step_cosines=None):
         """One TAWT update; returns the new weights ({task: weight}).
 
         `loss_fn(task, batch)` returns `task`'s mean loss on `batch` (one of `batches`: the output of
         `sample_batches`, or your own rounds of {task: batch} dicts, or one such dict). `stage`, `epoch`
         and `step` go into the history entry. The global random state is left as it was (the dropout masks
-        training draws next are those of a run without the update).
+        training draws next are those of a run without the update). `step_cosines`, for ablations, maps the
+        measured cosines (a list over the tasks) to those the step uses; the history keeps both.
         """
         rounds = [batches] if isinstance(batches, dict) else list(batches)
         device = self.shared_parameters[0].device
-        with untouched_random_state(device), self._eval_mode():
-            def gradient_of(task, batch):
-                with self.autocast():
-                    return shared_gradient(loss_fn, task, batch, self.shared_parameters, self.count_items)
 
-            similarities = compare_gradients(gradient_of, self.main_task, self.tasks, rounds)
-        weights = exponentiated_gradient_step(self._weights, weight_gradients(similarities.cosines), self.step_size)
+        def loss_in_autocast(task, batch):
+            # The forward pass only: the backward pass runs outside autocast, in the forward's dtypes.
+            with self.autocast():
+                return loss_fn(task, batch)
+
+        with untouched_random_state(device), self._eval_mode():
+            similarities = compare_gradients(
+                lambda task, batch: shared_gradient(loss_in_autocast, task, batch, self.shared_parameters,
+                                                    self.count_items),
+                self.main_task, self.tasks, rounds)
+        undefined = [task for task, cosine in zip(self.tasks, similarities.cosines) if cosine is None]
+        if undefined:
+            logger.warning(
+                "cosine undefined for %s (a zero gradient: no labelled item in the sampled batches, or a zero loss; "
+                "or a gradient that is not finite, warned above); keeping their weights", undefined)
+        cosines = similarities.cosines if step_cosines is None else list(step_cosines(similarities.cosines))
+        weights = exponentiated_gradient_step(self._weights, weight_gradients(cosines), self.step_size)
         self._weights = self._same_on_every_process(weights, device)
         self.similarities = similarities
-        self.history.append(self._entry(stage, epoch, step, similarities))
+        entry = self._entry(stage, epoch, step, similarities)
+        if step_cosines is not None:
+            entry["weight_step_cosines"] = cosines
+        self.history.append(entry)
         return self.weights
 
     @contextlib.contextmanager
