@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from tawt.run_arguments import FORWARD_PATHS, SENTENCE_POOLINGS  # the flags' choices, kept where --help reads them
 from utils_cross_task import IGNORED_LABEL_ID, collate
 
 HEADS_WEIGHTS = "task_heads.safetensors"
@@ -33,15 +34,10 @@ logger = logging.getLogger(__name__)
 # float16/bfloat16 checkpoint in that type): mixed precision is autocast's job (--bf16/--fp16).
 MASTER_DTYPE = torch.float32
 
-# The forward paths (see `MultiTaskTagger.__init__`); "encoder" is the encoder's own forward.
-FORWARD_PATHS = ("unpadded", "bucketed")
 # Bucketed batches are padded to a multiple of this many positions (tensor-core tiles of bf16 are 8 or
 # 16 wide) and to the full batch size, so that few distinct shapes occur: at --max_seq_length 128 an
 # epoch sees at most 8, which a compiled forward (and a CUDA graph) is made for once each.
 BUCKET_POSITIONS = 16
-# How a sentence-level task's head reads an example: its first token's state ([CLS] for BERT), or the
-# mean of its tokens' states.
-SENTENCE_POOLINGS = ("first", "mean")
 
 
 def read_heads_config(directory):

@@ -6,17 +6,14 @@ The original's run_single.py, and run_single_analysis.py with --train_sent_num:
         --do_train --do_eval --do_predict
 """
 
-import argparse
-
 import numpy as np
 
-from tawt.cross_task_training import finish_run, prepare_run, run_main
-from tawt.run_arguments import add_common_arguments, check_positive, check_task_name
-from tawt.training_loop import train_stage
+from tawt.errors import run_main
+from tawt.run_arguments import add_common_arguments, argument_parser, check_positive, check_task_name
 
 
 def parse_arguments(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     add_common_arguments(parser)
     task = parser.add_argument_group("task")
     task.add_argument("--task", required=True, help="the task to learn, e.g. ner")
@@ -30,6 +27,11 @@ def parse_arguments(argv=None):
 
 def main(argv=None):
     args = parse_arguments(argv)
+    # The training code (torch, transformers) is imported once the arguments are read: --help and a mistyped
+    # flag answer at once.
+    from tawt.cross_task_training import finish_run, prepare_run
+    from tawt.training_loop import train_stage
+
     run, tokenizer, data, model = prepare_run(args, "single_task", args.task, [args.task],
                                               {args.task: args.train_sent_num})
 

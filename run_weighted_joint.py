@@ -19,31 +19,33 @@ OL-AUX, the target-aware baselines, are described in tawt/target_aware_baselines
         --main_task_train_sent_num 500 --output_dir out/weighted_joint_ner --do_train --do_eval --do_predict
 """
 
-import argparse
-
-from tawt.cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
+from tawt.errors import run_main
 from tawt.run_arguments import (
-    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, initial_task_weights,
+    add_common_arguments, add_forkmerge_arguments, add_multi_task_arguments, add_target_aware_baseline_arguments,
+    argument_parser, check_forkmerge_arguments, check_multi_task_arguments, initial_task_weights,
 )
-from tawt import forkmerge
-from tawt import target_aware_baselines
-from tawt.training_loop import train_stage
-from weighted_training_basics import tawt_update
 
 
 def parse_arguments(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     add_common_arguments(parser)
     add_multi_task_arguments(parser, target_aware_baselines=True)
-    target_aware_baselines.add_arguments(parser)
-    forkmerge.add_arguments(parser)
+    add_target_aware_baseline_arguments(parser)
+    add_forkmerge_arguments(parser)
     args = check_multi_task_arguments(parser.parse_args(argv))
-    forkmerge.check_arguments(args)
+    check_forkmerge_arguments(args)
     return args
 
 
 def main(argv=None):
     args = parse_arguments(argv)
+    # The training code (torch, transformers) is imported once the arguments are read: --help and a mistyped
+    # flag answer at once.
+    from tawt import forkmerge, target_aware_baselines
+    from tawt.cross_task_training import finish_run, paradigm_name, prepare_run, start_weight_history
+    from tawt.training_loop import train_stage
+    from weighted_training_basics import tawt_update
+
     tasks = args.auxiliary_task_list + [args.main_task]
     task_weights = initial_task_weights(args.task_weights, tasks)
     train_limits = {task: None for task in args.auxiliary_task_list}

@@ -18,35 +18,31 @@ Ratio analysis: --auxiliary_main_ratio r cuts every source to its first r * n_ma
         --do_train --do_eval --do_predict
 """
 
-import argparse
 import logging
 
 import numpy as np
 
-from tawt.cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
+from tawt.errors import run_main
 from tawt.run_arguments import (
-    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, check_ratio_arguments,
+    add_common_arguments, add_forkmerge_arguments, add_multi_task_arguments, add_target_aware_baseline_arguments,
+    argument_parser, check_forkmerge_arguments, check_multi_task_arguments, check_ratio_arguments,
     initial_task_weights,
 )
-from tawt import forkmerge
-from tawt import target_aware_baselines
-from tawt.training_loop import train_stage
-from weighted_training_basics import tawt_update
 
 logger = logging.getLogger("tawt")
 
 
 def parse_arguments(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     add_common_arguments(parser)
     add_multi_task_arguments(parser, target_aware_baselines=True)
-    target_aware_baselines.add_arguments(parser)
-    forkmerge.add_arguments(parser)
+    add_target_aware_baseline_arguments(parser)
+    add_forkmerge_arguments(parser)
     parser.add_argument("--auxiliary_main_ratio", type=float, default=None,
                         help="ratio analysis: cut each source to ratio * n_main sentences and start from the "
                              "weights [1/r, ..., 1/r, 1] / (S/r + 1)")
     args = check_multi_task_arguments(parser.parse_args(argv))
-    forkmerge.check_arguments(args)
+    check_forkmerge_arguments(args)
     check_ratio_arguments(args.auxiliary_main_ratio, args.main_task_train_sent_num)
     return args
 
@@ -64,6 +60,13 @@ def ratio_weights(ratio, num_sources):
 
 def main(argv=None):
     args = parse_arguments(argv)
+    # The training code (torch, transformers) is imported once the arguments are read: --help and a mistyped
+    # flag answer at once.
+    from tawt import forkmerge, target_aware_baselines
+    from tawt.cross_task_training import finish_run, paradigm_name, prepare_run, start_weight_history
+    from tawt.training_loop import train_stage
+    from weighted_training_basics import tawt_update
+
     sources, main_task = args.auxiliary_task_list, args.main_task
     tasks = sources + [main_task]
     ratio = args.auxiliary_main_ratio

@@ -20,21 +20,17 @@ the main task on dev in stage 2 only: stage 1 does not train its head.
         --do_train --do_eval --do_predict
 """
 
-import argparse
-
 import numpy as np
 
-from tawt.cross_task_training import finish_run, paradigm_name, prepare_run, run_main, start_weight_history
-from tawt.errors import UsageError
+from tawt.errors import UsageError, run_main
 from tawt.run_arguments import (
-    add_common_arguments, add_multi_task_arguments, check_multi_task_arguments, initial_task_weights,
+    add_common_arguments, add_multi_task_arguments, argument_parser, check_multi_task_arguments,
+    initial_task_weights,
 )
-from tawt.training_loop import train_stage
-from weighted_training_basics import fit_head_on_frozen_encoder, tawt_update
 
 
 def parse_arguments(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     add_common_arguments(parser)
     add_multi_task_arguments(parser, main_task_weighted=False)
     parser.add_argument("--pre_train_only", action="store_true",
@@ -52,6 +48,12 @@ def parse_arguments(argv=None):
 
 def main(argv=None):
     args = parse_arguments(argv)
+    # The training code (torch, transformers) is imported once the arguments are read: --help and a mistyped
+    # flag answer at once.
+    from tawt.cross_task_training import finish_run, paradigm_name, prepare_run, start_weight_history
+    from tawt.training_loop import train_stage
+    from weighted_training_basics import fit_head_on_frozen_encoder, tawt_update
+
     sources, main_task = args.auxiliary_task_list, args.main_task
     source_weights = initial_task_weights(args.task_weights, sources)
     train_limits = {task: None for task in sources}

@@ -274,14 +274,14 @@ def tawt_update(model, run, weights, weighted_tasks, main_task, task_splits, gen
     splits = {task: task_splits[task].features for task in tawt.sampled_tasks()}
     batches = tawt.sample_batches(splits, lambda features: gradient_batch_chunks(features, run.pad_token_id,
                                                                                  run.device))
-    step_cosines = None
-    if getattr(run.args, "ablate_source_cosines", False):
-        def step_cosines(cosines):
-            ablated = ablated_cosines(cosines, weighted_tasks, main_task)
-            # The measured cosines stay in the history (cosine_similarities); the step uses these.
-            run.weight_history.add_to_next_entry(weight_step_cosines=ablated)
-            return ablated
-    tawt.update(lambda task, chunks: chunked_batch_loss(model, task, chunks), batches, step_cosines=step_cosines)
+    def ablated(cosines):
+        step_cosines = ablated_cosines(cosines, weighted_tasks, main_task)
+        # The measured cosines stay in the history (cosine_similarities); the step uses these.
+        run.weight_history.add_to_next_entry(weight_step_cosines=step_cosines)
+        return step_cosines
+
+    tawt.update(lambda task, chunks: chunked_batch_loss(model, task, chunks), batches,
+                step_cosines=ablated if getattr(run.args, "ablate_source_cosines", False) else None)
     return np.array([tawt.weights[task] for task in weighted_tasks]), tawt.similarities
 
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from tawt import distributed
 from tawt.data.make_default_data import ensure_default_data, resolve_model_name_or_path
 from tawt.dev_evaluation import start_dev_evaluation
-from tawt.errors import OutputWriteError, TaskDataError, UsageError
+from tawt.errors import TaskDataError, UsageError, run_main  # noqa: F401 (run_main: imported from here too)
 from modeling_multi_bert import HEADS_CONFIG, HEADS_WEIGHTS, MultiTaskTagger, read_heads_config, saved_task_labels
 from tawt.output_files import (
     ALL_RESULTS_FILE, CHECKPOINT_DIR, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, EVALUATION_TENSORBOARD_DIR,
@@ -37,7 +37,9 @@ from tawt.output_files import (
     write_failure, write_json_atomic,
 )
 from tawt.output_lock import DirectoryInUse, lock_directory, release
-from tawt.run_arguments import check_max_seq_length, check_training_arguments, noise_sources, repeated_flags
+from tawt.run_arguments import (
+    TARGET_AWARE_BASELINES, check_max_seq_length, check_training_arguments, noise_sources, repeated_flags,
+)
 from tawt.run_reporting import NoReport, open_report, resolve_report_to, tensorboard_installed
 from tawt.sequence_metrics import check_labels_fit_metric
 from tawt.training_loop import (
@@ -60,7 +62,7 @@ def paradigm_name(base, args, fixed_weights_variant=True):
     """The paradigm's name in run_args.json: weighted_<base> (TAWT), <base>, or <base>_fixed_weights."""
     if args.weighting == "tawt":
         return f"weighted_{base}"
-    if args.weighting in baselines.WEIGHTINGS:
+    if args.weighting in TARGET_AWARE_BASELINES:
         return baselines.paradigm_name(base, args)
     if args.weighting == "forkmerge":
         return f"{base}_forkmerge"
@@ -790,15 +792,3 @@ def save_model(run, model, tokenizer):
     for name in sorted(os.listdir(temporary), key=lambda name: name == HEADS_CONFIG):
         os.replace(os.path.join(temporary, name), run.path(name))
     os.rmdir(temporary)
-
-
-def run_main(main):
-    """Call a script's main, turning user mistakes into one clear line instead of a traceback."""
-    try:
-        main()
-    except (UsageError, TaskDataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except (FloatingPointError, OutputWriteError) as error:  # a diverged loss, a full disk: the message says
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)

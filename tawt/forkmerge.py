@@ -43,9 +43,6 @@ run interrupted after a merge resumes exactly; one interrupted between two merge
 """
 
 import logging
-import math
-import os
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,83 +50,12 @@ import torch
 
 from tawt import training_loop
 from tawt.dev_evaluation import evaluates_during
-from tawt.errors import UsageError
 from tawt.evaluation import score
+from tawt.run_arguments import FORKMERGE_TOP_K, parse_forkmerge_branches
 from tawt.sequence_metrics import primary_metric
 from tawt.training_loop import Trainer, steps_per_epoch, training_schedule
 
 logger = logging.getLogger("tawt")
-
-WEIGHTING = "forkmerge"
-DEFAULT_BRANCHES = "target,all"
-DEFAULT_ALPHAS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # the reference code's --alphas
-TOP_K = re.compile(r"^topk:(\d+)$")
-
-
-def add_arguments(parser):
-    group = parser.add_argument_group("ForkMerge (--weighting forkmerge)")
-    group.add_argument("--forkmerge_branches", default=DEFAULT_BRANCHES,
-                       help="the branches, comma-separated: target (the main task alone), all (every source and the "
-                            "main task at the run's weights), topk:K (the main task and the K sources that score "
-                            "best in the ranking stage) (default %(default)s)")
-    group.add_argument("--forkmerge_merge_steps", type=int, default=None,
-                       help="optimizer steps each branch trains between two merges (default: one epoch of the run's "
-                            "whole task set)")
-    group.add_argument("--forkmerge_alphas", type=float, nargs="+", default=DEFAULT_ALPHAS,
-                       help="the grid each merge searches a branch's coefficient on, as fractions of the mean "
-                            "coefficient of the branches before it (default %(default)s)")
-    group.add_argument("--forkmerge_ranking_steps", type=int, default=None,
-                       help="topk:K branches: optimizer steps the ranking stage trains the main task with each source "
-                            "(default: --forkmerge_merge_steps)")
-    return parser
-
-
-def parse_branches(text, sources):
-    """The branch names of --forkmerge_branches, checked against the run's sources."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise UsageError(f"--forkmerge_branches {text!r}: name at least one branch, e.g. {DEFAULT_BRANCHES}")
-    for name in names:
-        match = TOP_K.match(name)
-        if name in ("target", "all"):
-            continue
-        if match is None:
-            raise UsageError(f"--forkmerge_branches: {name!r} is not a branch; give target, all or topk:K, "
-                             f"comma-separated (e.g. {DEFAULT_BRANCHES},topk:1)")
-        count = int(match.group(1))
-        if not 1 <= count < len(sources):
-            raise UsageError(f"--forkmerge_branches: {name} with {len(sources)} source(s); K must lie between 1 and "
-                             f"{len(sources) - 1} (topk:{len(sources)} is the branch all)")
-    if len(set(names)) != len(names):
-        raise UsageError(f"--forkmerge_branches {text}: a branch is named twice; name each once")
-    return names
-
-
-def check_arguments(args):
-    """The ForkMerge flags, after check_multi_task_arguments (so --noise_source's source is counted)."""
-    if args.weighting != WEIGHTING:
-        return
-    parse_branches(args.forkmerge_branches, args.auxiliary_task_list)
-    for flag in ("forkmerge_merge_steps", "forkmerge_ranking_steps"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UsageError(f"--{flag} {value}: give at least 1 optimizer step (leave it out for the default)")
-    if not all(math.isfinite(alpha) and alpha >= 0 for alpha in args.forkmerge_alphas):
-        raise UsageError(f"--forkmerge_alphas {' '.join(map(str, args.forkmerge_alphas))}: give finite values >= 0 "
-                         "(the reference's: 0 0.2 0.4 0.6 0.8 1)")
-    if args.weight_update_steps > 0:
-        raise UsageError("--weight_update_steps moves TAWT's or OL-AUX's weights; ForkMerge merges every "
-                         "--forkmerge_merge_steps steps: leave --weight_update_steps out")
-    if args.do_train and not args.do_eval:
-        raise UsageError("--weighting forkmerge chooses each merge by the main task's dev score; add --do_eval (it "
-                         "also reads that set)")
-    # torchrun's WORLD_SIZE, read before the processes connect: fail before anything is loaded.
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError("--weighting forkmerge runs in one process only; start it without torchrun")
-    if getattr(args, "eval_strategy", "no") == "steps":
-        raise UsageError("--weighting forkmerge scores the merged model after each merge: use --eval_strategy epoch "
-                         "(a score at every merge) instead of steps")
-
 
 @dataclass
 class Branch:
@@ -157,7 +83,7 @@ class ForkMerge:
         self.main_task = run.main_task
         self.task_weights = np.asarray(task_weights, dtype=np.float64)
         self.dev_split, self.total_steps = dev_split, total_steps
-        self.names = parse_branches(run.args.forkmerge_branches, [task for task in self.tasks if task != self.main_task])
+        self.names = parse_forkmerge_branches(run.args.forkmerge_branches, [task for task in self.tasks if task != self.main_task])
         batch_size = run.args.per_gpu_train_batch_size
         self.merge_steps = run.args.forkmerge_merge_steps or steps_per_epoch(task_splits, batch_size)
         self.ranking_steps = run.args.forkmerge_ranking_steps or self.merge_steps
@@ -211,7 +137,7 @@ class ForkMerge:
             chosen = sources
         else:
             ranked = sorted(sources, key=lambda task: -self.ranking[task])  # stable: ties keep the run's order
-            chosen = ranked[:int(TOP_K.match(name).group(1))]
+            chosen = ranked[:int(FORKMERGE_TOP_K.match(name).group(1))]
         return [task for task in self.tasks if task in chosen or task == self.main_task]
 
     def new_trainer(self, name, quiet=False):
@@ -261,7 +187,7 @@ class ForkMerge:
         if restored_state is not None:
             self.load_state_dict(restored_state)
             return
-        if any(TOP_K.match(name) for name in self.names):
+        if any(FORKMERGE_TOP_K.match(name) for name in self.names):
             self.rank_sources()
         self.build_branches()
 

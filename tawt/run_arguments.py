@@ -3,23 +3,64 @@
 The flags keep the original scripts' names and the paper's defaults. Each check raises a UsageError whose
 one line names the flag and the fix, so that a mistake stops the run before any data or model is read.
 A paradigm script adds its own few flags beside these (and checks them in its parse_arguments).
+
+This module imports neither torch nor transformers (tests/test_help.py checks it): --help and a mistyped
+flag answer at once, and the choices the flags offer (the forward paths, the target-aware baselines' modes,
+ForkMerge's branches) are defined here for the modules that use them.
 """
 
 import argparse
 import logging
 import math
 import os
+import re
 
 import numpy as np
 
 from tawt.errors import UsageError
-from modeling_multi_bert import FORWARD_PATHS, SENTENCE_POOLINGS
 from tawt.output_files import TRAINING_LOG_FILE
-from tawt.run_reporting import add_report_to_argument
-from tawt import target_aware_baselines as baselines
-from weighted_training_basics import weight_step_size
 
 logger = logging.getLogger("tawt")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """A script's docstring as written, and each flag's default after its help.
+
+    Switches (store_true) show none: they are off unless given. A flag whose default is None says in its help
+    what leaving it out does.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("%(default)" in text or action.default is None or action.default is argparse.SUPPRESS
+                or action.nargs == 0):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def argument_parser(description):
+    """An ArgumentParser with the scripts' HelpFormatter."""
+    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+
+
+# The forward paths of a BERT-family encoder (modeling_multi_bert.MultiTaskTagger); "encoder" is the encoder's
+# own forward.
+FORWARD_PATHS = ("unpadded", "bucketed")
+# How a sentence-level task's head reads an example: its first token's state ([CLS] for BERT), or the
+# mean of its tokens' states.
+SENTENCE_POOLINGS = ("first", "mean")
+REPORT_TO_CHOICES = ("tensorboard", "none")
+
+
+def add_report_to_argument(group):
+    group.add_argument(
+        "--report_to", choices=REPORT_TO_CHOICES, default=None,
+        help="tensorboard: also write TensorBoard event files to OUTPUT_DIR/tensorboard (each task's training "
+             "loss and the learning rate every --logging_steps steps, the task weights and cosines of every "
+             "update, the head-fit loss, the dev scores during training (--eval_strategy), dev and test metrics, the "
+             "arguments); none: only the run's own files. "
+             "Default: tensorboard when the tensorboard package is installed, else none (with a warning)",
+    )
 
 
 def add_common_arguments(parser):
@@ -162,7 +203,7 @@ def add_multi_task_arguments(parser, main_task_weighted=True, target_aware_basel
     weighting.add_argument("--task_weights", nargs="+", type=float, default=None,
                            help=f"starting task weights ({order}); normalised to sum 1; default: uniform")
     # forkmerge: ForkMerge (tawt/forkmerge.py), a target-aware baseline of its own kind (several model copies).
-    weighting.add_argument("--weighting", choices=("fixed", "tawt") + (baselines.WEIGHTINGS + ("forkmerge",)
+    weighting.add_argument("--weighting", choices=("fixed", "tawt") + (TARGET_AWARE_BASELINES + (FORKMERGE,)
                                                                        if target_aware_baselines else ()),
                            default="tawt",
                            help="fixed: the weights stay as given; tawt: they follow the TAWT update after each epoch "
@@ -257,7 +298,7 @@ def check_multi_task_arguments(args):
         add_noise_source(args)
     check_weighting_arguments(args)
     if hasattr(args, "target_gradient_steps"):
-        baselines.check_arguments(args)
+        check_target_aware_baseline_arguments(args)
     return args
 
 
@@ -312,7 +353,8 @@ def check_weighting_arguments(args):
                 f"--inv_constant {args.inv_constant} would freeze (or reverse) the TAWT update; give a positive "
                 "value, --normalized_gradients, or --weighting fixed to keep the weights fixed"
             )
-        if not math.isfinite(weight_step_size(args.weight_lr, args.normalized_gradients, args.inv_constant)):
+        # The step size of weighted_training_basics.weight_step_size, which a check must not import (torch).
+        if not math.isfinite(args.weight_lr * (1.0 if args.normalized_gradients else args.inv_constant)):
             raise UsageError(f"--weight_lr {args.weight_lr} times --inv_constant {args.inv_constant} overflows; "
                              "give smaller values")
     if args.gradient_sampling_batch_size < 1:
@@ -440,3 +482,118 @@ def repeated_flags(argv):
             given[flag][-1].append(token)
     return {flag: [" ".join(values) for values in occurrences] for flag, occurrences in given.items()
             if len(occurrences) > 1}
+
+
+# --weighting gcs and olaux: tawt/target_aware_baselines.py.
+TARGET_AWARE_BASELINES = ("gcs", "olaux")
+# OL-AUX's beta multiplies raw gradient dot products, so no value carries over between models and losses.
+# On the medium grid (MiniLM, learning rate 5e-4) lr * <G_main, G_k> is about 1e-4 per source step: beta = 100
+# moves a coefficient (1 at the start) by about 0.01 per step, by O(1) over a run. Not tuned on dev.
+OLAUX_LR = 100.0
+GCS_MODES = ("unweighted", "weighted")
+# du: every update holds the main task's gradient (Du et al. 2018); gated: a source step applies the gated
+# source gradient alone (what --weighting gcs computed before the variants were named).
+GCS_VARIANTS = ("du", "gated")
+
+
+def add_target_aware_baseline_arguments(parser):
+    group = parser.add_argument_group("target-aware baselines (--weighting gcs, --weighting olaux)")
+    group.add_argument("--gcs_mode", choices=GCS_MODES, default="unweighted",
+                       help="GCS (Du et al. 2018): unweighted keeps a source batch's encoder gradient when its cosine "
+                            "with the target gradient is > 0 and drops it otherwise; weighted scales it by max(0, cos)")
+    group.add_argument("--gcs_variant", choices=GCS_VARIANTS, default="du",
+                       help="GCS: du (default), as Du et al. 2018 and AuxiLearn's GradCosine compute it: each update is "
+                            "the main task's gradient plus the kept (or cosine-scaled) source gradient; gated: a step "
+                            "on a source batch applies the gated source gradient alone, so the main task trains only "
+                            "on its own batches (the runs made before this flag existed)")
+    group.add_argument("--target_gradient_steps", type=int, default=1,
+                       help="GCS and OL-AUX: refresh the target gradient (the main task's encoder gradient on "
+                            "--gradient_sampling_batch_size sampled sentences) at a source step once it is this many "
+                            "steps old; 1: at every source step, as in both papers")
+    group.add_argument("--olaux_lr", type=float, default=OLAUX_LR,
+                       help="OL-AUX (Lin et al. 2019): step size beta of the coefficients, lambda_k += beta * "
+                            "sum over the horizon (--weight_update_steps) of lr * <G_main, G_k> (default %(default)s)")
+    return parser
+
+
+def check_target_aware_baseline_arguments(args):
+    if args.target_gradient_steps < 1:
+        raise UsageError(f"--target_gradient_steps {args.target_gradient_steps}: give at least 1 (1: a fresh target "
+                         "gradient at every source step)")
+    if args.weighting == "olaux" and not (math.isfinite(args.olaux_lr) and args.olaux_lr > 0):
+        raise UsageError(f"--olaux_lr {args.olaux_lr}: give a finite positive step size (default {OLAUX_LR:g})")
+    # torchrun's WORLD_SIZE, read before the processes connect: fail before anything is loaded.
+    if args.weighting in TARGET_AWARE_BASELINES and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(f"--weighting {args.weighting} runs in one process only; start it without torchrun")
+
+
+# --weighting forkmerge: tawt/forkmerge.py.
+FORKMERGE = "forkmerge"
+DEFAULT_BRANCHES = "target,all"
+DEFAULT_ALPHAS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # the reference code's --alphas
+FORKMERGE_TOP_K = re.compile(r"^topk:(\d+)$")
+
+
+def add_forkmerge_arguments(parser):
+    group = parser.add_argument_group("ForkMerge (--weighting forkmerge)")
+    group.add_argument("--forkmerge_branches", default=DEFAULT_BRANCHES,
+                       help="the branches, comma-separated: target (the main task alone), all (every source and the "
+                            "main task at the run's weights), topk:K (the main task and the K sources that score "
+                            "best in the ranking stage) (default %(default)s)")
+    group.add_argument("--forkmerge_merge_steps", type=int, default=None,
+                       help="optimizer steps each branch trains between two merges (default: one epoch of the run's "
+                            "whole task set)")
+    group.add_argument("--forkmerge_alphas", type=float, nargs="+", default=DEFAULT_ALPHAS,
+                       help="the grid each merge searches a branch's coefficient on, as fractions of the mean "
+                            "coefficient of the branches before it (default %(default)s)")
+    group.add_argument("--forkmerge_ranking_steps", type=int, default=None,
+                       help="topk:K branches: optimizer steps the ranking stage trains the main task with each source "
+                            "(default: --forkmerge_merge_steps)")
+    return parser
+
+
+def parse_forkmerge_branches(text, sources):
+    """The branch names of --forkmerge_branches, checked against the run's sources."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UsageError(f"--forkmerge_branches {text!r}: name at least one branch, e.g. {DEFAULT_BRANCHES}")
+    for name in names:
+        match = FORKMERGE_TOP_K.match(name)
+        if name in ("target", "all"):
+            continue
+        if match is None:
+            raise UsageError(f"--forkmerge_branches: {name!r} is not a branch; give target, all or topk:K, "
+                             f"comma-separated (e.g. {DEFAULT_BRANCHES},topk:1)")
+        count = int(match.group(1))
+        if not 1 <= count < len(sources):
+            raise UsageError(f"--forkmerge_branches: {name} with {len(sources)} source(s); K must lie between 1 and "
+                             f"{len(sources) - 1} (topk:{len(sources)} is the branch all)")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--forkmerge_branches {text}: a branch is named twice; name each once")
+    return names
+
+
+def check_forkmerge_arguments(args):
+    """The ForkMerge flags, after check_multi_task_arguments (so --noise_source's source is counted)."""
+    if args.weighting != FORKMERGE:
+        return
+    parse_forkmerge_branches(args.forkmerge_branches, args.auxiliary_task_list)
+    for flag in ("forkmerge_merge_steps", "forkmerge_ranking_steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag} {value}: give at least 1 optimizer step (leave it out for the default)")
+    if not all(math.isfinite(alpha) and alpha >= 0 for alpha in args.forkmerge_alphas):
+        raise UsageError(f"--forkmerge_alphas {' '.join(map(str, args.forkmerge_alphas))}: give finite values >= 0 "
+                         "(the reference's: 0 0.2 0.4 0.6 0.8 1)")
+    if args.weight_update_steps > 0:
+        raise UsageError("--weight_update_steps moves TAWT's or OL-AUX's weights; ForkMerge merges every "
+                         "--forkmerge_merge_steps steps: leave --weight_update_steps out")
+    if args.do_train and not args.do_eval:
+        raise UsageError("--weighting forkmerge chooses each merge by the main task's dev score; add --do_eval (it "
+                         "also reads that set)")
+    # torchrun's WORLD_SIZE, read before the processes connect: fail before anything is loaded.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("--weighting forkmerge runs in one process only; start it without torchrun")
+    if getattr(args, "eval_strategy", "no") == "steps":
+        raise UsageError("--weighting forkmerge scores the merged model after each merge: use --eval_strategy epoch "
+                         "(a score at every merge) instead of steps")

@@ -28,20 +28,6 @@ from tawt.output_files import TRAINING_LOG_FILE, write_text_atomic
 
 logger = logging.getLogger("tawt")
 
-REPORT_TO_CHOICES = ("tensorboard", "none")
-
-
-def add_report_to_argument(group):
-    group.add_argument(
-        "--report_to", choices=REPORT_TO_CHOICES, default=None,
-        help="tensorboard: also write TensorBoard event files to OUTPUT_DIR/tensorboard (each task's training "
-             "loss and the learning rate every --logging_steps steps, the task weights and cosines of every "
-             "update, the head-fit loss, the dev scores during training (--eval_strategy), dev and test metrics, the "
-             "arguments); none: only the run's own files. "
-             "Default: tensorboard when the tensorboard package is installed, else none (with a warning)",
-    )
-
-
 def tensorboard_installed():
     try:
         import torch.utils.tensorboard  # noqa: F401  (needs the tensorboard package)

@@ -39,59 +39,19 @@ accumulators) goes into every checkpoint, so a resumed run continues exactly.
 """
 
 import math
-import os
 
 import numpy as np
 import torch
 
 from tawt.errors import UsageError
+from tawt.run_arguments import TARGET_AWARE_BASELINES
 from weighted_training_basics import (
     cosine_similarity, encoder_gradient, gradient_dot_and_norms, sample_gradient_batches, untouched_random_state,
 )
 
-WEIGHTINGS = ("gcs", "olaux")
-# OL-AUX's beta multiplies raw gradient dot products, so no value carries over between models and losses.
-# On the medium grid (MiniLM, learning rate 5e-4) lr * <G_main, G_k> is about 1e-4 per source step: beta = 100
-# moves a coefficient (1 at the start) by about 0.01 per step, by O(1) over a run. Not tuned on dev.
-OLAUX_LR = 100.0
-GCS_MODES = ("unweighted", "weighted")
-# du: every update holds the main task's gradient (Du et al. 2018); gated: a source step applies the gated
-# source gradient alone (what --weighting gcs computed before the variants were named).
-GCS_VARIANTS = ("du", "gated")
 # A source's coefficient never falls below this: at 0 its loss, hence its gradient, would vanish and OL-AUX
 # could never measure it again (the paper computes the gradient of each auxiliary loss unweighted).
 OLAUX_MIN_COEFFICIENT = 1e-3
-
-
-def add_arguments(parser):
-    group = parser.add_argument_group("target-aware baselines (--weighting gcs, --weighting olaux)")
-    group.add_argument("--gcs_mode", choices=GCS_MODES, default="unweighted",
-                       help="GCS (Du et al. 2018): unweighted keeps a source batch's encoder gradient when its cosine "
-                            "with the target gradient is > 0 and drops it otherwise; weighted scales it by max(0, cos)")
-    group.add_argument("--gcs_variant", choices=GCS_VARIANTS, default="du",
-                       help="GCS: du (default), as Du et al. 2018 and AuxiLearn's GradCosine compute it: each update is "
-                            "the main task's gradient plus the kept (or cosine-scaled) source gradient; gated: a step "
-                            "on a source batch applies the gated source gradient alone, so the main task trains only "
-                            "on its own batches (the runs made before this flag existed)")
-    group.add_argument("--target_gradient_steps", type=int, default=1,
-                       help="GCS and OL-AUX: refresh the target gradient (the main task's encoder gradient on "
-                            "--gradient_sampling_batch_size sampled sentences) at a source step once it is this many "
-                            "steps old; 1: at every source step, as in both papers")
-    group.add_argument("--olaux_lr", type=float, default=OLAUX_LR,
-                       help="OL-AUX (Lin et al. 2019): step size beta of the coefficients, lambda_k += beta * "
-                            "sum over the horizon (--weight_update_steps) of lr * <G_main, G_k> (default %(default)s)")
-    return parser
-
-
-def check_arguments(args):
-    if args.target_gradient_steps < 1:
-        raise UsageError(f"--target_gradient_steps {args.target_gradient_steps}: give at least 1 (1: a fresh target "
-                         "gradient at every source step)")
-    if args.weighting == "olaux" and not (math.isfinite(args.olaux_lr) and args.olaux_lr > 0):
-        raise UsageError(f"--olaux_lr {args.olaux_lr}: give a finite positive step size (default {OLAUX_LR:g})")
-    # torchrun's WORLD_SIZE, read before the processes connect: fail before anything is loaded.
-    if args.weighting in WEIGHTINGS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError(f"--weighting {args.weighting} runs in one process only; start it without torchrun")
 
 
 def paradigm_name(base, args):
@@ -330,7 +290,7 @@ def start_baseline(model, run, tasks, main_task, task_splits, task_weights):
     """The run's GCS or OL-AUX method (None for --weighting fixed or tawt), with its state restored when the
     run resumes from a checkpoint; `run.target_aware_baseline` holds it for the checkpoints."""
     weighting = run.args.weighting
-    if weighting not in WEIGHTINGS:
+    if weighting not in TARGET_AWARE_BASELINES:
         return None
     if weighting == "gcs":
         method = GradientSimilarity(model, run, tasks, main_task, task_splits[main_task], task_weights)

@@ -231,9 +231,10 @@ def test_legacy_adamw_trains_resumably_and_differs_from_torch_adamw(tiny_data_di
 def test_reseed_each_update_draws_the_same_batches_at_every_update(tiny_data_dir, tiny_model_dir, tmp_path,
                                                                    monkeypatch):
     import weighted_training_basics
+    from tawt import weighting
 
     drawn, fit_orders = [], []
-    real_sample, real_fit = weighted_training_basics.sample_batch_indices, run_weighted_pretraining.fit_head_on_frozen_encoder
+    real_sample, real_fit = weighted_training_basics.sample_batch_indices, weighted_training_basics.fit_head_on_frozen_encoder
 
     def recording_sample(num_examples, batch_size, generator):
         indices = real_sample(num_examples, batch_size, generator)
@@ -244,8 +245,9 @@ def test_reseed_each_update_draws_the_same_batches_at_every_update(tiny_data_dir
         fit_orders.append(generator.get_state().clone())
         return real_fit(model, task, split, run, generator, epochs)
 
-    monkeypatch.setattr(weighted_training_basics, "sample_batch_indices", recording_sample)
-    monkeypatch.setattr(run_weighted_pretraining, "fit_head_on_frozen_encoder", recording_fit)
+    monkeypatch.setattr(weighting, "sample_batch_indices", recording_sample)  # tawt.TAWT draws the batches
+    # The script imports it when it runs (after parsing its arguments): the patched one.
+    monkeypatch.setattr(weighted_training_basics, "fit_head_on_frozen_encoder", recording_fit)
     for flags, name in (((), "fresh"), (("--reseed_each_update",), "reseeded")):
         drawn.clear()
         fit_orders.clear()
