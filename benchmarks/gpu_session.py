@@ -58,11 +58,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing on the GPU machine can r
 from tawt.benchmarks.gpu_check import PACK_INFO, directory_bytes, read_pack, replace_directory
 from tawt.cross_task_training import UsageError
 from tawt.output_files import write_text_atomic
-from tawt.scripts.experiment_grid import LARGE_GRID, JobMaker, default_data_slice, plan, settings_from_environment, summary_commands
+from tawt.scripts.experiment_grid import JobMaker, default_data_slice, plan, settings_from_environment, summary_commands
+from tawt.scripts.grid_file import preset_grid
 from tawt.scripts.job_queue import logged_seconds
 from utils_cross_task import TaskDataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LARGE_GRID = preset_grid("large")  # scripts/grids/large.toml
 GPU_CHECK = os.path.join(ROOT, "benchmarks", "gpu_check.py")
 RUN_EXPERIMENTS = os.path.join(ROOT, "scripts", "run_experiments.sh")
 ARCHIVE = os.path.join(ROOT, "testing", "archive_results.py")

@@ -67,215 +67,28 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from tawt.output_files import ALL_RESULTS_FILE, TASK_WEIGHTS_FILE, holds_checkpoints, holds_results
+from tawt.output_files import ALL_RESULTS_FILE, TASK_WEIGHTS_FILE, holds_checkpoints, holds_results, write_text_atomic
 from tawt.output_lock import DirectoryInUse, lock_directory
 from tawt.scripts import slurm_grid
+from tawt.scripts.grid_file import (SECTIONS, SPLITS, Grid, GridError, MainTaskSetting, preset_grid, preset_names,
+                                    read_grid_file)
 from tawt.scripts.job_queue import Job, detect_slots, run_jobs, say, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPTS_DIR = os.path.join(ROOT, "scripts")
-# The paper's sections: what a grid runs when it names no others.
-PAPER_SECTIONS = ("main", "normalized", "baselines", "analysis", "final_weights")
-# Every section, in the order they run: the controls of what TAWT's gain is made of (GRID=large) come after
-# the paper's, and final_weights last.
-SECTIONS = ("main", "normalized", "baselines", "analysis", "ablation", "gcs_du", "more_seeds", "noise_source",
-            "forkmerge", "final_weights")
 # --ablate_source_cosines: TAWT's update with every source's cosine taken as 0 (weighted_training_basics.py).
 ABLATION_FLAG = "--ablate_source_cosines"
 GRID_SAVE_STEPS = 1000
-# The METHODs of scripts/run_target_aware_baseline_multi.sh, run by the baselines section.
-BASELINE_METHODS = ("gcs", "gcs_weighted", "olaux")
 # GCS as Du et al. define it (--gcs_variant du: every update holds the main task's gradient), in the gcs_du
 # section; the baselines section runs GCS with --gcs_variant gated, as its archived runs were made.
 GCS_METHODS = ("gcs", "gcs_weighted")
 BACKENDS = ("local", "slurm")  # local: scripts/job_queue.py on this machine; slurm: scripts/slurm_grid.py
 
 
-@dataclass
-class MainTaskSetting:
-    sources: list
-    train_size: int  # n_main: the main task's training sentences
-    normalized_weights: list = None  # sources..., main; None: the script computes 1/size weights
-    inv_constants: list = None  # weighted pre-training's for this main task; None: the grid's
-
-
-@dataclass
-class Grid:
-    main_tasks: dict  # main task -> MainTaskSetting, in the order the jobs are queued
-    inv_constants: list  # weighted pre-training's
-    analysis_main_task: str
-    analysis_sources: list
-    analysis_settings: list  # (n_main, ratio) of the ratio and size analyses
-    single_task_sizes: list  # single-task sizes of the analysis, besides n_main * (1 + S * ratio)
-    training: dict  # defaults of MAX_LENGTH, BATCH_SIZE, NUM_EPOCHS, GRADIENT_SAMPLING_BATCH_SIZE, EXTRA_ARGS
-    data_slice: dict = None  # sentences kept per split ({"train": 400, ...}) in the reduced grid's data
-    description: str = ""
-    sections: tuple = PAPER_SECTIONS  # what runs when no section is named
-    inv_constant_sweep: list = field(default_factory=list)  # weighted pre-training's, run with the first seed only
-    note: str = ""  # printed with the summary and written into table1.md
-    seeds: tuple = ("1",)  # the seeds when SEEDS is not set
-    baselines: tuple = BASELINE_METHODS  # the target-aware baselines of the baselines section
-    script_args: dict = field(default_factory=dict)  # script -> flags its runs add to EXTRA_ARGS
-    summary_args: list = field(default_factory=list)  # flags of testing/collect_results.py for the summary
-    original_optimizer_rows: bool = False  # joint and weighted joint also with the original's optimizer
-    random_train_slice: bool = False  # data_slice's training sentences drawn at random, not the first ones
-    more_seeds: tuple = ()  # the more_seeds section's seeds, beside `seeds`
-
-
 # What the original's optimizer did (README: Differences from the original code): gradients zeroed rather
 # than cleared, so AdamW keeps stepping heads outside the batch, and transformers 2.8's AdamW step.
 ORIGINAL_OPTIMIZER_FLAGS = ("--zero_grad_in_place", "--legacy_adamw")
-
-# The paper's grid computes what the paper's code computed: its optimizer in every run, its re-seeding in
-# weighted pre-training, and Table 1's weighted pre-training cell at its inv_constant per target.
-PAPER_GRID = Grid(
-    main_tasks={
-        "pos": MainTaskSetting(["chunking", "predicate", "ner"], 100, [0.01, 0.01, 0.01, 0.97]),
-        "chunking": MainTaskSetting(["pos", "predicate", "ner"], 100, [0.01, 0.01, 0.01, 0.97]),
-        "predicate": MainTaskSetting(["pos", "chunking", "ner"], 300, [0.03, 0.03, 0.03, 0.91]),
-        "ner": MainTaskSetting(["pos", "chunking", "predicate"], 500, [0.05, 0.05, 0.05, 0.85]),
-    },
-    inv_constants=[1, 10, 30, 100],
-    analysis_main_task="ner",
-    analysis_sources=["pos", "predicate"],
-    analysis_settings=[(500, ratio) for ratio in (1, 2, 4, 8, 16, 32, 64, 128)]
-    + [(n_main, 10) for n_main in (500, 1000, 2000, 4000, 8000)]
-    + [(n_main, 8) for n_main in (1000, 2000, 4000, 8000)],
-    single_task_sizes=[500, 1000, 2000, 4000, 8000],
-    training={"MAX_LENGTH": "128", "BATCH_SIZE": "32", "NUM_EPOCHS": "4", "GRADIENT_SAMPLING_BATCH_SIZE": "64",
-              "EXTRA_ARGS": " ".join(ORIGINAL_OPTIMIZER_FLAGS)},
-    description="the paper's grid",
-    script_args={"run_weighted_pre_training_multi.sh": ["--reseed_each_update"]},
-    summary_args=["--inv_constant_choice", "paper", "--table1_optimizer", "original"],
-)
-
-# The grid on the embedded default data when no WORKING_DIR is given: every section and paradigm of the
-# paper (not the target-aware baselines), scaled
-# down to finish in about 5 minutes on a 2-core CPU: one main task (pos, 40 sentences), one inv_constant,
-# one seed, length 32, batch 16, and an 80/40/80-sentence train/dev/test slice of every task file. Sources are
-# the slice's whole training files, so the normalized weights are computed from the sizes rather than taken
-# from the paper. The analysis keeps one ratio and uses pos as its main task too (the paper's is ner), so
-# that its single-task runs are pos runs of other sizes rather than a Table-1 column of their own. The
-# learning rate is raised to 2e-4 because the main task gets only a few dozen steps.
-REDUCED_GRID = Grid(
-    main_tasks={
-        "pos": MainTaskSetting(["chunking", "predicate", "ner"], 40),
-    },
-    inv_constants=[10],
-    analysis_main_task="pos",
-    analysis_sources=["chunking", "predicate"],
-    analysis_settings=[(16, 2)],  # sources of 32 sentences; single-task pos with 16 and 16 * (1 + 2 * 2) = 80
-    single_task_sizes=[16],
-    training={"MAX_LENGTH": "32", "BATCH_SIZE": "16", "NUM_EPOCHS": "4", "GRADIENT_SAMPLING_BATCH_SIZE": "16",
-              "EXTRA_ARGS": "--learning_rate 2e-4"},
-    data_slice={"train": 80, "dev": 40, "test": 80},
-    baselines=(),  # the smoke run stays at its measured minutes; GRID=medium runs the target-aware baselines
-    description="a reduced grid on the embedded default data",
-    note="Smoke run (the reduced grid on an 80/40/80-sentence slice of the embedded default data, one seed): "
-         "its scores show only that the pipeline works. For results, see GRID=medium or the paper's grid.",
-)
-
-# GRID=medium: evidence on real text, Table 1 on the embedded default data with three seeds in mind. Two main
-# tasks: ner from pos chunking predicate (the paper's setting; silver labels) and brown_pos (Brown's gold tags)
-# from pos chunking ner, where spaCy's tags of the same text are a strongly related source. Sizes keep one
-# seed of one main task (every Table-1 row) to minutes on a 2-core CPU: MEDIUM_MAIN_SIZE main-task
-# sentences, sources of twice as many (so normalized joint differs from joint), 5 epochs, length 64, batch
-# 8, and a learning rate chosen on dev with seed 1 so that the single-task baseline learns (README: Results
-# on the embedded default). Only the main task is evaluated, on the first 500 dev and 2,000 test sentences. Weighted pre-training's inv_constant is chosen per main task on dev by a sweep
-# over 1, 10 and 100 run with the first seed (the sweep's runs stay in the tree, and Table 1 chooses among
-# them on the seeds they share). The target-aware baselines refresh their target gradient (64 sampled main-task
-# sentences) every 8 steps: as many main-task sentences per step as one training batch of 8 at every step,
-# which both papers use, for about the same cost.
-MEDIUM_MAIN_SIZE = 100
-MEDIUM_GRID = Grid(
-    main_tasks={
-        "ner": MainTaskSetting(["pos", "chunking", "predicate"], MEDIUM_MAIN_SIZE, inv_constants=[1]),
-        "brown_pos": MainTaskSetting(["pos", "chunking", "ner"], MEDIUM_MAIN_SIZE, inv_constants=[1]),
-    },
-    inv_constants=[1],
-    inv_constant_sweep=[1, 10, 100],
-    analysis_main_task="ner",
-    analysis_sources=["pos", "predicate"],
-    analysis_settings=[],
-    single_task_sizes=[],
-    training={"MAX_LENGTH": "64", "BATCH_SIZE": "8", "NUM_EPOCHS": "5", "GRADIENT_SAMPLING_BATCH_SIZE": "64",
-              "EXTRA_ARGS": "--learning_rate 5e-4 --per_gpu_eval_batch_size 64 --eval_main_task_only",
-              "TARGET_GRADIENT_STEPS": "8"},
-    data_slice={"train": 2 * MEDIUM_MAIN_SIZE, "dev": 500, "test": 2000},
-    description="the medium grid on the embedded default data",
-    sections=("main", "normalized", "baselines", "gcs_du", "forkmerge"),
-    seeds=("1", "2", "3"),
-    note="Medium grid on the embedded default data (Brown text; labels from spaCy except brown_pos, which is "
-         "Brown's gold tagging): not comparable with the paper's OntoNotes/CoNLL-2000 numbers.",
-)
-# GRID=large: the paper's regime on the embedded default data: targets at the paper's sizes (brown_pos, Brown's
-# gold tags, with 100 sentences from pos chunking ner; ner with 500 from pos chunking predicate) beside sources
-# of 3,000 sentences each (a seeded random 3,000 of the 48,544, the same sentences for every task), so the sources hold 90 and 18 times the target's
-# sentences. The paper's schedule (4 epochs, batch 32, length 128) with learning rate 5e-4, the rate at which
-# the one-seed preview of brown_pos learned in single-task (57 %) and joint training (79 %); single-task alone
-# prefers 1e-3 on dev (results/large/calibration.md), joint training was not tried at another rate; only the main
-# task is evaluated, on the first 500 dev and 2,000 test sentences. Weighted pre-training at the paper's
-# inv_constants for these targets (30 for a pos target, 100 for ner) and 1, the medium grid's dev choice;
-# Table 1 shows the paper's. Joint and weighted joint also run with the original's optimizer, as rows of
-# other_runs.csv.
-LARGE_SOURCE_SIZE = 3000
-LARGE_GRID = Grid(
-    main_tasks={
-        "brown_pos": MainTaskSetting(["pos", "chunking", "ner"], 100, inv_constants=[1, 30]),
-        "ner": MainTaskSetting(["pos", "chunking", "predicate"], 500, inv_constants=[1, 100]),
-    },
-    inv_constants=[1],
-    analysis_main_task="ner",
-    analysis_sources=["pos", "predicate"],
-    analysis_settings=[],
-    single_task_sizes=[],
-    training={"MAX_LENGTH": "128", "BATCH_SIZE": "32", "NUM_EPOCHS": "4", "GRADIENT_SAMPLING_BATCH_SIZE": "64",
-              "EXTRA_ARGS": "--learning_rate 5e-4 --per_gpu_eval_batch_size 64 --eval_main_task_only",
-              # the baselines' 64 target sentences every 2 steps: as many per step as a training batch of 32
-              "TARGET_GRADIENT_STEPS": "2"},
-    data_slice={"train": LARGE_SOURCE_SIZE, "dev": 500, "test": 2000},
-    description="the large grid on the embedded default data",
-    sections=("main", "normalized", "baselines", "ablation", "gcs_du", "more_seeds", "noise_source", "forkmerge"),
-    seeds=("1", "2", "3"),
-    summary_args=["--inv_constant_choice", "paper", "--paper_inv_constant", "brown_pos=30"],
-    original_optimizer_rows=True,
-    random_train_slice=True,
-    more_seeds=("4", "5"),
-    note="Large grid on the embedded default data (Brown text; labels from spaCy except brown_pos, Brown's gold "
-         "tagging; sources of 3,000 sentences): not comparable with the paper's OntoNotes/CoNLL-2000 numbers.",
-)
-# GRID=genre: a sentence-level target with tagging sources. brown_genre (the genre of a sentence's Brown file,
-# 15 classes; gold) and its coarse grouping brown_genre_coarse (press, nonfiction, fiction) as main tasks, each
-# with GENRE_MAIN_SIZE sentences, from pos, chunking and ner with twice as many; the medium grid's schedule. A
-# sentence-level file is in document order, so its slices are seeded random lines of every split (a first-N
-# slice would hold a few files, hence a few genres).
-GENRE_MAIN_SIZE = 500
-GENRE_GRID = Grid(
-    main_tasks={
-        "brown_genre": MainTaskSetting(["pos", "chunking", "ner"], GENRE_MAIN_SIZE, inv_constants=[1]),
-        "brown_genre_coarse": MainTaskSetting(["pos", "chunking", "ner"], GENRE_MAIN_SIZE, inv_constants=[1]),
-    },
-    inv_constants=[1],
-    analysis_main_task="brown_genre",
-    analysis_sources=["pos", "ner"],
-    analysis_settings=[],
-    single_task_sizes=[],
-    training=MEDIUM_GRID.training,
-    data_slice={"train": 2 * GENRE_MAIN_SIZE, "dev": 500, "test": 2000},
-    description="the genre grid (sentence-level targets) on the embedded default data",
-    sections=("main", "normalized"),
-    seeds=("1", "2", "3"),
-    random_train_slice=True,
-    note="Genre grid on the embedded default data: sentence-level targets (the genre of a Brown sentence's file, "
-         "gold) with spaCy-labelled tagging sources; accuracy is the score.",
-)
-GRIDS = {"paper": PAPER_GRID, "reduced": REDUCED_GRID, "medium": MEDIUM_GRID, "large": LARGE_GRID,
-         "genre": GENRE_GRID}
-
-
-class GridError(ValueError):
-    """A setting that cannot make a grid; the message names the variable and the fix."""
 
 
 @dataclass
@@ -311,24 +124,45 @@ def inv_constants_from(values):
     return list(seen.values())
 
 
+def grid_from_environment(environ):
+    """The grid GRID_FILE names, or the preset GRID names (default: paper with WORKING_DIR, else reduced)."""
+    grid_file = environ.get("GRID_FILE", "").strip()
+    grid_name = environ.get("GRID", "").strip()
+    if grid_file and grid_name:
+        raise GridError(f"GRID={grid_name} and GRID_FILE={grid_file}: give one of them (GRID names a preset of "
+                        "scripts/grids/, GRID_FILE your own grid file)")
+    if grid_file:
+        return read_grid_file(grid_file)
+    grid_name = grid_name or ("paper" if environ.get("WORKING_DIR", "").strip() else "reduced")
+    if grid_name not in preset_names():
+        raise GridError(f"GRID={grid_name}: no such grid; choose from {' '.join(preset_names())} (scripts/grids/), "
+                        "or give your own file with GRID_FILE=my_grid.toml")
+    return preset_grid(grid_name)
+
+
+def chosen_main_tasks(grid, main_tasks, from_file):
+    """The grid's main tasks cut to MAIN_TASKS. A preset also takes the paper's main tasks, with the paper's
+    sources at the preset's size; a grid file only its own."""
+    known = grid.main_tasks if from_file else {**preset_grid("paper").main_tasks, **grid.main_tasks}
+    unknown = [task for task in main_tasks if task not in known]
+    if unknown:
+        where = f"the main tasks of {grid.source_file}" if from_file else "the grid"
+        raise GridError(f"MAIN_TASKS: {' '.join(unknown)} not in {where}; choose from {' '.join(known)}")
+    return {task: grid.main_tasks.get(task) or _reduced(known[task], grid) for task in main_tasks}
+
+
 def settings_from_environment(environ=None, prepare_data=True):
-    """The grid and settings chosen by WORKING_DIR, SEEDS, MAIN_TASKS, INV_CONSTANTS and the script settings."""
+    """The grid and settings chosen by GRID or GRID_FILE, WORKING_DIR, SEEDS, MAIN_TASKS, INV_CONSTANTS and the
+    script settings."""
     environ = os.environ if environ is None else environ
     working_dir = environ.get("WORKING_DIR", "").strip()
-    grid_name = environ.get("GRID", "").strip() or ("paper" if working_dir else "reduced")
-    if grid_name not in GRIDS:
-        raise GridError(f"GRID={grid_name}: no such grid; choose from {' '.join(GRIDS)}")
-    grid = GRIDS[grid_name]
+    grid = grid_from_environment(environ)
     output_root = os.path.abspath(environ.get("OUTPUT_ROOT") or (os.path.join(working_dir, "outputs") if working_dir
                                                                    else "outputs"))
     main_tasks = words(environ, "MAIN_TASKS")
     if main_tasks:
-        known = {**PAPER_GRID.main_tasks, **grid.main_tasks}
-        unknown = [task for task in main_tasks if task not in known]
-        if unknown:
-            raise GridError(f"MAIN_TASKS: {' '.join(unknown)} not in the grid; choose from {' '.join(known)}")
-        grid = _replace(grid, main_tasks={task: grid.main_tasks.get(task) or _reduced(PAPER_GRID.main_tasks[task], grid)
-                                          for task in main_tasks})
+        from_file = bool(environ.get("GRID_FILE", "").strip())
+        grid = _replace(grid, main_tasks=chosen_main_tasks(grid, main_tasks, from_file))
     if words(environ, "INV_CONSTANTS"):  # these, for every main task and seed, and no sweep
         grid = _replace(grid, inv_constants=inv_constants_from(words(environ, "INV_CONSTANTS")), inv_constant_sweep=[],
                         main_tasks={task: _replace(setting, inv_constants=None)
@@ -348,19 +182,23 @@ def settings_from_environment(environ=None, prepare_data=True):
     script_env = {name: environ.get(name) or default for name, default in grid.training.items()}
     script_env["EXTRA_ARGS"] = " ".join(filter(None, [grid.training.get("EXTRA_ARGS", "").strip(),
                                                       environ.get("EXTRA_ARGS", "").strip()]))
-    if working_dir:
-        data_dir = environ.get("DATA_DIR") or os.path.join(working_dir, "data")
-        script_env["BERT_MODEL"] = environ.get("BERT_MODEL") or "bert-base-cased"
-    else:
-        if prepare_data and not environ.get("DATA_DIR"):
-            make_output_root(output_root)  # the data slice goes there
-        data_dir = environ.get("DATA_DIR") or (default_data_slice(grid, output_root) if prepare_data else "")
-        if environ.get("BERT_MODEL"):
-            script_env["BERT_MODEL"] = environ["BERT_MODEL"]
-        elif prepare_data:
-            from tawt.data.make_default_data import resolve_model_name_or_path
+    data_dir = environ.get("DATA_DIR") or grid.data_dir or (os.path.join(working_dir, "data") if working_dir else "")
+    if not data_dir and prepare_data:  # the embedded default data, or a slice of it in OUTPUT_ROOT
+        from tawt.data.make_default_data import ensure_default_data
 
-            resolve_model_name_or_path(None)  # fail now, with what to install, rather than in every run
+        if grid.data_slice:
+            make_output_root(output_root)
+        data_dir = default_data_slice(grid, output_root) if grid.data_slice else ensure_default_data()
+    if prepare_data and grid.data_dir and data_dir == grid.data_dir and not os.path.isdir(data_dir):
+        raise GridError(f"{grid.source_file}: data_dir: {data_dir} is not a folder; give the folder of your task "
+                        "files, absolute or relative to the grid file")
+    bert_model = environ.get("BERT_MODEL") or grid.bert_model or ("bert-base-cased" if working_dir else "")
+    if bert_model:
+        script_env["BERT_MODEL"] = bert_model
+    elif prepare_data:
+        from tawt.data.make_default_data import resolve_model_name_or_path
+
+        resolve_model_name_or_path(None)  # fail now, with what to install, rather than in every run
     data_dir = os.path.abspath(data_dir) if data_dir else data_dir
     script_env["DATA_DIR"] = data_dir
     return Settings(grid=grid, output_root=output_root, data_dir=data_dir, seeds=seeds, script_env=script_env)
@@ -457,10 +295,37 @@ def random_lines_text(path, limit, seed):
     return "".join(lines[index] for index in chosen)
 
 
+def grid_tasks(grid, sections=SECTIONS):
+    """The tasks `sections` of the grid train on, each with the grid file's key that names it."""
+    tasks = {}
+    if set(sections) - {"analysis"}:
+        for main_task, setting in grid.main_tasks.items():
+            tasks.setdefault(main_task, f"main_tasks.{main_task}")
+            for source in setting.sources:
+                tasks.setdefault(source, f"main_tasks.{main_task}.sources")
+    if "analysis" in sections and grid.analysis_main_task:
+        tasks.setdefault(grid.analysis_main_task, "analysis.main_task")
+        for source in grid.analysis_sources:
+            tasks.setdefault(source, "analysis.sources")
+    return tasks
+
+
+def missing_task_file(grid, data_dir, task, key, split):
+    """The error for a task whose `split` file is not in `data_dir`: which file, which key names it, the fix."""
+    return GridError(f"{os.path.join(data_dir, f'{split}_{task}.txt')}: file not found (nor {split}_{task}.tsv, "
+                     f"a sentence-level task's); {os.path.basename(grid.source_file)}'s {key} names {task}: write its "
+                     f"train, dev and test files and {task}_labels.txt there (data/process_data.py), correct the "
+                     "name, or give the folder that holds them (DATA_DIR, WORKING_DIR/data or the grid file's "
+                     "data_dir)")
+
+
 def default_data_slice(grid, output_root, source=None):
     """OUTPUT_ROOT/default_data_slice_...: the first sentences of every file of the embedded default data
     (with grid.random_train_slice, a seeded random choice of the training files' sentences); `source`: slice
-    that data directory instead (benchmarks/gpu_session.py packs a slice of the user's data this way)."""
+    that data directory instead (benchmarks/gpu_session.py packs a slice of the user's data this way).
+
+    A slice made before for fewer tasks (another MAIN_TASKS) gets the missing tasks added, sliced the same way;
+    its files of the other tasks stay as they are."""
     from tawt.data.make_default_data import ensure_default_data
 
     source = source or ensure_default_data()
@@ -470,12 +335,20 @@ def default_data_slice(grid, output_root, source=None):
         name += f"_random{RANDOM_SLICE_SEED}"
     target = os.path.join(output_root, name)
     marker = os.path.join(target, "slice_info.json")
+    sliced = []
     if os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as handle:
+            sliced = json.load(handle)["tasks"]
+    needed = grid_tasks(grid)
+    missing = sorted(set(needed) - set(sliced))
+    if not missing:
         return target
-    tasks = sorted({task for setting in grid.main_tasks.values() for task in setting.sources}
-                   | set(grid.main_tasks) | set(grid.analysis_sources) | {grid.analysis_main_task})
+    for task in missing:  # before any file is written: a task the data lacks leaves the slice as it was
+        for split in sizes:
+            if not os.path.isfile(grid_task_file(source, split, task)):
+                raise missing_task_file(grid, source, task, needed[task], split)
     os.makedirs(target, exist_ok=True)
-    for task in tasks:
+    for task in missing:
         for split, limit in sizes.items():
             path = grid_task_file(source, split, task)
             with open(os.path.join(target, os.path.basename(path)), "w", encoding="utf-8") as handle:
@@ -487,31 +360,21 @@ def default_data_slice(grid, output_root, source=None):
         with open(os.path.join(source, f"{task}_labels.txt"), encoding="utf-8") as labels:
             with open(os.path.join(target, f"{task}_labels.txt"), "w", encoding="utf-8") as handle:
                 handle.write(labels.read())  # the full data's labels, so a label absent from the slice is fine
-    with open(marker, "w", encoding="utf-8") as handle:  # written last: marks a complete slice
-        json.dump({"source": source, "sentences_per_split": sizes, "tasks": tasks,
-                   "train_sentences": f"random, seed {RANDOM_SLICE_SEED}" if grid.random_train_slice else "first"},
-                  handle, indent=1)
+    # written last (replaced whole): marks a complete slice of these tasks
+    write_text_atomic(marker, json.dumps({
+        "source": source, "sentences_per_split": sizes, "tasks": sorted({*sliced, *missing}),
+        "train_sentences": f"random, seed {RANDOM_SLICE_SEED}" if grid.random_train_slice else "first"}, indent=1))
     return target
 
 
 def check_data(settings, sections):
-    """Fail fast, naming the file, when a task the grid needs has no train/dev/test file."""
+    """Fail fast, naming the file and the grid's key, when a task the grid needs has no train/dev/test file."""
     if not settings.data_dir:
         return
-    grid = settings.grid
-    tasks = set()
-    if set(sections) & {"main", "normalized", "baselines", "ablation", "gcs_du", "more_seeds", "noise_source",
-                        "forkmerge", "final_weights"}:
-        for main_task, setting in grid.main_tasks.items():
-            tasks |= {main_task, *setting.sources}
-    if "analysis" in sections:
-        tasks |= {grid.analysis_main_task, *grid.analysis_sources}
-    for task in sorted(tasks):
-        for split in ("train", "dev", "test"):
-            path = grid_task_file(settings.data_dir, split, task)
-            if not os.path.isfile(path):
-                raise GridError(f"{path}: file not found; the grid needs {split}_{task}.txt in the data directory "
-                                "(WORKING_DIR/data or DATA_DIR; see data/process_data.py)")
+    for task, key in sorted(grid_tasks(settings.grid, sections).items()):
+        for split in SPLITS:
+            if not os.path.isfile(grid_task_file(settings.data_dir, split, task)):
+                raise missing_task_file(settings.grid, settings.data_dir, task, key, split)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -34,8 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The grid's settings, written into next.sh so that the follow-up plans the same grid whoever runs it (with
 # the grid's training settings, MAX_LENGTH and the like).
-GRID_VARIABLES = ("GRID", "WORKING_DIR", "DATA_DIR", "OUTPUT_ROOT", "SEEDS", "MAIN_TASKS", "INV_CONSTANTS",
-                  "BERT_MODEL", "PYTHON", "SBATCH_ARGS", "SBATCH_SUMMARY_ARGS", "MAX_RUNNING")
+GRID_VARIABLES = ("GRID", "GRID_FILE", "WORKING_DIR", "DATA_DIR", "OUTPUT_ROOT", "SEEDS", "MAIN_TASKS",
+                  "INV_CONSTANTS", "BERT_MODEL", "PYTHON", "SBATCH_ARGS", "SBATCH_SUMMARY_ARGS", "MAX_RUNNING")
 JOB_IDS_FILE = "job_ids"
 
 

@@ -64,7 +64,7 @@ def clean_environment(**settings):
     one running the tests (PYTHON), also when its environment is not activated."""
     names = ("WORKING_DIR", "DATA_DIR", "BERT_MODEL", "MAX_LENGTH", "BATCH_SIZE", "NUM_EPOCHS", "SEED", "SEEDS",
              "OUTPUT_ROOT", "OUTPUT_DIR", "EXTRA_ARGS", "GRADIENT_SAMPLING_BATCH_SIZE", "PYTHON", "MAIN_TASKS",
-             "INV_CONSTANTS", "SLOTS", "JOBS_PER_GPU", "CUDA_VISIBLE_DEVICES", "GRID", "BACKEND", "SBATCH_ARGS",
+             "INV_CONSTANTS", "SLOTS", "JOBS_PER_GPU", "CUDA_VISIBLE_DEVICES", "GRID", "GRID_FILE", "BACKEND", "SBATCH_ARGS",
              "SBATCH_SUMMARY_ARGS", "TARGET_GRADIENT_STEPS", "OLAUX_HORIZON")
     environment = {name: value for name, value in os.environ.items() if name not in names}
     environment.update({"PYTHON": sys.executable, **{name: str(value) for name, value in settings.items()}})
@@ -488,7 +488,7 @@ def test_medium_grid_lists_table_1_for_two_main_tasks_with_an_inv_constant_sweep
 
     unknown = subprocess.run(["sh", os.path.join(SCRIPTS, "run_experiments.sh"), "--list"], capture_output=True,
                              text=True, cwd=tmp_path, timeout=60, env=clean_environment(GRID="huge", DATA_DIR=data))
-    assert unknown.returncode != 0 and "GRID=huge: no such grid; choose from paper reduced medium large" in unknown.stderr
+    assert unknown.returncode != 0 and "GRID=huge: no such grid; choose from genre large medium paper reduced" in unknown.stderr
 
 
 def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original_optimizer_rows(tmp_path):

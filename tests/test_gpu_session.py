@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from tawt.benchmarks import gpu_session
 from tawt.benchmarks.gpu_check import directory_bytes
 from tawt.cross_task_training import UsageError
-from tawt.scripts.experiment_grid import LARGE_GRID
+from tawt.benchmarks.gpu_session import LARGE_GRID
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPU_SESSION = os.path.join(ROOT, "benchmarks", "gpu_session.py")

@@ -386,7 +386,7 @@ def test_grid_slices_sentence_level_files_by_random_lines(mixed_data_dir, tmp_pa
 
     from tawt.scripts import experiment_grid
 
-    grid = replace(experiment_grid.GENRE_GRID, main_tasks={"topic": experiment_grid.MainTaskSetting(["pos"], 6)},
+    grid = replace(experiment_grid.preset_grid("genre"), main_tasks={"topic": experiment_grid.MainTaskSetting(["pos"], 6)},
                    analysis_main_task="topic", analysis_sources=["pos"], data_slice={"train": 10, "dev": 4, "test": 4})
     target = experiment_grid.default_data_slice(grid, str(tmp_path), source=mixed_data_dir)
     train_lines = (tmp_path / os.path.basename(target) / "train_topic.tsv").read_text().splitlines()
