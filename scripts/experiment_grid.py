@@ -1,4 +1,8 @@
-"""The paper's experiment grid as jobs of scripts/job_queue.py; `sh scripts/run_experiments.sh` runs it.
+"""An experiment grid as jobs of scripts/job_queue.py; `sh scripts/run_experiments.sh` runs it.
+
+A grid is a TOML file (docs/grid_files.md): its main tasks, each with its sources and size, its sections,
+seeds, training settings and summary options. GRID=<name> runs a preset, scripts/grids/<name>.toml;
+GRID_FILE=my_grid.toml runs one's own (a copy of a preset, edited).
 
 Every job is one of the paradigm scripts of scripts/ with its positional arguments, e.g.
 `SEED=1 OUTPUT_DIR=outputs/main/joint/ner/seed_1 sh scripts/run_joint_training_multi.sh pos chunking predicate ner 500`;
@@ -51,9 +55,10 @@ again after an interruption (or with more SEEDS) runs only what is missing.
 BACKEND=local (the default) runs the jobs here through scripts/job_queue.py; BACKEND=slurm submits those
 not done as a Slurm job array, with the summary as a job after it (scripts/slurm_grid.py).
 
-With WORKING_DIR: the paper's grid on $WORKING_DIR/data (bert-base-cased, 4 epochs, length 128, batch 32).
-Without: a reduced grid on a small slice of the embedded default data (see REDUCED_GRID), sized to finish
-in about 5 minutes on a 2-core CPU; its numbers show the pipeline works, they are not the paper's.
+Without GRID or GRID_FILE: with WORKING_DIR, the paper's grid on $WORKING_DIR/data (bert-base-cased, 4 epochs,
+length 128, batch 32); without, the reduced grid on a small slice of the embedded default data
+(scripts/grids/reduced.toml), sized to finish in about 5 minutes on a 2-core CPU; its numbers show the
+pipeline works, they are not the paper's.
 """
 
 import argparse
@@ -708,8 +713,7 @@ def run_summary(settings, echo=say):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sections", nargs="*", metavar="SECTION",
-                        help=f"any of {', '.join(SECTIONS)} (default: the grid's, in that order: the paper's, "
-                             "or main, normalized and baselines with GRID=medium)")
+                        help=f"any of {', '.join(SECTIONS)} (default: the grid file's sections, in that order)")
     parser.add_argument("--list", action="store_true", help="print the jobs (the commands) and run nothing")
     parser.add_argument("--no_summary", action="store_true",
                         help="skip the summary at the end (testing/collect_results.py, the significance batch)")

@@ -1,28 +1,35 @@
 #!/bin/sh
-# The paper's experiment grid through a job queue, then the Table-1 summary and the weight plots.
+# An experiment grid through a job queue, then the Table-1 summary and the weight plots.
 #
 #   sh scripts/run_experiments.sh [SECTION...] [--list] [--no_summary] [--no_submit]
+#   GRID_FILE=my_grid.toml sh scripts/run_experiments.sh      (a grid of your own tasks)
 #
-# SECTION: main, normalized, analysis, final_weights (default: all; final_weights runs last, as it re-runs
-# the weighted runs with their learned weights fixed). --list prints the jobs and runs nothing.
-# BACKEND=slurm submits the runs as a Slurm job array instead of running them here (README, "The grid on a
-# Slurm cluster"; --no_submit writes the array's scripts without submitting them).
+# A grid is a TOML file naming its main tasks, each with its sources and size, its sections, seeds, training
+# settings and summary options (docs/grid_files.md). The presets are scripts/grids/<name>.toml; copy one to
+# start your own.
 #
-# Without WORKING_DIR: a reduced grid on a slice of the embedded default data and the default MiniLM
-# encoder (about 5 minutes on a 2-core CPU; its scores show the pipeline works, they are not the paper's).
-# With WORKING_DIR: the paper's grid on $WORKING_DIR/data ({train,dev,test}_{task}.txt, {task}_labels.txt)
-# with bert-base-cased, 4 epochs, length 128, batch 32.
+# SECTION: main, normalized, baselines, analysis, ablation, gcs_du, more_seeds, noise_source, forkmerge,
+# final_weights (default: the grid's sections; final_weights runs last, as it re-runs the weighted runs with
+# their learned weights fixed). --list prints the jobs and runs nothing. BACKEND=slurm submits the runs as a
+# Slurm job array instead of running them here (--no_submit writes the array's scripts without submitting them).
+#
+# Without GRID or GRID_FILE: with WORKING_DIR, the paper's grid on $WORKING_DIR/data ({train,dev,test}_{task}.txt,
+# {task}_labels.txt) with bert-base-cased, 4 epochs, length 128, batch 32; without, the reduced grid on a slice
+# of the embedded default data and the default MiniLM encoder (about 5 minutes on a 2-core CPU; its scores show
+# the pipeline works, they are not the paper's).
 #
 # Settings from the environment:
-#   GRID          the preset: paper (default with WORKING_DIR), reduced (default without), or medium (README:
-#                 Results on the embedded default)
-#   WORKING_DIR   see above              DATA_DIR     the data directory (default: $WORKING_DIR/data)
+#   GRID          a preset of scripts/grids/: paper (default with WORKING_DIR), reduced (default without),
+#                 medium, large or genre
+#   GRID_FILE     your own grid file instead of a preset
+#   WORKING_DIR   see above              DATA_DIR     the data directory (default: the grid file's data_dir,
+#                 else $WORKING_DIR/data, else the embedded default data)
 #   OUTPUT_ROOT   the output tree (default: $WORKING_DIR/outputs, else ./outputs)
-#   SEEDS         seeds of every run, e.g. SEEDS="1 2 3" (default: 1; GRID=medium: 1 2 3)
+#   SEEDS         seeds of every run, e.g. SEEDS="1 2 3" (default: the grid's seeds)
 #   MAIN_TASKS    main tasks to run, e.g. MAIN_TASKS="ner pos" (default: the grid's)
-#   INV_CONSTANTS weighted pre-training's, e.g. INV_CONSTANTS="1 10" (default: 1 10 30 100; reduced: 10)
+#   INV_CONSTANTS weighted pre-training's, e.g. INV_CONSTANTS="1 10" (default: the grid's inv_constants)
 #   BERT_MODEL MAX_LENGTH BATCH_SIZE NUM_EPOCHS GRADIENT_SAMPLING_BATCH_SIZE EXTRA_ARGS: as in scripts/common.sh;
-#                 each replaces the preset's value, except EXTRA_ARGS, which adds to the preset's flags
+#                 each replaces the grid's value, except EXTRA_ARGS, which adds to the grid's flags
 #   CUDA_VISIBLE_DEVICES  the GPUs the queue deals jobs to, one job per GPU at a time (default: all;
 #                 none: one job at a time on the CPU)
 #   JOBS_PER_GPU  jobs sharing a GPU (default 1)     SLOTS   jobs at once, overriding both

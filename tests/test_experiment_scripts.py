@@ -64,8 +64,8 @@ def clean_environment(**settings):
     one running the tests (PYTHON), also when its environment is not activated."""
     names = ("WORKING_DIR", "DATA_DIR", "BERT_MODEL", "MAX_LENGTH", "BATCH_SIZE", "NUM_EPOCHS", "SEED", "SEEDS",
              "OUTPUT_ROOT", "OUTPUT_DIR", "EXTRA_ARGS", "GRADIENT_SAMPLING_BATCH_SIZE", "PYTHON", "MAIN_TASKS",
-             "INV_CONSTANTS", "SLOTS", "JOBS_PER_GPU", "CUDA_VISIBLE_DEVICES", "GRID", "GRID_FILE", "BACKEND", "SBATCH_ARGS",
-             "SBATCH_SUMMARY_ARGS", "TARGET_GRADIENT_STEPS", "OLAUX_HORIZON")
+             "INV_CONSTANTS", "SLOTS", "JOBS_PER_GPU", "CUDA_VISIBLE_DEVICES", "GRID", "GRID_FILE", "BACKEND",
+             "SBATCH_ARGS", "SBATCH_SUMMARY_ARGS", "TARGET_GRADIENT_STEPS", "OLAUX_HORIZON")
     environment = {name: value for name, value in os.environ.items() if name not in names}
     environment.update({"PYTHON": sys.executable, **{name: str(value) for name, value in settings.items()}})
     return environment
