@@ -156,7 +156,7 @@ def test_a_second_run_into_a_busy_directory_is_refused_until_the_first_dies(tiny
 def test_a_second_grid_on_a_busy_output_root_is_refused(tiny_data_dir, tmp_path):
     root = tmp_path / "grid"
     root.mkdir()
-    hold = f"import time, output_lock; output_lock.lock_directory({str(root)!r}); print('held', flush=True); "
+    hold = f"import time; from tawt import output_lock; output_lock.lock_directory({str(root)!r}); print('held', flush=True); "
     holder = subprocess.Popen([sys.executable, "-c", hold + "time.sleep(120)"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
