@@ -360,6 +360,9 @@ def test_ensure_default_data_builds_once_and_clears_killed_builds(tmp_path, monk
         calls.append(output_dir)
         os.makedirs(output_dir)
         write(os.path.join(output_dir, default.INFO_FILE), "{}\n")
+        for task in default.GENRE_TASKS:  # a build of today's data holds the genre tasks too
+            for split in ("train", "dev", "test"):
+                write(os.path.join(output_dir, f"{split}_{task}.tsv"), "")
 
     monkeypatch.setattr(default, "build_default_data", fake_build)
     os.makedirs(tmp_path / f".{default.DEFAULT_DATA_DIRNAME}.building-dead")
