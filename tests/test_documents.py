@@ -1,5 +1,6 @@
 """The documents hold together: every relative link and #anchor of every Markdown file resolves, and every
 command the README shows names a script that exists and flags that script's parser accepts."""
+import concurrent.futures
 import functools
 import os
 import re
@@ -194,6 +195,18 @@ def accepted_flags(help_output):
     return flags
 
 
+def prefetch_help(texts):
+    """Start every script's --help at once: a few of them import torch, which takes seconds each."""
+    scripts = set()
+    for text in texts:
+        for _, words in shell_commands(text):
+            script, _ = script_and_arguments(words)
+            if script and script.endswith(".py") and os.path.isfile(os.path.join(ROOT, script)):
+                scripts.add(script)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda script: help_text(script, None), sorted(scripts)))
+
+
 def command_problems(text, name="README.md"):
     problems, checked = [], 0
     for number, words in shell_commands(text):
@@ -230,15 +243,19 @@ def test_a_missing_script_or_flag_is_found():
 
 def test_every_readme_command_names_a_script_and_flags_that_exist():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
-        checked, problems = command_problems(handle.read())
+        text = handle.read()
+    prefetch_help([text])
+    checked, problems = command_problems(text)
     assert checked >= 10, f"only {checked} commands found in the README's code blocks"
     assert not problems, "\n".join(problems)
 
 
 def test_every_other_documents_commands_name_scripts_and_flags_that_exist():
-    problems = []
+    texts = {}
     for path in markdown_files():
         if path != os.path.join(ROOT, "README.md"):
             with open(path, encoding="utf-8") as handle:
-                problems += command_problems(handle.read(), os.path.relpath(path, ROOT))[1]
+                texts[os.path.relpath(path, ROOT)] = handle.read()
+    prefetch_help(texts.values())
+    problems = [problem for name, text in texts.items() for problem in command_problems(text, name)[1]]
     assert not problems, "\n".join(problems)
