@@ -1,4 +1,4 @@
-"""The performance figures of the README: this implementation against the original's approach, side by side.
+"""The performance figures of benchmarks/README.md: this implementation against the original's approach, side by side.
 
     python benchmarks/run_benchmarks.py            # the full figures (about 6 minutes on 2 CPU cores)
     python benchmarks/run_benchmarks.py --quick    # smaller batches, one repetition (a few minutes)

@@ -1,5 +1,5 @@
-"""What the benchmarks run on: Brown-length sentences for four tasks, and the encoders of the README's
-performance figures.
+"""What the benchmarks run on: Brown-length sentences for four tasks, and the encoders of the
+performance figures (benchmarks/README.md).
 
 Sentences come from --data_dir when given, else from the embedded default data when it is built (real
 Brown sentences with their spaCy labels), else straight from the Brown tarball in the cache (real

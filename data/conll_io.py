@@ -1,6 +1,6 @@
 """Reading column files line by line and writing task files atomically; shared by the data scripts.
 
-Task files (see the README's Data section): one word per line, the word first and the label last, space- or
+Task files (see docs/data.md): one word per line, the word first and the label last, space- or
 tab-separated, a blank line between sentences, ``-DOCSTART-`` lines ignored; ``{task}_labels.txt`` holds one
 label a line.
 """

@@ -91,7 +91,7 @@ GCS_METHODS = ("gcs", "gcs_weighted")
 BACKENDS = ("local", "slurm")  # local: scripts/job_queue.py on this machine; slurm: scripts/slurm_grid.py
 
 
-# What the original's optimizer did (README: Differences from the original code): gradients zeroed rather
+# What the original's optimizer did (docs/differences_from_the_original.md): gradients zeroed rather
 # than cleared, so AdamW keeps stepping heads outside the batch, and transformers 2.8's AdamW step.
 ORIGINAL_OPTIMIZER_FLAGS = ("--zero_grad_in_place", "--legacy_adamw")
 

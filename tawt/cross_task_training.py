@@ -385,8 +385,8 @@ def _record_run(run, filename):
         "args": vars(args),
         "device": str(run.device),
         # Float sums depend on how they are split over threads and on the hardware: a rerun reproduces the
-        # numbers exactly only with the same thread count on the same kind of device (README: Interrupted
-        # runs and reproducibility).
+        # numbers exactly only with the same thread count on the same kind of device (docs/reproducibility.md:
+        # identical reruns).
         "device_name": _device_name(run.device),
         "torch_threads": torch.get_num_threads(),
         "forward_path": run.forward_path,
@@ -645,7 +645,7 @@ def warn_identical_gradient_batches(args, train_splits):
                            "M different batches", task, len(split.features), args.gradient_sampling_batch_size,
                            batches)
 # The forward path --forward_path auto takes on each device type. On the CPU the unpadded one was
-# measured faster (README, Performance); on a GPU the bucketed one is the guess that few large kernels
+# measured faster (benchmarks/README.md); on a GPU the bucketed one is the guess that few large kernels
 # and static shapes beat gathers (benchmarks/gpu_check.py measures both).
 AUTO_FORWARD_PATH = {"cpu": "unpadded", "cuda": "bucketed"}
 

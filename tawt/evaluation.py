@@ -1,6 +1,6 @@
 """Evaluation: predict a task's split, score it (sequence_metrics), write results and predictions.
 
-The files written are those of the README's Outputs section: {task}_{eval|test}_results.txt and
+The files written are those of docs/outputs.md: {task}_{eval|test}_results.txt and
 {task}_test_predictions.txt.
 """
 

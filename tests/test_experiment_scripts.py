@@ -1,4 +1,4 @@
-"""scripts/: the paradigm shell scripts, the job queue and the paper's experiment grid (README: Running the experiments)."""
+"""scripts/: the paradigm shell scripts, the job queue and the paper's experiment grid (docs/grid.md)."""
 
 import json
 import os

@@ -65,7 +65,7 @@ def test_archive_keeps_results_weights_and_compressed_predictions_only(tiny_data
 
 @pytest.mark.parametrize("grid", ["medium", "large"])
 def test_the_published_grids_rebuild_their_tables_from_their_archives(grid, tmp_path):
-    # results/<grid> is what the README's results sections quote; the grid's own summary flags and note
+    # results/<grid> is what results/<grid>/README.md quotes; the grid's own summary flags and note
     # must give back its committed table1.md and table1.csv from the archived files alone.
     from tawt.scripts.grid_file import preset_grid
 

@@ -1,4 +1,4 @@
-"""The paradigm scripts end to end on the tiny fixtures: every output a run writes (README: Outputs)."""
+"""The paradigm scripts end to end on the tiny fixtures: every output a run writes (docs/outputs.md)."""
 
 import glob
 import json
