@@ -222,9 +222,11 @@ class _GridFileReader:
             sources = self.required(values, "sources", where, "the tasks it learns from", 'add sources = ["pos"]')
             train_size = self.required(values, "train_size", where, "its training sentences", "add train_size = 500")
             self.not_empty(values, "sources", where, "at least one source task")
-            if main_task in sources or len(set(sources)) < len(sources):
-                self.fail(where + "sources", f"{sources} names {main_task} or a task twice",
-                          "name each source once, and not the main task itself")
+            if main_task in sources:
+                self.fail(where + "sources", f"names the main task {main_task} itself", "name only its sources")
+            repeated = [source for position, source in enumerate(sources) if source in sources[:position]]
+            if repeated:
+                self.fail(where + "sources", f"names {repeated[0]} twice", "name each source once")
             weights = values.get("normalized_weights")
             if weights is not None and len(weights) != len(sources) + 1:
                 self.fail(where + "normalized_weights", f"{len(weights)} weights for {len(sources)} sources and "

@@ -92,7 +92,8 @@ train_size = 10
     (GOOD.replace('sources = ["pos"]\n', ""), "main_tasks.ner.sources", "missing (the tasks it learns from); add "
                                                                           'sources = ["pos"]'),
     (GOOD.replace('["pos"]', "[]"), "main_tasks.ner.sources", "is empty; give at least one source task"),
-    (GOOD.replace('["pos"]', '["pos", "ner"]'), "main_tasks.ner.sources", "names ner or a task twice"),
+    (GOOD.replace('["pos"]', '["pos", "ner"]'), "main_tasks.ner.sources", "names the main task ner itself"),
+    (GOOD.replace('["pos"]', '["pos", "pos"]'), "main_tasks.ner.sources", "names pos twice; name each source once"),
     (GOOD.replace('["pos"]', '["my pos"]'), "main_tasks.ner.sources", "is not a list of task names"),
     (GOOD + "normalized_weights = [0.5]\n", "main_tasks.ner.normalized_weights",
      "1 weights for 1 sources and the main task; give 2"),
