@@ -16,7 +16,6 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from tawt.errors import TaskDataError, UsageError
 
@@ -481,6 +480,8 @@ def collate(features, pad_token_id, pad_to_multiple_of=None, max_length=None, ro
     if pad_to_multiple_of:
         rounded = -(-length // pad_to_multiple_of) * pad_to_multiple_of
         length = max(length, min(rounded, max_length or rounded))
+    import torch  # here, not at the top: the data tools that only read task files start without torch
+
     row_count = max(len(features), rows or 0)
     input_ids = torch.full((row_count, length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((row_count, length), dtype=torch.long)
@@ -563,6 +564,8 @@ def epoch_batches(task_sizes, batch_size, generator, task_lengths=None):
     shuffled examples is sorted by length before it is cut, so a batch holds sentences of similar length
     and little padding is computed; the batches are still drawn at random.
     """
+    import torch  # as in collate
+
     batches = []
     for task, size in task_sizes.items():
         order = torch.randperm(size, generator=generator).tolist()

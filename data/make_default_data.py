@@ -45,6 +45,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from tawt.run_arguments import HelpFormatter
 from tawt.data.conll_io import SPLITS, TaskDataError, labels_file_text, task_file_text
 from tawt.data.spacy_labels import EXCLUDED_PIPES, SPACY_MODEL, label_sentences
 
@@ -465,7 +466,7 @@ def ensure_default_data(cache_dir=None, n_process=None, brown_tarball=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--cache_dir", help="cache root (default: $TAWT_CACHE_DIR, else ~/.cache/tawt)")
     parser.add_argument("--output_dir", help="build here instead of in the cache (replaced if it exists)")
     parser.add_argument("--max_files", type=int, help="only the first N Brown files (a small build; needs --output_dir)")

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from tawt.data.conll_io import TaskDataError, read_text_lines, write_files_atomically
 from tawt.errors import UsageError
+from tawt.run_arguments import HelpFormatter
 from utils_cross_task import (
     EncodingReport, encode_words, is_sentence_break, load_word_tokenizer, split_columns, word_windows,
 )
@@ -91,7 +92,7 @@ def process_file(input_path, tokenizer, max_seq_length):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--input", required=True, help="a column file, or a data directory of task files")
     parser.add_argument("--output_dir", required=True, help="where to write the processed file(s), same names")
     parser.add_argument("--max_seq_length", type=int, required=True, help="sub-tokens per sentence, special tokens included")

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from tawt.data import conll_columns, hf_datasets
 from tawt.errors import UsageError
+from tawt.run_arguments import HelpFormatter
 from tawt.data.conll_io import (
     ONTONOTES_TASKS,
     SPLITS,
@@ -270,7 +271,7 @@ def tagged_sentence_labels(sentence, task):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="corpus", required=True)
     ontonotes = commands.add_parser(
         "ontonotes", help="OntoNotes 5.0 CoNLL-2012 *_conll files -> pos, ner, predicate",
@@ -283,12 +284,12 @@ def parse_args(argv=None):
     )
     conll2000.set_defaults(file_pattern="*.txt")
     conll = commands.add_parser("conll", help="any column file with label columns (CoNLL-2003 ...) -> --columns' tasks",
-                                description=conll_columns.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                description=conll_columns.__doc__, formatter_class=HelpFormatter)
     conll_columns.add_arguments(conll)
     conll.set_defaults(file_pattern="*")
     hf = commands.add_parser("hf", help="a Hugging Face dataset (hub name, save_to_disk folder, parquet/JSON/arrow "
                                         "files) -> its tasks", description=hf_datasets.__doc__,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+                             formatter_class=HelpFormatter)
     hf_datasets.add_arguments(hf)
     for command in (ontonotes, conll2000, conll, hf):
         for split in SPLITS:

@@ -174,7 +174,7 @@ class TAWTTrainer(Trainer):
 
     def update_task_weights(self, stage):
         """One TAWT update on batches sampled from the training data, logged and written out."""
-        datasets = {task: self.train_dataset.task_view(task) for task in self.weighting._sampled_tasks()}
+        datasets = {task: self.train_dataset.task_view(task) for task in self.weighting.sampled_tasks()}
         batches = self.weighting.sample_batches(datasets, self.data_collator)
         was_training = self.model.training
         self.model.eval()  # the similarity is about the tasks, not about random dropout masks

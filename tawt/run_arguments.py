@@ -26,13 +26,13 @@ logger = logging.getLogger("tawt")
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """A script's docstring as written, and each flag's default after its help.
 
-    Switches (store_true) show none: they are off unless given. A flag whose default is None says in its help
-    what leaving it out does.
+    Switches (store_true) show none: they are off unless given. A flag whose default is None, or whose help
+    already describes its default, says in its help what leaving it out does.
     """
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if ("%(default)" in text or action.default is None or action.default is argparse.SUPPRESS
+        if ("default" in text.lower() or action.default is None or action.default is argparse.SUPPRESS
                 or action.nargs == 0):
             return text
         return text + " (default: %(default)s)"

@@ -25,6 +25,7 @@ import sys
 from tawt.output_files import (
     DEV_CURVE_FILE, EVALUATION_ARGS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file,
 )
+from tawt.run_arguments import HelpFormatter
 from tawt.scripts.job_queue import logged_seconds
 from tawt.testing.output_tree import OutputTreeError, csv_text, find_runs, write_text_atomic
 
@@ -103,7 +104,7 @@ def merged_run_times(destination, times):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("output_root", help="the grid's output root (OUTPUT_ROOT)")
     parser.add_argument("destination", help="where the archive goes, e.g. results/medium")
     args = parser.parse_args(argv)

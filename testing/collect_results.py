@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tawt.run_arguments import HelpFormatter
 from tawt.testing.method_comparison import (
     BOOTSTRAP_MIN_SEEDS, CORRECTIONS, compare_over_seeds, distinct_resamples, holm, two_level_bootstrap,
 )
@@ -626,7 +627,7 @@ def parse_task_constant(value, parser):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\nUsage:")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\nUsage:")[0], formatter_class=HelpFormatter,
         epilog="example:" + __doc__.split("\nUsage:")[1],
     )
     parser.add_argument("output_root", help="the directory the runs were written below")

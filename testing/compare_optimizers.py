@@ -22,6 +22,7 @@ import json
 import os
 import sys
 
+from tawt.run_arguments import HelpFormatter
 from tawt.scripts.experiment_grid import weights_of_last_epoch
 from tawt.testing.collect_results import Experiment, format_score
 from tawt.testing.method_comparison import compare_over_seeds
@@ -160,7 +161,7 @@ def write_csv(rows, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("default_root", help="the runs trained the default way (a grid's output root or an archive)")
     parser.add_argument("flag_root", help="the same runs trained with the optimizer flags (may be default_root)")
     parser.add_argument("--default_optimizer", default=None, help="keep only default_root's runs with this optimizer")

@@ -49,6 +49,7 @@ import warnings
 
 import numpy as np
 
+from tawt.run_arguments import HelpFormatter
 from tawt.sequence_metrics import is_bio_label, metric_family, positive_label, primary_metric
 from tawt.testing.output_tree import (
     BASELINE_OF, COMPARISONS, OutputTreeError, csv_text, find_runs, write_text_atomic,
@@ -431,7 +432,7 @@ def run_batch(args, test_options):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\nUsage:")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\nUsage:")[0], formatter_class=HelpFormatter,
         epilog="examples:" + __doc__.split("\nUsage:")[1],
     )
     common = argparse.ArgumentParser(add_help=False)
