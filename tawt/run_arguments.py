@@ -163,7 +163,7 @@ def add_common_arguments(parser):
     during.add_argument("--early_stopping_patience", type=int, default=None,
                         help="stop training after N dev scores in a row that do not beat the best one")
     original = parser.add_argument_group(
-        "the original's optimizer (both together reproduce its steps; README: Differences from the original code)")
+        "the original's optimizer (both together reproduce its steps; docs/differences_from_the_original.md)")
     original.add_argument("--zero_grad_in_place", action="store_true",
                           help="zero the gradients after each step instead of clearing them, as the original's "
                                "model.zero_grad() did in torch 1.4: AdamW then keeps stepping every parameter that "
