@@ -11,7 +11,8 @@ There, from that checkout with gpu_session_pack/ carried along (the only thing t
 
 `pack` writes, into one folder that must travel with the working tree (64 MiB in all):
   data/       the large grid's slice of the default data, exactly as the grid makes it (default_data_slice in
-              scripts/experiment_grid.py: 3,000 random training sentences of every task, 500 dev, 2,000 test)
+              scripts/experiment_grid.py, the sizes of scripts/grids/large.toml: 3,000 random training sentences
+              of every task, 500 dev, 2,000 test)
   encoder/    the MiniLM encoder's files; its weights in float16 when float32 would not fit (the runs load
               them into float32 again, so only the rounding of the stored weights differs)
   gpu_check/  the GPU check's own pack (benchmarks/gpu_check.py pack)
