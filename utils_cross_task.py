@@ -702,9 +702,10 @@ def sentence_prediction_file_text(sentences, predictions):
                    for example, predicted in zip(sentences, predictions))
 
 
-def read_sentence_predictions(path):
-    """(gold labels, predicted labels) of a sentence-level task's prediction file, one of each per example."""
-    gold, predicted = [], []
+def read_sentence_prediction_lines(path):
+    """Per example of a sentence-level task's prediction file: (line number, gold label, predicted label,
+    [its text or texts])."""
+    examples = []
     for line_number, line in enumerate(read_text_lines(path), start=1):
         if not line.strip():
             continue
@@ -712,6 +713,11 @@ def read_sentence_predictions(path):
         if len(columns) < 3:
             raise TaskDataError(f"{path} line {line_number}: not a sentence-level prediction line ('gold<TAB>"
                                 "predicted<TAB>text'); give the {task}_test_predictions.txt of a sentence-level task")
-        gold.append(columns[0])
-        predicted.append(columns[1])
-    return gold, predicted
+        examples.append((line_number, columns[0], columns[1], columns[2:]))
+    return examples
+
+
+def read_sentence_predictions(path):
+    """(gold labels, predicted labels) of a sentence-level task's prediction file, one of each per example."""
+    examples = read_sentence_prediction_lines(path)
+    return [gold for _, gold, _, _ in examples], [predicted for _, _, predicted, _ in examples]

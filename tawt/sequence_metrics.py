@@ -188,23 +188,37 @@ def classification_counts(gold, predicted, labels):
     return counts
 
 
+def classification_accuracy(summed_counts):
+    """Accuracy of `classification_counts` summed over examples; leading axes (one row per resample) stay."""
+    summed_counts = np.asarray(summed_counts, dtype=np.float64)
+    # Every example is a true positive or a false negative of its gold class, once.
+    examples = summed_counts[..., 1::3].sum(-1) + summed_counts[..., 3::3].sum(-1)
+    return np.where(examples > 0, summed_counts[..., 0] / np.maximum(examples, 1), 0.0)
+
+
+def classification_macro_f1(summed_counts):
+    """Macro F1, over the classes seen in gold or predictions, of `classification_counts` summed over
+    examples; leading axes stay. A class's F1 is 2 TP / (2 TP + FP + FN), which equals 2PR / (P + R)."""
+    summed_counts = np.asarray(summed_counts, dtype=np.float64)
+    true_positive, false_positive, false_negative = (summed_counts[..., start::3] for start in (1, 2, 3))
+    seen = (true_positive + false_positive + false_negative) > 0
+    class_f1 = np.where(seen, 2 * true_positive / np.maximum(2 * true_positive + false_positive + false_negative, 1), 0)
+    classes = seen.sum(-1)
+    return np.where(classes > 0, class_f1.sum(-1) / np.maximum(classes, 1), 0.0)
+
+
 def classification_scores(summed_counts, labels):
     """Accuracy and macro F1 (over the classes seen in gold or predictions) from summed
     `classification_counts`; for two classes also the positive class's precision, recall and F1."""
     summed_counts = np.asarray(summed_counts, dtype=np.float64)
-    per_class = summed_counts[1:].reshape(len(labels), 3)
-    examples = per_class[:, 0].sum() + per_class[:, 2].sum()  # every example is a gold tp or fn once
-    class_f1 = {}
-    for label, (true_positive, false_positive, false_negative) in zip(labels, per_class):
-        if true_positive + false_positive + false_negative:
-            precision = _safe_ratio(true_positive, true_positive + false_positive)
-            recall = _safe_ratio(true_positive, true_positive + false_negative)
-            class_f1[label] = (precision, recall, _f1(precision, recall))
-    scores = {"accuracy": _safe_ratio(summed_counts[0], examples),
-              "macro_f1": float(np.mean([f1 for *_, f1 in class_f1.values()])) if class_f1 else 0.0}
+    scores = {"accuracy": float(classification_accuracy(summed_counts)),
+              "macro_f1": float(classification_macro_f1(summed_counts))}
     if len(labels) == 2:
-        precision, recall, f1 = class_f1.get(classification_positive_label(labels), (0.0, 0.0, 0.0))
-        scores.update(precision=precision, recall=recall, f1=f1)
+        positive = labels.index(classification_positive_label(labels))
+        true_positive, false_positive, false_negative = summed_counts[1 + 3 * positive:4 + 3 * positive]
+        precision = _safe_ratio(true_positive, true_positive + false_positive)
+        recall = _safe_ratio(true_positive, true_positive + false_negative)
+        scores.update(precision=precision, recall=recall, f1=_f1(precision, recall))
     return scores
 
 

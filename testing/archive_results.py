@@ -5,7 +5,8 @@
 Copies, for every finished run below OUTPUT_ROOT (a directory with run_args.json; one still training is left
 out and named), its `run_args.json`,
 `task_weights.json`, `dev_curve.json` (--eval_strategy), `evaluation_args.json` (a model evaluated in its own directory), the main task's dev and test results and its test predictions (gzip-compressed), and
-the main tasks' gold test files and label files (gzip-compressed, under DEST/data), plus the summary
+the main tasks' gold test files (`test_{task}.txt`, or `test_{task}.tsv` for a sentence-level task;
+gzip-compressed) and label files, under DEST/data, plus the summary
 (`summary/`: tables, significance CSV, weight plots) and each run's wall time from the queue's logs
 (`run_times.csv`). No model, checkpoint or log is copied. Then
 
@@ -59,7 +60,10 @@ def archive(output_root, destination):
                               "destination, e.g. results/NAME")
     runs = find_runs(output_root)
     check_no_other_runs(runs, output_root, destination)
-    gold = {}
+    gold = {run.main_task: run.gold_file() for run in runs}
+    for task, path in sorted(gold.items()):  # before anything is written: a refused archive changes nothing
+        if not os.path.isfile(path):
+            raise OutputTreeError(f"{path}: the gold test file of {task} is gone; archive before deleting the data")
     times = []
     for run in runs:
         relative = os.path.relpath(run.directory, output_root)
@@ -71,14 +75,11 @@ def archive(output_root, destination):
                 shutil.copyfile(run.path(name), os.path.join(target, name))
         if os.path.isfile(run.predictions_file()):
             gzip_copy(run.predictions_file(), os.path.join(target, predictions_file(run.main_task)))
-        gold[run.main_task] = run.gold_file()
         seconds = logged_seconds(os.path.join(output_root, "logs", relative + ".log"))
         times.append({"run": relative, "paradigm": run.paradigm, "main_task": run.main_task, "seed": run.seed,
                       "seconds": seconds})
     for task, path in sorted(gold.items()):
         data_dir = os.path.dirname(path)
-        if not os.path.isfile(path):
-            raise OutputTreeError(f"{path}: the gold test file of {task} is gone; archive before deleting the data")
         gzip_copy(path, os.path.join(destination, "data", os.path.basename(path)))
         labels = os.path.join(data_dir, f"{task}_labels.txt")
         if os.path.isfile(labels):

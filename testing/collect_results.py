@@ -5,7 +5,8 @@ Walks OUTPUT_ROOT for run directories (those with run_args.json), and writes to 
 * `table1.md`: rows single-task, pre-training, weighted pre-training, joint, weighted joint, normalized joint,
   weighted normalized joint, and the target-aware baselines GCS, weighted GCS and OL-AUX where the tree has
   them (tawt/target_aware_baselines.py); columns the main tasks and their average. A cell is the main task's test
-  score x 100 (accuracy for tagging tasks such as pos, F1 otherwise; read from `{task}_test_results.txt`),
+  score x 100 (accuracy for tagging tasks such as pos and for sentence-level tasks, F1 otherwise; read from
+  `{task}_test_results.txt`),
   mean ± sample std over the seeds. Below it, every other configuration of the tree (ratio analysis, other
   main-task sizes, fixed-weight re-runs, the weighted pre-training inv_constants not shown) in one long table.
 * `table1.csv`, `other_runs.csv`: the same numbers unrounded, one row per cell.
@@ -462,6 +463,12 @@ def join_names(names):
     return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
+def sentence_level_tasks(cells, tasks):
+    """The tasks of `tasks` that Table 1 scores as sentence-level (classification) tasks, by their runs' results."""
+    families = {task: cell.experiment.first.results("test").get("metric_family") for (_, task), cell in cells.items()}
+    return [task for task in tasks if families.get(task) == "classification"]
+
+
 def table1_markdown(cells, tasks, rows, correction, alpha):
     by_cell = {(row["paradigm"], row["main_task"]): row for row in rows}
     lines = []
@@ -487,8 +494,12 @@ def table1_markdown(cells, tasks, rows, correction, alpha):
             compared[TABLE1_ROWS[BASELINE_OF[paradigm]]].append(TABLE1_ROWS[paradigm])
     against = "; ".join(f"against {baseline}: {join_names(tested)}" for baseline, tested in compared.items())
     marked = sum(cell.comparison is not None for cell in cells.values())
+    sentence_tasks = sentence_level_tasks(cells, tasks)
+    accuracy_for = "tagging tasks," + (
+        f" and for the sentence-level task{'s' if len(sentence_tasks) > 1 else ''} {join_names(sentence_tasks)}, "
+        "where it is the share of test examples labelled right;" if sentence_tasks else "")
     notes = [
-        "Test score x 100 of the main task (accuracy for tagging tasks, F1 for span and binary tasks), "
+        f"Test score x 100 of the main task (accuracy for {accuracy_for} F1 for span and binary tasks), "
         "mean ± sample std over seeds (no ± for one seed); Avg is the mean of the row's task means.",
         "In brackets: the row's mean difference from its baseline over the seeds both ran (x 100), its 95% "
         "t-interval over seeds, and how many seeds improved (" + (against or "no row has its baseline") + "). "
@@ -632,7 +643,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("output_root", help="the directory the runs were written below")
     parser.add_argument("--output_dir", default=None, help="where to write the tables and plots (default: OUTPUT_ROOT/summary)")
-    parser.add_argument("--data_dir", default=None, help="where test_{task}.txt are (default: the data_dir each run's run_args.json records)")
+    parser.add_argument("--data_dir", default=None, help="where test_{task}.txt (or .tsv) are (default: the data_dir each "
+                        "run's run_args.json records)")
     parser.add_argument(
         "--main_train_size", nargs="+", metavar="TASK=SENTENCES",
         help="Table 1's main-task training size for these main tasks (default: the size most multi-task runs used)",

@@ -282,7 +282,11 @@ class Run:
         return None
 
     def gold_file(self, data_dir=None, task=None):
-        """The gold test file: `<data_dir>/test_{task}.txt`, data_dir from the run's record unless given."""
+        """The gold test file: `<data_dir>/test_{task}.txt` (a tagging task) or `.tsv` (a sentence-level one),
+        data_dir from the run's record unless given. Where neither is there, the name the run's test results
+        say it had, for the message that it is gone."""
+        from utils_cross_task import SENTENCE_TASK_EXTENSION, TaskDataError, task_file
+
         data_dir = data_dir or self.resolved_data_dir()
         if not data_dir:
             recorded = self.data_dir or self.args.get("data_dir")
@@ -290,7 +294,18 @@ class Run:
                       if recorded else "records no data_dir")
             raise OutputTreeError(f"{self.path(RUN_ARGS_FILE)}: {reason}; pass --data_dir to say where the test "
                                   "files are")
-        return os.path.join(data_dir, f"test_{task or self.main_task}.txt")
+        task = task or self.main_task
+        try:
+            path = task_file(data_dir, "test", task)
+        except TaskDataError as error:
+            raise OutputTreeError(str(error)) from None
+        if os.path.isfile(path) or os.path.isfile(path + ".gz"):
+            return path
+        try:
+            sentence_level = self.results("test", task).get("metric_family") == "classification"
+        except OutputTreeError:
+            sentence_level = False
+        return os.path.join(data_dir, f"test_{task}{SENTENCE_TASK_EXTENSION}") if sentence_level else path
 
 
 def read_run(directory):

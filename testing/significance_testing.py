@@ -25,6 +25,13 @@ over sentences. To make 10,000 samples cheap, each sentence is reduced once to t
 of (true positives, predicted and gold spans for F1; correct and total tokens for accuracy); a sample's
 metric is then the metric of summed counts, one matrix product per batch of samples.
 
+A sentence-level task (gold file test_{task}.tsv, one label per example; its predictions file has one
+'gold<TAB>predicted<TAB>text' line per example) is tested the same way with examples in place of sentences:
+each example's counts are whether it is right and, per class, its true positive, false positive and false
+negative, so a sample's accuracy (summed right / examples) and macro F1 (per-class F1 of summed counts) are
+both recomputed exactly; accuracy is the default metric, `--metric macro_f1` the other. Its t-test scores each
+example 1 if classified right, else 0.
+
 Per-sentence score (for the t-test): the task's primary metric on the sentence alone, accuracy for tagging
 tasks and F1 for span and binary tasks. A sentence with no gold and no predicted span (or, for binary
 tasks, no gold and no predicted positive label) scores 1.0: nothing was there to find and nothing was
@@ -37,6 +44,9 @@ Usage:
   python testing/significance_testing.py pair --gold data/test_ner.txt --task ner \\
       --baseline out/joint/ner/seed_1/ner_test_predictions.txt \\
       --weighted out/weighted_joint/ner/seed_1/ner_test_predictions.txt
+  python testing/significance_testing.py pair --gold data/test_brown_genre.tsv --task brown_genre --metric macro_f1 \\
+      --baseline out/joint/brown_genre/seed_1/brown_genre_test_predictions.txt \\
+      --weighted out/weighted_joint/brown_genre/seed_1/brown_genre_test_predictions.txt
   python testing/significance_testing.py batch out/ --output_csv out/significance.csv   # every pair, per seed
 """
 
@@ -50,17 +60,26 @@ import warnings
 import numpy as np
 
 from tawt.run_arguments import HelpFormatter
-from tawt.sequence_metrics import is_bio_label, metric_family, positive_label, primary_metric
+from tawt.sequence_metrics import (
+    classification_accuracy, classification_counts, classification_macro_f1, is_bio_label, metric_family,
+    positive_label, primary_metric,
+)
 from tawt.testing.output_tree import (
     BASELINE_OF, COMPARISONS, OutputTreeError, csv_text, find_runs, write_text_atomic,
 )
-from utils_cross_task import TaskDataError, labels_file, read_sentences, read_text_lines
+from utils_cross_task import (
+    Sentence, TaskDataError, is_sentence_file, labels_file, read_sentence_examples, read_sentence_prediction_lines,
+    read_sentences, read_text_lines,
+)
 
 logger = logging.getLogger(__name__)
 
 TESTS = ("ttest", "bootstrap", "randomization")
 DEFAULT_SAMPLES = 10000
 DEFAULT_SEED = 1
+# The metrics the resampling tests recompute, per family: the primary one (what the table reports), and for
+# sentence-level tasks also macro F1, which per-class counts give as well.
+RESAMPLED_METRICS = {"classification": ("accuracy", "macro_f1")}
 # Rows of the sample x sentence matrices built at once: bounds memory at about 8 MB per matrix.
 MAX_MATRIX_CELLS = 1_000_000
 # Scores are ratios of integer counts, so ties are exact in principle; this absorbs float rounding.
@@ -75,8 +94,11 @@ def read_aligned_predictions(gold_path, predictions_path):
     """The gold and the predicted sentences, after checking the two files share every word line.
 
     A predictions file is the gold file with labels replaced, so each word must sit on the same line as in
-    the gold file; the first line where that breaks is named in the error.
+    the gold file; the first line where that breaks is named in the error. A sentence-level task's (a .tsv
+    gold file) is checked example by example instead (`read_aligned_sentence_predictions`).
     """
+    if is_sentence_file(gold_path):
+        return read_aligned_sentence_predictions(gold_path, predictions_path)
     gold = read_sentences(gold_path)
     predicted = read_sentences(predictions_path)
     gold_words = [(line, word) for sentence in gold for line, word in zip(sentence.line_numbers, sentence.words)]
@@ -110,6 +132,28 @@ def read_aligned_predictions(gold_path, predictions_path):
     return gold, predicted
 
 
+def read_aligned_sentence_predictions(gold_path, predictions_path):
+    """The gold examples of a sentence-level task and its predictions (one `Sentence` each, its one label the
+    predicted one), after checking that the predictions file holds the gold file's examples, in order, with
+    their gold labels: the k-th prediction line is the k-th example of the gold file."""
+    gold = read_sentence_examples(gold_path)
+    lines = read_sentence_prediction_lines(predictions_path)
+    fix = ("a sentence-level predictions file has one 'gold<TAB>predicted<TAB>text' line per example of the gold "
+           "test file, in its order; give the predictions of a run on this test file")
+    for example, (line_number, gold_label, _, texts) in zip(gold, lines):
+        if texts != example.words or gold_label != example.labels[0]:
+            raise TaskDataError(
+                f"{predictions_path} line {line_number}: example {gold_label!r} {texts[0][:40]!r} but {gold_path} line "
+                f"{example.line_numbers[0]} has {example.labels[0]!r} {example.words[0][:40]!r}; {fix}"
+            )
+    if len(lines) != len(gold):
+        where = (f"ends after {len(lines)} examples but {gold_path} has {len(gold)}" if len(lines) < len(gold)
+                 else f"line {lines[len(gold)][0]}: an example past the {len(gold)} of {gold_path}")
+        raise TaskDataError(f"{predictions_path}: {where}; {fix}")
+    predicted = [Sentence(texts, [label], [line_number]) for line_number, _, label, texts in lines]
+    return gold, predicted
+
+
 def task_labels(task, gold_path, gold_sentences, labels_path=None):
     """(the task's label list, whether it is complete): `labels_path`, else `{task}_labels.txt` beside the
     gold file (complete), else the labels of the gold file (which may miss a rare one).
@@ -128,13 +172,13 @@ def task_labels(task, gold_path, gold_sentences, labels_path=None):
     return sorted({label for sentence in gold_sentences for label in sentence.labels}), False
 
 
-def check_predicted_labels(task, predictions_path, predicted_sentences, labels, complete):
+def check_predicted_labels(task, predictions_path, predicted_sentences, labels, complete, sentence_level=False):
     """Fail on the first predicted label that does not belong to the task (a file of another task).
 
     Without the task's labels file (`complete` False), a span task's prediction may also be any BIO label
     the gold file happens not to hold (B-X, I-X, ...).
     """
-    span = metric_family(task, labels) == "span"
+    span = metric_family(task, labels, sentence_level) == "span"
     known = set(labels)
     for sentence in predicted_sentences:
         for label, line_number in zip(sentence.labels, sentence.line_numbers):
@@ -151,13 +195,17 @@ def check_predicted_labels(task, predictions_path, predicted_sentences, labels, 
 # Per-sentence counts, and metrics of summed counts
 
 
-def sentence_counts(family, gold, predicted, positive=None):
+def sentence_counts(family, gold, predicted, positive=None, labels=None):
     """Per sentence, the counts the family's corpus metric is made of, as a float array (sentences, k).
 
     span:    [true positive spans, predicted spans, gold spans] (seqeval's spans, as span_metrics counts them)
     binary:  [true positive tokens, predicted positive tokens, gold positive tokens] of class `positive`
     tagging: [correct tokens, tokens]
+    classification (one example a row): [correct, then per class of `labels` its TP, FP and FN]
+             (sequence_metrics.classification_counts), which give accuracy and macro F1 alike
     """
+    if family == "classification":
+        return classification_counts(gold, predicted, labels)
     rows = []
     if family == "span":
         from seqeval.metrics.sequence_labeling import get_entities
@@ -176,13 +224,16 @@ def sentence_counts(family, gold, predicted, positive=None):
     return np.array(rows, dtype=np.float64)
 
 
-def corpus_scores(family, summed_counts):
-    """The primary metric of counts summed over sentences; `summed_counts` is (..., k), the result (...).
+def corpus_scores(family, summed_counts, metric=None):
+    """The primary metric (or `metric` of RESAMPLED_METRICS) of counts summed over sentences; `summed_counts`
+    is (..., k), the result (...).
 
     F1 = 2 TP / (predicted + gold), which equals 2PR / (P + R), and is 0 with no span at all, as seqeval's
     zero_division=0 makes it.
     """
     summed_counts = np.asarray(summed_counts, dtype=np.float64)
+    if family == "classification":
+        return (classification_macro_f1 if metric == "macro_f1" else classification_accuracy)(summed_counts)
     if family == "tagging":
         numerator, denominator = summed_counts[..., 0], summed_counts[..., 1]
     else:
@@ -193,9 +244,10 @@ def corpus_scores(family, summed_counts):
 
 def per_sentence_scores(family, counts, empty_sentence_score=1.0):
     """Each sentence's score alone; a sentence with nothing to find and nothing found scores
-    `empty_sentence_score` (1.0, see above; the original code's tests gave it 0)."""
+    `empty_sentence_score` (1.0, see above; the original code's tests gave it 0). An example of a
+    sentence-level task scores 1 if classified right, else 0."""
     scores = corpus_scores(family, counts)
-    if family != "tagging":
+    if family in ("span", "binary"):
         nothing_there = (counts[:, 1] + counts[:, 2]) == 0
         scores = np.where(nothing_there, empty_sentence_score, scores)
     return scores
@@ -225,7 +277,7 @@ def _sample_batches(samples, sentences):
     return [min(batch, samples - start) for start in range(0, samples, batch)]
 
 
-def bootstrap_differences(family, baseline_counts, weighted_counts, samples, rng):
+def bootstrap_differences(family, baseline_counts, weighted_counts, samples, rng, metric=None):
     """`samples` corpus-metric differences weighted - baseline, each on the test sentences drawn with
     replacement (one draw per sample, shared by both systems: the pairing)."""
     both = np.concatenate([baseline_counts, weighted_counts], axis=1)
@@ -238,45 +290,56 @@ def bootstrap_differences(family, baseline_counts, weighted_counts, samples, rng
         offsets = drawn + sentences * np.arange(batch)[:, None]
         times_drawn = np.bincount(offsets.ravel(), minlength=batch * sentences).reshape(batch, sentences)
         summed = times_drawn.astype(np.float64) @ both
-        differences.append(corpus_scores(family, summed[:, width:]) - corpus_scores(family, summed[:, :width]))
+        differences.append(corpus_scores(family, summed[:, width:], metric)
+                           - corpus_scores(family, summed[:, :width], metric))
     return np.concatenate(differences) if differences else np.empty(0)
 
 
-def paired_bootstrap(family, baseline_counts, weighted_counts, samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+def paired_bootstrap(family, baseline_counts, weighted_counts, samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED, metric=None):
     """(two-sided p, (2.5%, 97.5%) interval of weighted - baseline) by resampling sentences with replacement.
 
     The null hypothesis is tested on the bootstrap distribution shifted to mean 0 (Berg-Kirkpatrick et al.
     2012 count samples whose difference exceeds twice the observed one; this is its two-sided form).
     """
-    observed = corpus_scores(family, weighted_counts.sum(0)) - corpus_scores(family, baseline_counts.sum(0))
-    differences = bootstrap_differences(family, baseline_counts, weighted_counts, samples, np.random.default_rng(seed))
+    observed = (corpus_scores(family, weighted_counts.sum(0), metric)
+                - corpus_scores(family, baseline_counts.sum(0), metric))
+    differences = bootstrap_differences(family, baseline_counts, weighted_counts, samples, np.random.default_rng(seed),
+                                        metric)
     as_extreme = np.sum(np.abs(differences - observed) >= abs(observed) - TIE_TOLERANCE)
     interval = tuple(float(value) for value in np.percentile(differences, [2.5, 97.5]))
     return float((as_extreme + 1) / (samples + 1)), interval
 
 
-def approximate_randomization(family, baseline_counts, weighted_counts, samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+def approximate_randomization(family, baseline_counts, weighted_counts, samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED,
+                              metric=None):
     """Two-sided p of the difference by swapping the systems' outputs of each sentence with probability 1/2."""
     baseline_total, weighted_total = baseline_counts.sum(0), weighted_counts.sum(0)
-    observed = corpus_scores(family, weighted_total) - corpus_scores(family, baseline_total)
+    observed = corpus_scores(family, weighted_total, metric) - corpus_scores(family, baseline_total, metric)
     swap_gain = weighted_counts - baseline_counts  # what the baseline gains from a sentence that is swapped
     rng = np.random.default_rng(seed)
     as_extreme = 0
     for batch in _sample_batches(samples, len(swap_gain)):
         swapped = rng.integers(0, 2, size=(batch, len(swap_gain))).astype(np.float64)
         moved = swapped @ swap_gain
-        differences = corpus_scores(family, weighted_total - moved) - corpus_scores(family, baseline_total + moved)
+        differences = (corpus_scores(family, weighted_total - moved, metric)
+                       - corpus_scores(family, baseline_total + moved, metric))
         as_extreme += int(np.sum(np.abs(differences) >= abs(observed) - TIE_TOLERANCE))
     return float((as_extreme + 1) / (samples + 1))
 
 
 def compare_counts(family, baseline_counts, weighted_counts, tests=TESTS, samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED,
-                   empty_sentence_score=1.0):
-    """Both systems' corpus metrics and the requested tests, as a flat dict (the report and the CSV row)."""
-    baseline_score = float(corpus_scores(family, baseline_counts.sum(0)))
-    weighted_score = float(corpus_scores(family, weighted_counts.sum(0)))
+                   empty_sentence_score=1.0, metric=None):
+    """Both systems' corpus metrics (the family's primary one, or `metric`) and the requested tests, as a flat
+    dict (the report and the CSV row). The t-test's per-sentence scores are the primary metric's."""
+    metric = metric or primary_metric(family)
+    if metric not in RESAMPLED_METRICS.get(family, (primary_metric(family),)):
+        raise TaskDataError(f"--metric {metric}: this task is scored by {primary_metric(family)} ({family} family), "
+                            "the one metric its tests recompute; macro_f1 is for sentence-level tasks; leave --metric "
+                            "out")
+    baseline_score = float(corpus_scores(family, baseline_counts.sum(0), metric))
+    weighted_score = float(corpus_scores(family, weighted_counts.sum(0), metric))
     result = {
-        "metric": primary_metric(family),
+        "metric": metric,
         "sentences": len(baseline_counts),
         "baseline": baseline_score,
         "weighted": weighted_score,
@@ -288,10 +351,11 @@ def compare_counts(family, baseline_counts, weighted_counts, tests=TESTS, sample
         result["ttest_statistic"], result["ttest_p"] = paired_t_test(baseline_scores, weighted_scores)
     if "bootstrap" in tests:
         result["bootstrap_p"], (result["bootstrap_low"], result["bootstrap_high"]) = paired_bootstrap(
-            family, baseline_counts, weighted_counts, samples, seed
+            family, baseline_counts, weighted_counts, samples, seed, metric
         )
     if "randomization" in tests:
-        result["randomization_p"] = approximate_randomization(family, baseline_counts, weighted_counts, samples, seed)
+        result["randomization_p"] = approximate_randomization(family, baseline_counts, weighted_counts, samples, seed,
+                                                              metric)
     return result
 
 
@@ -303,16 +367,17 @@ def system_counts(task, gold_path, predictions_path, labels_path=None):
     """(family, per-sentence counts) of one system's predictions file scored against the gold file."""
     gold, predicted_sentences = read_aligned_predictions(gold_path, predictions_path)
     labels, complete = task_labels(task, gold_path, gold, labels_path)
-    check_predicted_labels(task, predictions_path, predicted_sentences, labels, complete)
+    sentence_level = is_sentence_file(gold_path)
+    check_predicted_labels(task, predictions_path, predicted_sentences, labels, complete, sentence_level)
     predicted = [sentence.labels for sentence in predicted_sentences]
-    family = metric_family(task, labels)
+    family = metric_family(task, labels, sentence_level)
     positive = None
     if family == "binary":
         try:
             positive = positive_label(labels)
         except ValueError as error:
             raise TaskDataError(f"{gold_path}: {error}; pass --labels with the task's label file") from None
-    return family, sentence_counts(family, [sentence.labels for sentence in gold], predicted, positive)
+    return family, sentence_counts(family, [sentence.labels for sentence in gold], predicted, positive, labels)
 
 
 def compare_files(task, gold_path, baseline_path, weighted_path, labels_path=None, **test_options):
@@ -373,16 +438,18 @@ def baseline_pairs(runs):
 # Command line
 
 
-def format_report(task, result, samples):
+def format_report(task, result, samples, sentence_level=False):
+    unit = "example" if sentence_level else "sentence"
+    scored = "accuracy (1 or 0; the original's test)" if sentence_level else f"{result['metric']} (the original's test)"
     lines = [
-        f"task {task}: {result['metric']} on {result['sentences']} test sentences",
+        f"task {task}: {result['metric']} on {result['sentences']} test {unit}s",
         f"  baseline  {result['metric']} = {result['baseline']:.4f}",
         f"  weighted  {result['metric']} = {result['weighted']:.4f}",
         f"  difference (weighted - baseline) = {result['difference']:+.4f}",
     ]
     if "ttest_p" in result:
         lines.append(
-            f"  paired t-test on per-sentence {result['metric']} (the original's test): t = {result['ttest_statistic']:.3f}, "
+            f"  paired t-test on per-{unit} {scored}: t = {result['ttest_statistic']:.3f}, "
             f"p = {result['ttest_p']:.4g}"
         )
     if "bootstrap_p" in result:
@@ -397,7 +464,7 @@ def format_report(task, result, samples):
 
 def run_pair(args, test_options):
     result = compare_files(args.task, args.gold, args.baseline, args.weighted, args.labels, **test_options)
-    print(format_report(args.task, result, args.samples))
+    print(format_report(args.task, result, args.samples, is_sentence_file(args.gold)))
     if args.output_json:
         write_text_atomic(args.output_json, json.dumps({"task": args.task, **result}, indent=2) + "\n")
 
@@ -443,6 +510,12 @@ def parse_args(argv=None):
     )
     common.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the resampling tests")
     common.add_argument(
+        "--metric", choices=("accuracy", "f1", "macro_f1"), default=None,
+        help="the corpus metric compared and recomputed by the resampling tests (None: the task's own, the table's: "
+        "accuracy for tagging and sentence-level tasks, F1 for span and binary ones); macro_f1 for sentence-level "
+        "tasks only",
+    )
+    common.add_argument(
         "--empty_sentence_score", type=float, default=1.0, choices=(0.0, 1.0),
         help="t-test score of a sentence with no gold and no predicted span (or positive label): 1 (nothing to "
         "find, nothing invented), or 0 as in the original code's tests, which does not penalise a span invented there",
@@ -453,7 +526,8 @@ def parse_args(argv=None):
         "pair", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="test two prediction files of one task against its gold test file",
     )
-    pair.add_argument("--gold", required=True, help="the gold test file, e.g. data/test_ner.txt")
+    pair.add_argument("--gold", required=True,
+                      help="the gold test file, e.g. data/test_ner.txt (test_{task}.tsv for a sentence-level task)")
     pair.add_argument("--baseline", required=True, help="the baseline's {task}_test_predictions.txt")
     pair.add_argument("--weighted", required=True, help="the weighted system's {task}_test_predictions.txt")
     pair.add_argument("--task", required=True, help="task name; chooses the metric (see tawt/sequence_metrics.py)")
@@ -474,7 +548,8 @@ def parse_args(argv=None):
     )
     batch.add_argument("output_root", help="the directory the runs were written below")
     batch.add_argument(
-        "--data_dir", default=None, help="where test_{task}.txt are (None: the data_dir each run's run_args.json records)"
+        "--data_dir", default=None,
+        help="where test_{task}.txt (or .tsv) are (None: the data_dir each run's run_args.json records)"
     )
     batch.add_argument("--output_csv", default=None, help="also write one row per pair to this CSV file")
 
@@ -488,7 +563,7 @@ def main(argv=None):
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     args = parse_args(argv)
     test_options = {"tests": tuple(args.tests), "samples": args.samples, "seed": args.seed,
-                    "empty_sentence_score": args.empty_sentence_score}
+                    "empty_sentence_score": args.empty_sentence_score, "metric": args.metric}
     try:
         if args.command == "pair":
             run_pair(args, test_options)
