@@ -156,9 +156,10 @@ def chosen_main_tasks(grid, main_tasks, from_file):
     return {task: grid.main_tasks.get(task) or _reduced(known[task], grid) for task in main_tasks}
 
 
-def settings_from_environment(environ=None, prepare_data=True):
+def settings_from_environment(environ=None, prepare_data=True, listing=False):
     """The grid and settings chosen by GRID or GRID_FILE, WORKING_DIR, SEEDS, MAIN_TASKS, INV_CONSTANTS and the
-    script settings."""
+    script settings. `listing` (--list): name the embedded default data and its slice without building or
+    writing anything."""
     environ = os.environ if environ is None else environ
     working_dir = environ.get("WORKING_DIR", "").strip()
     grid = grid_from_environment(environ)
@@ -188,7 +189,11 @@ def settings_from_environment(environ=None, prepare_data=True):
     script_env["EXTRA_ARGS"] = " ".join(filter(None, [grid.training.get("EXTRA_ARGS", "").strip(),
                                                       environ.get("EXTRA_ARGS", "").strip()]))
     data_dir = environ.get("DATA_DIR") or grid.data_dir or (os.path.join(working_dir, "data") if working_dir else "")
-    if not data_dir and prepare_data:  # the embedded default data, or a slice of it in OUTPUT_ROOT
+    if not data_dir and listing:
+        from tawt.data.make_default_data import default_data_dir
+
+        data_dir = data_slice_dir(grid, output_root) if grid.data_slice else default_data_dir()
+    elif not data_dir and prepare_data:  # the embedded default data, or a slice of it in OUTPUT_ROOT
         from tawt.data.make_default_data import ensure_default_data
 
         if grid.data_slice:
@@ -324,6 +329,14 @@ def missing_task_file(grid, data_dir, task, key, split):
                      "data_dir)")
 
 
+def data_slice_dir(grid, output_root):
+    """Where default_data_slice puts the grid's slice: its name says the sizes (and the random choice)."""
+    name = "default_data_slice_" + "_".join(f"{split}{count}" for split, count in grid.data_slice.items())
+    if grid.random_train_slice:
+        name += f"_random{RANDOM_SLICE_SEED}"
+    return os.path.join(output_root, name)
+
+
 def default_data_slice(grid, output_root, source=None):
     """OUTPUT_ROOT/default_data_slice_...: the first sentences of every file of the embedded default data
     (with grid.random_train_slice, a seeded random choice of the training files' sentences); `source`: slice
@@ -335,10 +348,7 @@ def default_data_slice(grid, output_root, source=None):
 
     source = source or ensure_default_data()
     sizes = grid.data_slice
-    name = "default_data_slice_" + "_".join(f"{split}{count}" for split, count in sizes.items())
-    if grid.random_train_slice:
-        name += f"_random{RANDOM_SLICE_SEED}"
-    target = os.path.join(output_root, name)
+    target = data_slice_dir(grid, output_root)
     marker = os.path.join(target, "slice_info.json")
     sliced = []
     if os.path.isfile(marker):
@@ -370,6 +380,14 @@ def default_data_slice(grid, output_root, source=None):
         "source": source, "sentences_per_split": sizes, "tasks": sorted({*sliced, *missing}),
         "train_sentences": f"random, seed {RANDOM_SLICE_SEED}" if grid.random_train_slice else "first"}, indent=1))
     return target
+
+
+def embedded_data_dirs(settings):
+    """The folders the embedded default data (or the grid's slice of it) lives in."""
+    from tawt.data.make_default_data import default_data_dir
+
+    return {default_data_dir()} | ({data_slice_dir(settings.grid, settings.output_root)} if settings.grid.data_slice
+                                   else set())
 
 
 def check_data(settings, sections):
@@ -737,9 +755,10 @@ def main(argv=None, environ=None):
             raise GridError(f"BACKEND={backend!r}: choose {' or '.join(BACKENDS)}")
         if args.no_submit and backend != "slurm":
             raise GridError("--no_submit writes a Slurm job array; give it with BACKEND=slurm")
-        settings = settings_from_environment(environ)
+        settings = settings_from_environment(environ, listing=args.list)
         args.sections = args.sections or [section for section in SECTIONS if section in settings.grid.sections]
-        check_data(settings, args.sections)
+        if not (args.list and settings.data_dir in embedded_data_dirs(settings) and not os.path.isdir(settings.data_dir)):
+            check_data(settings, args.sections)  # (--list builds no embedded default data to check)
         if not args.list:
             make_output_root(settings.output_root)
             try:  # held while this grid runs (or submits): a second grid on the same tree is refused

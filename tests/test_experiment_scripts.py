@@ -429,6 +429,19 @@ def test_run_experiments_lists_the_grid_from_any_directory(tmp_path):
     assert missing.returncode != 0 and "train_chunking.txt: file not found" in missing.stderr
 
 
+@pytest.mark.parametrize("grid", ["medium", "paper"])
+def test_listing_the_embedded_default_data_builds_and_writes_nothing(grid, tmp_path):
+    """--list names the default data (or the grid's slice of it) without building it or slicing it into
+    OUTPUT_ROOT: listing an archive's grid must not add files to the archive."""
+    completed = subprocess.run(["sh", os.path.join(SCRIPTS, "run_experiments.sh"), "--list"], capture_output=True,
+                               text=True, cwd=tmp_path, timeout=60,
+                               env=clean_environment(GRID=grid, OUTPUT_ROOT=tmp_path / "archive", BERT_MODEL="m",
+                                                     TAWT_CACHE_DIR=tmp_path / "empty_cache", CUDA_VISIBLE_DEVICES=""))
+    assert completed.returncode == 0, completed.stderr
+    assert any(line.startswith("SEED=") for line in completed.stdout.splitlines())
+    assert not (tmp_path / "archive").exists() and not (tmp_path / "empty_cache").exists()
+
+
 def test_grid_resumes_interrupted_runs_from_their_checkpoints(tmp_path):
     """Every grid run checkpoints; one with checkpoints resumes (no --overwrite_output_dir, which would start
     it afresh), one interrupted before its first checkpoint starts again."""
