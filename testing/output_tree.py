@@ -47,10 +47,14 @@ for _base in ("joint", "normalized_joint"):
 TAWT_OF = {f"{base}_{method}": f"weighted_{base}" for base in ("joint", "normalized_joint")
            for method in TARGET_AWARE_BASELINES}
 # Further comparisons of two rows that answer a question of their own, as (tested, baseline): what the
-# source cosines add to TAWT, fixed normalized weights against TAWT's, TAWT beside a noise source.
+# source cosines add to TAWT, fixed normalized weights against TAWT's, TAWT beside a noise source, ForkMerge
+# against TAWT without its cosines (does choosing the sources' share by the target's dev score beat TAWT's
+# schedule of the main task's weight alone?).
 OTHER_COMPARISONS = [
     ("weighted_joint", "weighted_joint_ablated"),
     ("weighted_normalized_joint", "weighted_normalized_joint_ablated"),
+    ("joint_forkmerge", "weighted_joint_ablated"),
+    ("normalized_joint_forkmerge", "weighted_normalized_joint_ablated"),
     ("normalized_joint", "weighted_joint"),
     ("weighted_joint_noise", "joint_noise"),
 ]

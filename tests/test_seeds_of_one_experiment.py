@@ -119,7 +119,7 @@ def test_ablated_noise_and_gcs_variant_runs_are_rows_of_their_own(data_dir, tmp_
     root = str(tmp_path / "out")
     scores = {"joint": (0.50, 0.52), "weighted_joint": (0.60, 0.63), "weighted_joint_ablated": (0.55, 0.56),
               "joint_noise": (0.45, 0.48), "weighted_joint_noise": (0.58, 0.61), "joint_gcs_gated": (0.51, 0.50),
-              "joint_gcs": (0.53, 0.56)}
+              "joint_gcs": (0.53, 0.56), "joint_forkmerge": (0.62, 0.60)}
     for seed in (1, 2):
         write_run(root, data_dir, "joint", "ner", seed, scores["joint"][seed - 1], 0.5)
         write_run(root, data_dir, "weighted_joint", "ner", seed, scores["weighted_joint"][seed - 1], 0.5, weighting="tawt")
@@ -135,6 +135,8 @@ def test_ablated_noise_and_gcs_variant_runs_are_rows_of_their_own(data_dir, tmp_
                         args={"auxiliary_task_list": record["tasks"][:-1] + ["pos_noise"]})
         # A GCS run without a recorded gcs_variant was made with the gated update.
         write_run(root, data_dir, "joint_gcs", "ner", seed, scores["joint_gcs_gated"][seed - 1], 0.5, weighting="gcs")
+        write_run(root, data_dir, "joint_forkmerge", "ner", seed, scores["joint_forkmerge"][seed - 1], 0.5,
+                  weighting="forkmerge")
     tables, markdown = collect(root, tmp_path)
     rows = {row["paradigm"]: row for row in tables["table1"] if row["main_task"] == "ner"}
     for row, (first, second) in scores.items():
@@ -151,7 +153,12 @@ def test_ablated_noise_and_gcs_variant_runs_are_rows_of_their_own(data_dir, tmp_
         ("Weighted joint training + noise source", "Joint training + noise source"),
         ("GCS, gated joint training (earlier implementation)", "Joint training"),
         ("Weighted joint training", "GCS, gated joint training (earlier implementation)"),
+        ("ForkMerge (Jiang et al. 2023)", "Weighted joint training, source cosines ablated"),
     } <= compared
+    forkmerge_vs_ablation = next(row for row in tables["method_comparisons"]
+                                 if row["baseline"] == "Weighted joint training, source cosines ablated"
+                                 and row["method"].startswith("ForkMerge"))
+    assert float(forkmerge_vs_ablation["mean_difference"]) == pytest.approx(100 * (0.61 - 0.555))
     # Once Du et al.'s update has runs, they are the GCS row, and the gated runs go to the other runs.
     for seed in (1, 2):
         write_run(root, data_dir, "joint_gcs", "ner", seed, scores["joint_gcs"][seed - 1], 0.5, weighting="gcs",
