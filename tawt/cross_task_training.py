@@ -18,6 +18,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -32,7 +33,7 @@ from tawt.errors import TaskDataError, UsageError, run_main  # noqa: F401 (run_m
 from modeling_multi_bert import HEADS_CONFIG, HEADS_WEIGHTS, MultiTaskTagger, read_heads_config, saved_task_labels
 from tawt.output_files import (
     ALL_RESULTS_FILE, CHECKPOINT_DIR, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE, EVALUATION_TENSORBOARD_DIR,
-    MODEL_FILES, RUN_ARGS_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE, TENSORBOARD_DIR, TOKENIZER_FILES, holds_checkpoints,
+    MODEL_FILES, RUN_ARGS_FILE, RUN_COST_FILE, RUN_LOG_FILE, TASK_WEIGHTS_FILE, TENSORBOARD_DIR, TOKENIZER_FILES, holds_checkpoints,
     earlier_run_names, files_no_run_wrote, holds_results, names_a_run_writes, previous_run_files, record_run_files, remove_run_files,
     write_failure, write_json_atomic,
 )
@@ -134,6 +135,7 @@ class Run:
     restored_dev_evaluation: dict = None
     reporter: NoReport = field(default_factory=NoReport)  # TensorBoard (--report_to), set by open_output_dir
     forward_path: str = None  # the model's forward path (set by build_model)
+    started: float = field(default_factory=time.monotonic)  # run_cost.json's seconds count from here
 
     @property
     def output_dir(self):
@@ -745,6 +747,22 @@ def start_weight_history(run, tasks, task_weights):
 # End of a run
 
 
+def peak_memory_mib(device):
+    """What this process has held at most, in MiB: its resident memory ("cpu"; this process only, the
+    workers of a multi-process run each count their own) and, on a GPU, what torch allocated there ("gpu")."""
+    peak = {}
+    try:
+        import resource
+    except ImportError:  # Windows
+        resource = None
+    if resource is not None:
+        most = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        peak["cpu"] = round(most / (2**20 if sys.platform == "darwin" else 2**10), 1)
+    if device.type == "cuda":
+        peak["gpu"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return peak
+
+
 def finish_run(run, model, tokenizer, data):
     """Save the model (when trained; with --load_best_model_at_end the best dev score's), then evaluate every
     task with a head on dev and test.
@@ -766,6 +784,9 @@ def finish_run(run, model, tokenizer, data):
             for task, split in splits.items():
                 summary[f"{task}_{split_name}"] = evaluate_and_write(run, model, task, split, split_name)
         write_json_atomic(run.path(ALL_RESULTS_FILE), summary)
+        write_json_atomic(run.path(RUN_COST_FILE), {
+            "seconds": round(time.monotonic() - run.started, 1), "resumed": run.resumed_from_checkpoint is not None,
+            "peak_memory_mib": peak_memory_mib(run.device)})
         run.reporter.results(summary)
         run.reporter.close()
         # The results are written: the checkpoints of this run have served their purpose (a checkpoint folder

@@ -19,6 +19,7 @@ TASK_WEIGHTS_FILE = "task_weights.json"
 TRAINING_LOG_FILE = "training_log.jsonl"
 DEV_CURVE_FILE = "dev_curve.json"  # the main task's dev scores during training (--eval_strategy)
 ALL_RESULTS_FILE = "all_results.json"
+RUN_COST_FILE = "run_cost.json"  # the run's seconds (this process's) and peak memory
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"  # event files (--report_to tensorboard)
 RUN_LOG_FILE = "run.log"
@@ -77,7 +78,7 @@ def names_a_run_writes(tasks, trains, checkpoints, tensorboard, beside_training=
     tokenizer files and the training's records when it `trains`, its checkpoint folder (`checkpoints`) and
     TensorBoard folder (`tensorboard`); an evaluation `beside_training` (in a model's own directory) writes
     its own record instead of the training's."""
-    names = {ALL_RESULTS_FILE}
+    names = {ALL_RESULTS_FILE, RUN_COST_FILE}
     if beside_training:
         names |= {EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE} | ({EVALUATION_TENSORBOARD_DIR} if tensorboard else set())
     else:
@@ -92,7 +93,7 @@ def names_a_run_writes(tasks, trains, checkpoints, tensorboard, beside_training=
 
 
 def _is_run_name(name):
-    return name in {*TRAINING_RECORD, ALL_RESULTS_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE,
+    return name in {*TRAINING_RECORD, ALL_RESULTS_FILE, RUN_COST_FILE, EVALUATION_ARGS_FILE, EVALUATION_LOG_FILE,
                     EVALUATION_TENSORBOARD_DIR, *MODEL_FILES, *TOKENIZER_FILES} or name.endswith(
         ("_results.txt", "_test_predictions.txt"))
 

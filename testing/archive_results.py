@@ -4,7 +4,8 @@
 
 Copies, for every finished run below OUTPUT_ROOT (a directory with run_args.json; one still training is left
 out and named), its `run_args.json`,
-`task_weights.json`, `dev_curve.json` (--eval_strategy), `evaluation_args.json` (a model evaluated in its own directory), the main task's dev and test results and its test predictions (gzip-compressed), and
+`task_weights.json`, `dev_curve.json` (--eval_strategy), `evaluation_args.json` (a model evaluated in its own
+directory), `run_cost.json` (its seconds and peak memory; runs made before it existed have none), the main task's dev and test results and its test predictions (gzip-compressed), and
 the main tasks' gold test files (`test_{task}.txt`, or `test_{task}.tsv` for a sentence-level task;
 gzip-compressed) and label files, under DEST/data, plus the summary
 (`summary/`: tables, significance CSV, weight plots) and each run's wall time from the queue's logs
@@ -24,7 +25,8 @@ import shutil
 import sys
 
 from tawt.output_files import (
-    DEV_CURVE_FILE, EVALUATION_ARGS_FILE, RUN_ARGS_FILE, TASK_WEIGHTS_FILE, predictions_file, results_file,
+    DEV_CURVE_FILE, EVALUATION_ARGS_FILE, RUN_ARGS_FILE, RUN_COST_FILE, TASK_WEIGHTS_FILE, predictions_file,
+    results_file,
 )
 from tawt.run_arguments import HelpFormatter
 from tawt.scripts.job_queue import logged_seconds
@@ -69,7 +71,7 @@ def archive(output_root, destination):
         relative = os.path.relpath(run.directory, output_root)
         target = os.path.join(destination, relative)
         os.makedirs(target, exist_ok=True)
-        for name in (RUN_ARGS_FILE, TASK_WEIGHTS_FILE, DEV_CURVE_FILE, EVALUATION_ARGS_FILE,
+        for name in (RUN_ARGS_FILE, TASK_WEIGHTS_FILE, DEV_CURVE_FILE, EVALUATION_ARGS_FILE, RUN_COST_FILE,
                      results_file(run.main_task, "eval"), results_file(run.main_task, "test")):
             if os.path.isfile(run.path(name)):
                 shutil.copyfile(run.path(name), os.path.join(target, name))

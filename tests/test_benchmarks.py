@@ -38,3 +38,26 @@ def test_benchmark_command_runs_at_tiny_size(tmp_path):
     assert same_loss["met"]
     update = rows[0]
     assert update["max_weight_difference"] < 1e-4
+
+
+def test_method_costs_runs_every_method_through_its_script_and_compares_them(tiny_data_dir, tiny_model_dir, tmp_path,
+                                                                            capsys):
+    from tawt.benchmarks import method_costs
+
+    output = tmp_path / "costs.json"
+    method_costs.main(["--data_dir", str(tiny_data_dir), "--model_name_or_path", str(tiny_model_dir),
+                       "--main_task", "ner", "--sources", "pos", "chunking", "--main_sentences", "8", "--epochs", "1",
+                       "--repetitions", "1", "--methods", "joint", "tawt", "forkmerge", "--output", str(output),
+                       "--work_dir", str(tmp_path / "runs")])
+    results = json.loads(output.read_text())
+    assert list(results["medians"]) == ["joint", "tawt", "forkmerge"]
+    for method, (run,) in results["runs"].items():
+        assert run["wall_seconds"] >= run["run_seconds"] > 0 and run["peak_memory_mib"]["cpu"] > 100, method
+        assert "f1" in run["test"], method
+    # each ran its own method: ForkMerge's record holds its merges, TAWT's its weight updates
+    merges = json.loads((tmp_path / "runs" / "forkmerge_round1" / "task_weights.json").read_text())["history"]
+    assert any(entry["stage"] == "merge" for entry in merges)
+    assert json.loads((tmp_path / "runs" / "tawt_round1" / "run_args.json").read_text())["args"]["weighting"] == "tawt"
+    table = capsys.readouterr().out
+    assert "| ForkMerge |" in table and "wall_seconds / tawt" in table
+    assert "| TAWT (weighted joint) |" in table and "| 1.00× |" in table  # TAWT against itself

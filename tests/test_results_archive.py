@@ -1,6 +1,7 @@
 """An archived grid (testing/archive_results.py) rebuilds its tables from its small files alone."""
 
 import gzip
+import json
 import os
 import shutil
 
@@ -48,8 +49,11 @@ def test_archive_keeps_results_weights_and_compressed_predictions_only(tiny_data
         "data/ner_labels.txt", "data/test_ner.txt.gz", "run_times.csv",
         *(f"main/weighted_joint/ner/seed_1/{name}" for name in (
             "dev_curve.json", "ner_eval_results.txt", "ner_test_predictions.txt.gz", "ner_test_results.txt",
-            "run_args.json", "task_weights.json")),
+            "run_args.json", "run_cost.json", "task_weights.json")),
     ])
+    cost = json.loads((archive / "main/weighted_joint/ner/seed_1/run_cost.json").read_text())
+    assert cost["seconds"] > 0 and cost["resumed"] is False and cost["peak_memory_mib"]["cpu"] > 100
+    assert "gpu" not in cost["peak_memory_mib"]  # trained on the CPU
     with gzip.open(archive / "main/weighted_joint/ner/seed_1/ner_test_predictions.txt.gz", "rt") as handle:
         assert handle.read() == (run_dir / "ner_test_predictions.txt").read_text()
     assert "main/weighted_joint/ner/seed_1,weighted_joint,ner,1,42" in (archive / "run_times.csv").read_text()
