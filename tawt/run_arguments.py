@@ -137,6 +137,10 @@ def add_common_arguments(parser):
                                "the mean of the example's token states (mean)")
     training.add_argument("--logging_steps", type=int, default=50,
                           help=f"write the mean training loss every N steps to {TRAINING_LOG_FILE}")
+    training.add_argument("--log_update_norms", action="store_true",
+                          help="with each of those lines, how far the encoder and the main task's head moved since "
+                               "the previous one (parameter_update_norm: the norm of the parameters' change, what "
+                               "the optimizer actually did); keeps one more copy of those parameters")
     training.add_argument("--save_steps", type=int, default=0,
                           help="write a checkpoint to OUTPUT_DIR/checkpoints every N steps and after every epoch "
                                "(0: never). Rerunning the same command after an interruption resumes from the "

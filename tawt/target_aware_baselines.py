@@ -45,6 +45,7 @@ import torch
 
 from tawt.errors import UsageError
 from tawt.run_arguments import TARGET_AWARE_BASELINES
+from tawt.training_loop import ParameterUpdateNorms
 from weighted_training_basics import (
     cosine_similarity, encoder_gradient, gradient_dot_and_norms, sample_gradient_batches, untouched_random_state,
 )
@@ -100,38 +101,6 @@ class TargetGradient:
 
         self.gradient, self.head_gradient = on_device(state["gradient"]), on_device(state.get("head_gradient"))
         self.step, self.refreshes = state["step"], state["refreshes"]
-
-
-class ParameterUpdateNorms:
-    """How far the encoder and the main task's head moved since the last reading: the norm of the difference
-    between their parameters now and at the last reading (the updates the optimizer actually made, whatever
-    gradients, scales and Adam normalisation made them). Keeps one copy of those parameters."""
-
-    def __init__(self, model, main_task):
-        self.groups = {"encoder": list(model.encoder_parameters()),
-                       "main_head": list(model.head(main_task).parameters())}
-        self.start = self._copy()
-
-    def _copy(self):
-        return {name: [parameter.detach().clone() for parameter in parameters]
-                for name, parameters in self.groups.items()}
-
-    def read(self):
-        """{"encoder": norm, "main_head": norm} since the last reading; the next reading starts from now."""
-        norms = {}
-        for name, parameters in self.groups.items():
-            squared = sum(torch.sum((parameter.detach().float() - start.float()) ** 2)
-                          for parameter, start in zip(parameters, self.start[name]))
-            norms[name] = math.sqrt(float(squared))
-        self.start = self._copy()
-        return norms
-
-    def state_dict(self):
-        return {name: [tensor.cpu() for tensor in tensors] for name, tensors in self.start.items()}
-
-    def load_state_dict(self, state):
-        self.start = {name: [tensor.to(parameter.device) for tensor, parameter in zip(state[name], self.groups[name])]
-                      for name in self.groups}
 
 
 def source_encoder_gradient(model):

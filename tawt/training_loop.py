@@ -204,6 +204,38 @@ class Transformers28AdamW(torch.optim.Optimizer):
         return loss
 
 
+class ParameterUpdateNorms:
+    """How far the encoder and the main task's head moved since the last reading: the norm of the difference
+    between their parameters now and at the last reading (the updates the optimizer actually made, whatever
+    gradients, scales and Adam normalisation made them). Keeps one copy of those parameters."""
+
+    def __init__(self, model, main_task):
+        self.groups = {"encoder": list(model.encoder_parameters()),
+                       "main_head": list(model.head(main_task).parameters())}
+        self.start = self._copy()
+
+    def _copy(self):
+        return {name: [parameter.detach().clone() for parameter in parameters]
+                for name, parameters in self.groups.items()}
+
+    def read(self):
+        """{"encoder": norm, "main_head": norm} since the last reading; the next reading starts from now."""
+        norms = {}
+        for name, parameters in self.groups.items():
+            squared = sum(torch.sum((parameter.detach().float() - start.float()) ** 2)
+                          for parameter, start in zip(parameters, self.start[name]))
+            norms[name] = math.sqrt(float(squared))
+        self.start = self._copy()
+        return norms
+
+    def state_dict(self):
+        return {name: [tensor.cpu() for tensor in tensors] for name, tensors in self.start.items()}
+
+    def load_state_dict(self, state):
+        self.start = {name: [tensor.to(parameter.device) for tensor, parameter in zip(state[name], self.groups[name])]
+                      for name in self.groups}
+
+
 class Trainer:
     """AdamW + linear schedule over one training stage, with one-task batches and weighted losses."""
 
@@ -218,6 +250,9 @@ class Trainer:
                                                                     run.device)
         self.scaler = torch.amp.GradScaler(run.device.type, enabled=run.args.fp16)
         self.task_losses = TaskLosses()
+        # --log_update_norms: how far the encoder and the main task's head moved between two log lines
+        self.update_norms = (ParameterUpdateNorms(model, run.main_task)
+                             if getattr(run.args, "log_update_norms", False) else None)
 
     @property
     def done(self):
@@ -328,6 +363,8 @@ class Trainer:
                   "learning_rate": self.scheduler.get_last_lr()[0], "task_losses": task_losses}
         if self.branch is not None:
             record["branch"] = self.branch
+        if self.update_norms is not None:
+            record["parameter_update_norm"] = self.update_norms.read()
         line = json.dumps(record) + "\n"
         try:
             with open(self.run.path(TRAINING_LOG_FILE), "a") as handle:

@@ -255,3 +255,35 @@ def test_gcs_records_its_variant_and_how_far_the_encoder_and_the_main_head_moved
     # The main head trains at every step under du, on its own 3 batches of 9 only when gated.
     assert (du["history"][1]["parameter_update_norm"]["main_head"]
             > gated["history"][1]["parameter_update_norm"]["main_head"])
+
+
+def test_log_update_norms_records_how_far_each_log_interval_moved_the_model_in_any_paradigm(tiny_data_dir,
+                                                                                            tiny_model_dir, tmp_path):
+    """--log_update_norms adds parameter_update_norm to every training_log.jsonl line; the norms of the
+    intervals add up (triangle inequality) to at least the whole run's distance, and without the flag the
+    log and the results are unchanged."""
+    import torch
+    from safetensors.torch import load_file
+
+    import run_weighted_joint
+    from tests.test_scripts import common
+
+    arguments = ["--auxiliary_task_list", "pos", "--main_task", "ner", "--num_train_epochs", "1",
+                 "--logging_steps", "2", "--report_to", "none"]
+    run_weighted_joint.main(common(tiny_data_dir, tiny_model_dir, tmp_path / "plain") + arguments)
+    run_weighted_joint.main(common(tiny_data_dir, tiny_model_dir, tmp_path / "logged") + arguments
+                            + ["--log_update_norms"])
+    plain = [json.loads(line) for line in (tmp_path / "plain" / "training_log.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (tmp_path / "logged" / "training_log.jsonl").read_text().splitlines()]
+    assert len(logged) == len(plain) >= 3 and all("parameter_update_norm" not in line for line in plain)
+    assert [{key: value for key, value in line.items() if key != "parameter_update_norm"} for line in logged] == plain
+    assert (tmp_path / "logged" / "ner_test_predictions.txt").read_text() == (
+        tmp_path / "plain" / "ner_test_predictions.txt").read_text()
+    norms = [line["parameter_update_norm"] for line in logged]
+    assert all(norm["encoder"] > 0 and norm["main_head"] >= 0 for norm in norms)
+    # the whole run's distance of the encoder, from the initial weights to the saved ones
+    initial, final = load_file(os.path.join(tiny_model_dir, "model.safetensors")), load_file(
+        tmp_path / "logged" / "model.safetensors")
+    shared = [name for name in final if name in initial and "pooler" not in name]
+    distance = torch.sqrt(sum(torch.sum((final[name].float() - initial[name].float()) ** 2) for name in shared))
+    assert sum(norm["encoder"] for norm in norms) >= float(distance) * 0.999 > 0
