@@ -421,8 +421,9 @@ class JobMaker:
     def environment_text(settings):
         return " ".join(f"{name}={shlex.quote(value)}" for name, value in settings.items())
 
-    def job(self, run_path, main_task, script, arguments, seed, extra_args=()):
-        """The job of one run; `extra_args` (and the grid's flags for `script`) are added to EXTRA_ARGS."""
+    def job(self, run_path, main_task, script, arguments, seed, extra_args=(), environment=None):
+        """The job of one run; `extra_args` (and the grid's flags for `script`) are added to EXTRA_ARGS;
+        `environment` ({variable: value}) sets script settings of this job alone."""
         output_dir = os.path.join(self.settings.output_root, run_path, f"seed_{seed}")
         added = [*self.settings.grid.script_args.get(script, []), *extra_args]
         # A run with checkpoints resumes by itself; one interrupted before its first checkpoint left nothing
@@ -432,6 +433,8 @@ class JobMaker:
         settings = self.shared_settings
         if added:  # a later assignment wins: the shared settings stay a prefix that --list leaves out
             settings += " " + self.environment_text({"EXTRA_ARGS": " ".join([self.shared["EXTRA_ARGS"], *added])})
+        if environment:
+            settings += " " + self.environment_text(environment)
         command = " ".join([settings, f"SEED={seed}", f"OUTPUT_DIR={shlex.quote(output_dir)}", "sh",
                             shlex.quote(os.path.join(SCRIPTS_DIR, script)), *map(shlex.quote, map(str, arguments))])
         return Job(command=command, log=os.path.join(self.settings.output_root, "logs", run_path, f"seed_{seed}.log"),
@@ -510,7 +513,14 @@ def baselines_section_jobs(maker, settings):
 
 def gcs_du_section_jobs(maker, settings):
     """GCS and weighted GCS as Du et al. define them (--gcs_variant du), in directories of their own
-    (baselines/joint_<method>_du), so that the gated runs of the baselines section are not taken for them."""
+    (baselines/joint_<method>_du), so that the gated runs of the baselines section are not taken for them.
+
+    As in Du et al.'s update and its reference code, every step's target gradient is fresh, from a main-task
+    batch of the training batch's size (TARGET_GRADIENT_STEPS=1, GRADIENT_SAMPLING_BATCH_SIZE=BATCH_SIZE):
+    the update adds it to every step, and one reused for several steps (the baselines section's R) pushes the
+    encoder the same way at each of them (on the medium grid, R = 8 collapsed every run to the majority
+    label; results/medium/README.md)."""
+    fresh = {"TARGET_GRADIENT_STEPS": "1", "GRADIENT_SAMPLING_BATCH_SIZE": maker.shared.get("BATCH_SIZE", "32")}
     jobs = []
     for seed in settings.seeds:
         for method in [method for method in GCS_METHODS if method in settings.grid.baselines]:
@@ -518,7 +528,7 @@ def gcs_du_section_jobs(maker, settings):
                 jobs.append(maker.job(f"baselines/joint_{method}_du/{main_task}", main_task,
                                       "run_target_aware_baseline_multi.sh",
                                       [method, *setting.sources, main_task, setting.train_size], seed,
-                                      ["--gcs_variant", "du"]))
+                                      ["--gcs_variant", "du"], environment=fresh))
     return jobs
 
 

@@ -541,6 +541,10 @@ def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original
     listed = [line for line in listed if line not in more_seeds]
     gcs_du = [line for line in listed if "_du/" in line]
     assert len(gcs_du) == 2 * 3 * 2 and all("--gcs_variant du" in line for line in gcs_du)
+    # Du et al.'s update: a fresh target gradient at every step, from a main-task batch of the training batch's size
+    batch_size = re.search(r"\bBATCH_SIZE=(\d+)", completed.stdout).group(1)
+    assert all(f"TARGET_GRADIENT_STEPS=1 GRADIENT_SAMPLING_BATCH_SIZE={batch_size} SEED=" in line for line in gcs_du)
+    assert not any("TARGET_GRADIENT_STEPS=1 " in line for line in listed if "_du/" not in line)
     assert sum("/baselines/joint_gcs_weighted_du/ner/seed_" in line and line.endswith(
         "run_target_aware_baseline_multi.sh gcs_weighted pos chunking predicate ner 500") for line in gcs_du) == 3
     paper_rows = [line for line in listed if "/ablation/" not in line and line not in gcs_du]
