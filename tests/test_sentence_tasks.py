@@ -396,3 +396,85 @@ def test_grid_slices_sentence_level_files_by_random_lines(mixed_data_dir, tmp_pa
     assert len(read_sentences(os.path.join(target, "test_topic.tsv"))) == 4
     assert experiment_grid.count_sentences(os.path.join(target, "train_topic.tsv")) == 10
     assert len(read_sentences(os.path.join(target, "train_pos.txt"))) == 10
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resume, --bf16 and two processes behave as for tagging tasks
+
+
+def test_sentence_target_resumes_to_the_uninterrupted_results(mixed_data_dir, tiny_model_dir, tmp_path, monkeypatch):
+    """Weighted joint training with a sentence-level target, interrupted right after a checkpoint within an
+    epoch and run again with the same command, ends with the weights, predictions and results of a run
+    never interrupted."""
+    from tawt import training_loop
+
+    flags = ["--weighting", "tawt", "--weight_update_steps", "3", "--save_steps", "1"]
+
+    def run(output):
+        run_paradigm(run_weighted_joint, flags, mixed_data_dir, tiny_model_dir, output, "topic", TAGGING_SOURCES)
+
+    class Interrupted(Exception):
+        pass
+
+    run(tmp_path / "whole")
+    save_checkpoint = training_loop.save_checkpoint
+
+    def save_and_stop(run_, model, trainer, epoch, batches_done, task_weights):
+        save_checkpoint(run_, model, trainer, epoch, batches_done, task_weights)
+        if trainer.global_step == 5:
+            raise Interrupted
+
+    monkeypatch.setattr(training_loop, "save_checkpoint", save_and_stop)
+    with pytest.raises(Interrupted):
+        run(tmp_path / "resumed")
+    monkeypatch.setattr(training_loop, "save_checkpoint", save_checkpoint)
+    run(tmp_path / "resumed")
+    with open(tmp_path / "resumed" / "run.log") as handle:
+        assert "resum" in handle.read().lower()
+    for name in ("task_weights.json", "topic_test_predictions.txt", "topic_test_results.txt", "all_results.json"):
+        assert (tmp_path / "resumed" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+
+
+def test_sentence_target_trains_under_bf16_autocast(mixed_data_dir, tiny_model_dir, tmp_path):
+    """--bf16 (autocast; on the CPU here) with a sentence-level target and tagging sources: the weight update
+    and both kinds of head run, and the scores stay near the float32 run's."""
+    flags = ["--weighting", "tawt", "--weight_update_steps", "3"]
+    full = run_paradigm(run_weighted_joint, flags, mixed_data_dir, tiny_model_dir, tmp_path / "fp32", "topic",
+                        TAGGING_SOURCES)
+    half = run_paradigm(run_weighted_joint, flags + ["--bf16"], mixed_data_dir, tiny_model_dir, tmp_path / "bf16",
+                        "topic", TAGGING_SOURCES)
+    check_sentence_outputs(tmp_path / "bf16", "topic", mixed_data_dir)
+    history = weight_history(tmp_path / "bf16")["history"]
+    assert len(history) > 1 and all(entry["cosine_similarities"] for entry in history[1:])
+    reference = weight_history(tmp_path / "fp32")["history"]
+    assert max(abs(a - b) for a, b in zip(history[-1]["weights"], reference[-1]["weights"])) < 0.05
+    assert abs(half["topic_test"]["loss"] - full["topic_test"]["loss"]) < 0.1
+
+
+def test_sentence_target_in_two_gloo_processes(mixed_data_dir, tiny_model_dir, tmp_path):
+    """torchrun with two processes: every process computes its share of the sampled batches, and the main
+    process predicts every test example exactly once."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_scripts import TINY_TRAINING
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    output = tmp_path / "ddp"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(port), "run_weighted_joint.py", "--auxiliary_task_list", *TAGGING_SOURCES,
+            "--main_task", "topic", "--main_task_train_sent_num", "12", "--gradient_sampling_batch_size", "8",
+            "--data_dir", mixed_data_dir, "--model_name_or_path", tiny_model_dir, "--output_dir", str(output),
+            *TINY_TRAINING]
+    completed = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    with open(output / "run_args.json") as handle:
+        assert json.load(handle)["world_size"] == 2
+    history = weight_history(output)["history"]
+    assert len(history) > 1 and history[-1]["weights"][-1] > history[0]["weights"][-1]
+    check_sentence_outputs(output, "topic", mixed_data_dir)
