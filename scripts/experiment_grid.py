@@ -21,7 +21,8 @@ Sections (run in this order; final_weights after the others, since it reads thei
   ablation       per main task: weighted joint and weighted normalized joint training with
                  --ablate_source_cosines (every source's cosine taken as 0), beside their TAWT runs
   gcs_du         per main task: GCS and weighted GCS as Du et al. define them (--gcs_variant du: every update
-                 is the main task's gradient plus the gated source gradient)
+                 is the main task's gradient plus the gated source gradient), the main task's gradient fresh
+                 at every step from a batch of BATCH_SIZE sentences
   more_seeds     the grid's further seeds (GRID=large: 4 and 5) of single-task, joint, weighted joint,
                  normalized joint, weighted normalized joint and the ablation rows
   noise_source   per main task: joint and weighted joint training with --noise_source (the first source's
