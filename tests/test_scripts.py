@@ -204,7 +204,8 @@ def test_every_forward_path_gives_the_same_run(tiny_data_dir, tmp_path):
         assert predictions[0] == predictions[other]
 
 
-ENTRY_POINTS_IN_FOLDERS = ["benchmarks/gpu_check.py", "benchmarks/gpu_session.py", "benchmarks/run_benchmarks.py",
+ENTRY_POINTS_IN_FOLDERS = ["benchmarks/gpu_check.py", "benchmarks/gpu_session.py", "benchmarks/method_costs.py",
+                           "benchmarks/run_benchmarks.py",
                            "data/make_default_data.py", "data/preprocess_max_len.py", "data/process_data.py",
                            "scripts/experiment_grid.py",
                            "scripts/job_queue.py", "testing/archive_results.py", "testing/collect_results.py", "testing/compare_optimizers.py",
