@@ -31,8 +31,9 @@ import sys
 import tempfile
 import time
 
-from tawt.output_files import RUN_COST_FILE, write_json_atomic
+from tawt.output_files import RUN_COST_FILE, results_file, write_json_atomic
 from tawt.run_arguments import HelpFormatter
+from tawt.testing.output_tree import read_results_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
@@ -116,11 +117,7 @@ def run_once(method, environment, sources, main_task, main_sentences, output_dir
                  f"{shlex.join(command)}\n{tail}")
     with open(os.path.join(output_dir, RUN_COST_FILE), encoding="utf-8") as handle:
         cost = json.load(handle)
-    scores = {}
-    results = os.path.join(output_dir, f"{main_task}_test_results.txt")
-    if os.path.isfile(results):
-        with open(results, encoding="utf-8") as handle:
-            scores = dict(line.rstrip("\n").split(" = ", 1) for line in handle if " = " in line)
+    scores = read_results_file(os.path.join(output_dir, results_file(main_task, "test")))
     return {"wall_seconds": round(wall, 1), "run_seconds": cost["seconds"], "peak_memory_mib": cost["peak_memory_mib"],
             "test": scores}
 

@@ -89,6 +89,7 @@ GRID_SAVE_STEPS = 1000
 # GCS as Du et al. define it (--gcs_variant du: every update holds the main task's gradient), in the gcs_du
 # section; the baselines section runs GCS with --gcs_variant gated, as its archived runs were made.
 GCS_METHODS = ("gcs", "gcs_weighted")
+SCRIPT_BATCH_SIZE = "32"  # scripts/common.sh's BATCH_SIZE when neither the grid nor the user sets one
 BACKENDS = ("local", "slurm")  # local: scripts/job_queue.py on this machine; slurm: scripts/slurm_grid.py
 
 
@@ -521,7 +522,8 @@ def gcs_du_section_jobs(maker, settings):
     the update adds it to every step, and one reused for several steps (the baselines section's R) pushes the
     encoder the same way at each of them (on the medium grid, R = 8 collapsed every run to the majority
     label; results/medium/README.md)."""
-    fresh = {"TARGET_GRADIENT_STEPS": "1", "GRADIENT_SAMPLING_BATCH_SIZE": maker.shared.get("BATCH_SIZE", "32")}
+    fresh = {"TARGET_GRADIENT_STEPS": "1",
+             "GRADIENT_SAMPLING_BATCH_SIZE": maker.shared.get("BATCH_SIZE", SCRIPT_BATCH_SIZE)}
     jobs = []
     for seed in settings.seeds:
         for method in [method for method in GCS_METHODS if method in settings.grid.baselines]:
