@@ -107,6 +107,7 @@ class Settings:
     data_dir: str
     seeds: list
     script_env: dict = field(default_factory=dict)  # DATA_DIR, BERT_MODEL, MAX_LENGTH, ... for every job
+    embedded_data: bool = False  # data_dir is the embedded default data or the grid's slice of it
 
 
 def words(environ, name):
@@ -191,6 +192,7 @@ def settings_from_environment(environ=None, prepare_data=True, listing=False):
     script_env["EXTRA_ARGS"] = " ".join(filter(None, [grid.training.get("EXTRA_ARGS", "").strip(),
                                                       environ.get("EXTRA_ARGS", "").strip()]))
     data_dir = environ.get("DATA_DIR") or grid.data_dir or (os.path.join(working_dir, "data") if working_dir else "")
+    embedded_data = not data_dir
     if not data_dir and listing:
         from tawt.data.make_default_data import default_data_dir
 
@@ -213,7 +215,8 @@ def settings_from_environment(environ=None, prepare_data=True, listing=False):
         resolve_model_name_or_path(None)  # fail now, with what to install, rather than in every run
     data_dir = os.path.abspath(data_dir) if data_dir else data_dir
     script_env["DATA_DIR"] = data_dir
-    return Settings(grid=grid, output_root=output_root, data_dir=data_dir, seeds=seeds, script_env=script_env)
+    return Settings(grid=grid, output_root=output_root, data_dir=data_dir, seeds=seeds, script_env=script_env,
+                    embedded_data=embedded_data)
 
 
 def make_output_root(output_root):
@@ -382,14 +385,6 @@ def default_data_slice(grid, output_root, source=None):
         "source": source, "sentences_per_split": sizes, "tasks": sorted({*sliced, *missing}),
         "train_sentences": f"random, seed {RANDOM_SLICE_SEED}" if grid.random_train_slice else "first"}, indent=1))
     return target
-
-
-def embedded_data_dirs(settings):
-    """The folders the embedded default data (or the grid's slice of it) lives in."""
-    from tawt.data.make_default_data import default_data_dir
-
-    return {default_data_dir()} | ({data_slice_dir(settings.grid, settings.output_root)} if settings.grid.data_slice
-                                   else set())
 
 
 def check_data(settings, sections):
@@ -770,7 +765,7 @@ def main(argv=None, environ=None):
             raise GridError("--no_submit writes a Slurm job array; give it with BACKEND=slurm")
         settings = settings_from_environment(environ, listing=args.list)
         args.sections = args.sections or [section for section in SECTIONS if section in settings.grid.sections]
-        if not (args.list and settings.data_dir in embedded_data_dirs(settings) and not os.path.isdir(settings.data_dir)):
+        if not (args.list and settings.embedded_data and not os.path.isdir(settings.data_dir)):
             check_data(settings, args.sections)  # (--list builds no embedded default data to check)
         if not args.list:
             make_output_root(settings.output_root)
