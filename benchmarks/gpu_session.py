@@ -313,8 +313,8 @@ def say(message):
 
 def grid_environment(args, info, pack_dir, site_dirs, seeds, use_cuda):
     """The settings of the grid's command: the pack's data and encoder, the seeds, --bf16 added."""
-    # EXTRA_ARGS from the environment takes the place of the grid's own flags, so they are written out here.
-    extra_args = " ".join(filter(None, [LARGE_GRID.training["EXTRA_ARGS"], "--bf16", args.extra_args]))
+    # EXTRA_ARGS adds to the grid's own flags (run_experiments.sh puts these after them).
+    extra_args = " ".join(filter(None, ["--bf16", args.extra_args]))
     settings = {"GRID": "large", "DATA_DIR": os.path.join(pack_dir, "data"), "BERT_MODEL": os.path.join(pack_dir, "encoder"),
                 "OUTPUT_ROOT": os.path.join(os.path.abspath(args.scratch_dir), "outputs"),
                 "MAIN_TASKS": " ".join(info["main_tasks"]), "SEEDS": " ".join(seeds), "EXTRA_ARGS": extra_args}
