@@ -74,7 +74,9 @@ def test_run_on_the_cpu_writes_the_check_the_archive_and_the_logs(pack_dir, tmp_
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     completed = subprocess.run(
         [sys.executable, GPU_SESSION, "run", "--pack_dir", str(pack_dir), "--no_cuda", "--tiny", "--out", str(out),
-         "--scratch_dir", str(scratch), "--jobs", "2", "--seeds", "1", "--sections", "normalized"],
+         "--scratch_dir", str(scratch), "--jobs", "2", "--seeds", "1", "--sections", "normalized",
+         # budgets far above what the tiny sizes need, so that a loaded machine does not stop a phase early
+         "--budget_minutes", "14", "--check_minutes", "6"],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert completed.stdout.rstrip().splitlines()[-1].startswith("session ")  # the session's table comes last
