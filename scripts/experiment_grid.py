@@ -516,7 +516,8 @@ def gcs_du_section_jobs(maker, settings):
     batch of the training batch's size (TARGET_GRADIENT_STEPS=1, GRADIENT_SAMPLING_BATCH_SIZE=BATCH_SIZE):
     the update adds it to every step, and one reused for several steps (the baselines section's R) pushes the
     encoder the same way at each of them (on the medium grid, R = 8 collapsed every run to the majority
-    label; results/medium/README.md)."""
+    label; results/medium/README.md). --log_update_norms records in each run's training_log.jsonl how far the
+    encoder and the main task's head moved between two log lines, so that a collapse can be read from it."""
     fresh = {"TARGET_GRADIENT_STEPS": "1",
              "GRADIENT_SAMPLING_BATCH_SIZE": maker.shared.get("BATCH_SIZE", SCRIPT_BATCH_SIZE)}
     jobs = []
@@ -526,7 +527,7 @@ def gcs_du_section_jobs(maker, settings):
                 jobs.append(maker.job(f"baselines/joint_{method}_du/{main_task}", main_task,
                                       "run_target_aware_baseline_multi.sh",
                                       [method, *setting.sources, main_task, setting.train_size], seed,
-                                      ["--gcs_variant", "du"], environment=fresh))
+                                      ["--gcs_variant", "du", "--log_update_norms"], environment=fresh))
     return jobs
 
 

@@ -540,7 +540,7 @@ def test_large_grid_lists_table_1_with_the_papers_inv_constants_and_the_original
                           if f"/{row}/{main_task}/seed_" in line) == ["4", "5"]
     listed = [line for line in listed if line not in more_seeds]
     gcs_du = [line for line in listed if "_du/" in line]
-    assert len(gcs_du) == 2 * 3 * 2 and all("--gcs_variant du" in line for line in gcs_du)
+    assert len(gcs_du) == 2 * 3 * 2 and all("--gcs_variant du --log_update_norms" in line for line in gcs_du)
     # Du et al.'s update: a fresh target gradient at every step, from a main-task batch of the training batch's size
     batch_size = re.search(r"\bBATCH_SIZE=(\d+)", completed.stdout).group(1)
     assert all(f"TARGET_GRADIENT_STEPS=1 GRADIENT_SAMPLING_BATCH_SIZE={batch_size} SEED=" in line for line in gcs_du)
