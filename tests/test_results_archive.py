@@ -97,7 +97,10 @@ def test_the_large_grids_method_comparisons_give_the_figures_its_readme_quotes()
         ("ner", "OL-AUX (Lin et al. 2019)", "Joint training"): (3.34, -2.66, 9.33, 0.139),
     }
     for key, (mean, low, high, p_value) in expected.items():
-        row = rows[key]
+        # a gated GCS row that GCS as Du et al. define it replaced in Table 1 is among the other runs, its name
+        # followed by its settings
+        row = rows.get(key) or next(row for (task, method, baseline), row in rows.items()
+                                    if (task, baseline) == (key[0], key[2]) and method.startswith(key[1] + " ("))
         assert [round(float(row[name]), 2) for name in ("mean_difference", "ci_low", "ci_high")] == [mean, low, high]
         assert float(row["p_value"]) == pytest.approx(p_value, abs=0.0005)
         assert row["seeds"] == "1 2 3" and row["significant"] == "False"  # none survives Holm's correction
